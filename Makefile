@@ -1,0 +1,37 @@
+# floatlb: `make demo` runs the two-AZ failover demo, `make test` every test.
+# Both run `make setup` first, which installs what is missing (idempotent).
+
+SHELL := /bin/bash
+export PATH := /usr/lib/llvm-22/bin:$(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+
+.PHONY: setup build test test-unit test-integration lint fmt demo bench clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --workspace --bins
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --exclude floatlb-ebpf --all-targets -- -D warnings
+
+test-unit: setup
+	$(CARGO) test --workspace --exclude floatlb-tests
+
+# Integration tests need root (network namespaces, XDP, moto, FRR). They run
+# one at a time so that the timing figures they print are not skewed by each other.
+test-integration: build
+	$(CARGO) test --release -p floatlb-tests -- --test-threads=1 --nocapture
+
+test: lint test-unit test-integration
+
+demo: build
+	scripts/demo.sh
+
+bench: build
+	scripts/bench.sh
+
+clean:
+	$(CARGO) clean

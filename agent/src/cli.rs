@@ -1,0 +1,110 @@
+//! Command-line interface of `floatlb`. Flag names follow loxilb where loxilb
+//! has the flag (`--cloud`, `--cloudcidrblock`, `--cluster`, `--self`, `--ka`).
+//!
+//! The daemon's flags are grouped by subsystem so each subsystem owns its own
+//! argument struct; `floatlb cloud …` is the one-shot runbook command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "floatlb",
+    version,
+    about = "Floating-IP failover load balancer"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the cloud provider once for this node and print its report.
+    Cloud(CloudCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CloudCommand {
+    #[arg(value_enum)]
+    pub action: CloudAction,
+    /// Load-balancer list (loxilb format) naming the floating addresses.
+    #[arg(long)]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloudAction {
+    Promote,
+    Demote,
+    Reconcile,
+    Status,
+}
+
+/// Daemon arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Load-balancer list (loxilb `loadbalancer/all` format, JSON or YAML).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub datapath: DatapathArgs,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    #[command(flatten)]
+    pub ha: HaArgs,
+}
+
+/// XDP datapath arguments.
+#[derive(Debug, Clone, Args)]
+pub struct DatapathArgs {
+    /// Interface to attach the XDP datapath to (repeatable).
+    #[arg(long = "iface")]
+    pub ifaces: Vec<String>,
+}
+
+/// Which provider moves the floating addresses, and how.
+#[derive(Debug, Clone, Args)]
+pub struct CloudArgs {
+    /// Floating-address provider.
+    #[arg(long, value_enum, default_value = "none")]
+    pub cloud: CloudKind,
+    /// Block the VIP subnet is carved from (AWS ENI mode).
+    #[arg(long)]
+    pub cloudcidrblock: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloudKind {
+    None,
+    Aws,
+    Garp,
+}
+
+/// High-availability arguments.
+#[derive(Debug, Clone, Args)]
+pub struct HaArgs {
+    /// Cluster peer address(es).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// This node's instance number in the pair (0 or 1).
+    #[arg(long = "self", default_value_t = 0)]
+    pub self_id: u8,
+}

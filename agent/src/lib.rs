@@ -1,0 +1,4 @@
+//! The floatlb agent library: everything the `floatlb` and `floatctl` binaries run.
+
+pub mod cli;
+pub mod config;

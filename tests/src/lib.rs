@@ -1,0 +1,1 @@
+//! Shared harness for floatlb's integration tests.
