@@ -52,11 +52,25 @@ pub enum Output {
     },
 }
 
+/// How late the runtime's timer may fire (tokio rounds sleeps up to whole
+/// milliseconds). The jitter range is narrowed by this much so a late
+/// wakeup still sends within the negotiated interval.
+pub const TIMER_SLACK: Duration = Duration::from_millis(1);
+
+/// The delay until the next periodic packet for interval `iv` and a
+/// jitter percentage: 75-100 % (75-90 % with detect mult 1), and at most
+/// the top of that range less [`TIMER_SLACK`] (never below 75 %).
+pub fn tx_delay(iv: Duration, detect_mult: u8, pct: u32) -> Duration {
+    let rfc_max: u32 = if detect_mult == 1 { 90 } else { 100 };
+    let floor = iv * 75 / 100;
+    let cap = (iv * rfc_max / 100).saturating_sub(TIMER_SLACK).max(floor);
+    (iv * pct.clamp(75, rfc_max) / 100).min(cap)
+}
+
 fn schedule_tx(s: &mut Session, now: Instant, jitter: &mut dyn Jitter) {
     s.next_tx = s.tx_interval().map(|iv| {
         let max = if s.cfg.detect_mult == 1 { 90 } else { 100 };
-        let pct = jitter.percent(max).clamp(75, max);
-        now + iv * pct / 100
+        now + tx_delay(iv, s.cfg.detect_mult, jitter.percent(max))
     });
 }
 
