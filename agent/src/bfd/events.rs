@@ -49,6 +49,9 @@ pub enum Output {
         new: State,
         diag: Diag,
         remote_state: State,
+        /// The peer's discriminator (zero after a detection timeout); a
+        /// restarted peer picks a new one.
+        remote_discr: u32,
     },
 }
 
@@ -93,6 +96,7 @@ fn apply(s: &mut Session, ev: FsmEvent, out: &mut Vec<Output>) {
         new,
         diag: s.local_diag,
         remote_state: s.remote_state,
+        remote_discr: s.remote_discr,
     });
 }
 
@@ -164,6 +168,11 @@ pub fn on_timers(s: &mut Session, now: Instant, jitter: &mut dyn Jitter) -> Vec<
     out
 }
 
+/// Copies of the AdminDown packet sent at once: a graceful handover must
+/// not hinge on one datagram, and the periodic rate drops to the slow 1 s
+/// rate once the session is no longer Up.
+pub const ADMIN_DOWN_COPIES: usize = 3;
+
 /// Disables the session and tells the peer at once (6.8.16: "the system
 /// sets bfd.SessionState to AdminDown ... and bfd.LocalDiag to an
 /// appropriate value"; the peer then goes Down with diag 3).
@@ -177,7 +186,9 @@ pub fn on_admin_down(
     apply(s, FsmEvent::AdminDown(diag), &mut out);
     if !out.is_empty() {
         s.detect_deadline = None;
-        out.push(Output::Transmit(s.build_packet(false)));
+        for _ in 0..ADMIN_DOWN_COPIES {
+            out.push(Output::Transmit(s.build_packet(false)));
+        }
         schedule_tx(s, now, jitter);
     }
     out

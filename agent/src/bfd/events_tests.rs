@@ -240,6 +240,14 @@ fn admin_down_takes_the_peer_down_at_once_with_neighbor_down() {
     );
     assert!(sim.rec.contains(&(105, 'B', Up, Down, Diag::NeighborDown)));
     assert_eq!(sim.s[1].remote_state, AdminDown);
+    let burst = sim.sent[0]
+        .iter()
+        .filter(|(t, p)| *t == 105 && p.state == AdminDown)
+        .count();
+    assert_eq!(
+        burst, ADMIN_DOWN_COPIES,
+        "AdminDown goes out at once, several times"
+    );
     // B stays Down (not Init) while A is AdminDown.
     sim.run_until(2000);
     assert_eq!(sim.s[1].state, Down);

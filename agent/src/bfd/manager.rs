@@ -71,6 +71,9 @@ pub struct StateChange {
     pub diag: Diag,
     /// The state the peer last reported: `AdminDown` marks a graceful handover.
     pub remote_state: State,
+    /// The peer's discriminator: unchanged across an outage means the peer
+    /// process never restarted.
+    pub remote_discr: u32,
     pub at: SystemTime,
     pub at_mono: Instant,
 }
@@ -426,6 +429,7 @@ impl BfdManager {
                     new,
                     diag,
                     remote_state,
+                    remote_discr,
                 } => {
                     tracing::info!(%peer, %old, %new, ?diag, %remote_state, "bfd session state change");
                     let sc = StateChange {
@@ -434,6 +438,7 @@ impl BfdManager {
                         new,
                         diag,
                         remote_state,
+                        remote_discr,
                         at: SystemTime::now(),
                         at_mono: now,
                     };

@@ -120,8 +120,11 @@ impl CloudVerdict {
 pub enum Input {
     /// The daemon started.
     Start,
-    /// BFD session to the peer came Up.
-    BfdUp,
+    /// BFD session to the peer came Up; `peer_discr` is the peer's BFD
+    /// discriminator, which a restarted peer process picks anew.
+    BfdUp {
+        peer_discr: u32,
+    },
     /// BFD session went Down without the peer saying so (timeout, link).
     BfdDown,
     /// The peer set its session AdminDown: graceful handover.
@@ -143,7 +146,9 @@ impl Input {
     /// Maps a BFD state change of the peer session to an HA input.
     pub fn from_bfd(sc: &StateChange) -> Option<Input> {
         match sc.new {
-            BfdState::Up => Some(Input::BfdUp),
+            BfdState::Up => Some(Input::BfdUp {
+                peer_discr: sc.remote_discr,
+            }),
             BfdState::Down if sc.remote_state == BfdState::AdminDown => Some(Input::PeerAdminDown),
             BfdState::Down if sc.old == BfdState::Up || sc.old == BfdState::Init => {
                 Some(Input::BfdDown)
@@ -204,6 +209,11 @@ pub struct HaMachine {
     bfd_up: bool,
     last_bfd_down: Option<Instant>,
     last_flap: Option<Instant>,
+    /// Discriminator of the peer's last BFD Up.
+    peer_discr: Option<u32>,
+    /// Set when we promoted because the peer with this discriminator
+    /// vanished: if it reappears unchanged it never died.
+    promoted_on_loss_of: Option<u32>,
     pending: Pending,
     last_role_change: Option<Instant>,
     claim_at: Option<(Instant, ClaimReason)>,
@@ -223,6 +233,8 @@ impl HaMachine {
             bfd_up: false,
             last_bfd_down: None,
             last_flap: None,
+            peer_discr: None,
+            promoted_on_loss_of: None,
             pending: Pending::None,
             last_role_change: None,
             claim_at: None,
@@ -276,6 +288,7 @@ impl HaMachine {
         self.claim_at = None;
         self.verify_at = None;
         self.pending = Pending::None;
+        self.promoted_on_loss_of = None;
     }
 
     /// Earliest instant at which [`Self::on_tick`] has work.
@@ -371,8 +384,21 @@ impl HaMachine {
                     self.enter_backup("start", now);
                 }
             }
-            Input::BfdUp => {
+            Input::BfdUp { peer_discr } => {
                 self.bfd_up = true;
+                let same_peer = self.peer_discr == Some(peer_discr);
+                self.peer_discr = Some(peer_discr);
+                if self.role == Role::Master
+                    && same_peer
+                    && self.promoted_on_loss_of == Some(peer_discr)
+                {
+                    // We promoted because this peer vanished, yet it is back
+                    // without a restart: it was alive (a BFD outage, not a
+                    // failure) and may still be MASTER. Give the role back at
+                    // once; the AdminDown makes the peer promote if it is not.
+                    self.hand_over("peer was alive through the BFD outage", now, &mut out);
+                    return out;
+                }
                 if self.last_bfd_down.is_some() {
                     self.last_flap = Some(now);
                 }
@@ -496,7 +522,7 @@ impl HaMachine {
                 }
                 let peer_runs = v.peer_running != Some(false);
                 if v.owner == Holder::Us || v.peer_running == Some(false) {
-                    self.promote(&format!("claim ({reason:?})"), Some(v), now, out);
+                    self.claim_promote(reason, v, now, out);
                 } else if let Some((Holder::Peer, left)) = v.lease
                     && !left.is_zero()
                     && peer_runs
@@ -506,10 +532,23 @@ impl HaMachine {
                 } else if v.owner == Holder::Peer && v.peer_running == Some(true) && self.bfd_up {
                     tracing::info!("claim dropped: the peer is MASTER and reachable");
                 } else {
-                    self.promote(&format!("claim ({reason:?})"), Some(v), now, out);
+                    self.claim_promote(reason, v, now, out);
                 }
             }
             Pending::Claim(_) => {}
+        }
+    }
+
+    fn claim_promote(
+        &mut self,
+        reason: ClaimReason,
+        v: CloudVerdict,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.promote(&format!("claim ({reason:?})"), Some(v), now, out);
+        if matches!(reason, ClaimReason::PeerLost | ClaimReason::LeaseExpired) {
+            self.promoted_on_loss_of = self.peer_discr;
         }
     }
 

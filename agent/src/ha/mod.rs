@@ -34,9 +34,23 @@
 //!   AdminDown. The hold stands in for "conntrack state synced".
 //! * **Graceful handover.** On shutdown a MASTER sends BFD AdminDown before
 //!   it demotes; the BACKUP promotes at once without consulting the cloud.
+//! * **Outage, not failure.** A node that promoted because the peer
+//!   vanished hands the role back at once (AdminDown, then demote) if BFD
+//!   returns with the peer's *unchanged* BFD discriminator: a restarted peer
+//!   process picks a new random one, so an unchanged one proves the peer
+//!   lived through the outage and may still be MASTER. Without cloud
+//!   information (gARP) this bounds a dual MASTER to the BFD outage itself.
 //! * **Flapping.** After any promotion or demotion the node makes no
 //!   BFD-driven role change for `flap_hold_down`; a claim that falls inside
-//!   the hold-down is retried when it ends, if BFD is still Down. Role
+//!   the hold-down is retried when it ends, if BFD is still Down. Once the
+//!   session has flapped (Down then Up again) within the hold-down, a BACKUP
+//!   only claims after BFD has stayed Down for the whole hold-down. Role
 //!   changes on a lossy link are thus bounded to one per hold-down.
+//!
+//! What the policy does not guarantee: with a provider that reports
+//! nothing ([`machine::CloudVerdict::unknown`], e.g. gARP) the first BFD
+//! outage on a healthy pair still promotes the BACKUP for the length of the
+//! outage; and with `--no-preempt` and no cloud information a returning
+//! preferred node claims after `preempt_hold + handover_pause`.
 
 pub mod machine;
