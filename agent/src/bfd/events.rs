@@ -116,6 +116,7 @@ pub fn on_packet(
     s.remote_min_rx_us = pkt.required_min_rx;
     s.remote_desired_tx_us = pkt.desired_min_tx;
     s.remote_detect_mult = pkt.detect_mult;
+    s.remote_demand = pkt.demand;
     if pkt.final_ && s.poll_pending {
         s.poll_terminated();
     }

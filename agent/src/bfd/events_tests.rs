@@ -391,3 +391,28 @@ fn bad_session_config_is_rejected_naming_the_field() {
 }
 
 use crate::bfd::session::ConfigError;
+
+#[test]
+fn remote_demand_mode_stops_our_periodic_packets_until_cleared() {
+    let mut sim = Sim::new(cfg(2, 1, 10, 3), cfg(1, 2, 10, 3));
+    sim.run_until(100);
+    let now = sim.now;
+    let mut bytes = sim.s[1].build_packet(false);
+    bytes[1] |= 0x02; // B asks A to stop: Demand bit
+    let pkt = Packet::decode(&bytes).unwrap();
+    on_packet(&mut sim.s[0], &bytes, &pkt, now, &mut Fixed(100)).unwrap();
+    assert_eq!(sim.s[0].tx_interval(), None);
+    on_timers(
+        &mut sim.s[0],
+        now + Duration::from_millis(20),
+        &mut Fixed(100),
+    );
+    assert!(sim.s[0].next_tx.is_none(), "periodic sending stops");
+    let bytes = sim.s[1].build_packet(false);
+    let pkt = Packet::decode(&bytes).unwrap();
+    on_packet(&mut sim.s[0], &bytes, &pkt, now, &mut Fixed(100)).unwrap();
+    assert!(
+        sim.s[0].next_tx.is_some(),
+        "a cleared Demand bit resumes sending"
+    );
+}

@@ -151,6 +151,8 @@ pub struct Session {
     pub remote_min_rx_us: u32,
     pub remote_desired_tx_us: u32,
     pub remote_detect_mult: u8,
+    /// The peer set the Demand (D) bit.
+    pub remote_demand: bool,
     /// A Poll Sequence is in progress (we set P until the peer sends F).
     pub poll_pending: bool,
     pub next_tx: Option<Instant>,
@@ -176,6 +178,7 @@ impl Session {
             remote_min_rx_us: 1,
             remote_desired_tx_us: 0,
             remote_detect_mult: 0,
+            remote_demand: false,
             poll_pending: false,
             next_tx: Some(now),
             detect_deadline: None,
@@ -198,9 +201,17 @@ impl Session {
 
     /// Periodic transmit interval before jitter (6.8.7: "the greater of
     /// bfd.DesiredMinTxInterval and bfd.RemoteMinRxInterval"), or `None`
-    /// when the peer asked for no packets (RemoteMinRxInterval zero).
+    /// when the peer asked for no packets: RemoteMinRxInterval zero, or
+    /// 6.8.7 "If bfd.RemoteDemandMode is 1, bfd.SessionState is Up, and
+    /// bfd.RemoteSessionState is Up, Demand mode is active on the remote
+    /// system and the local system MUST cease the periodic transmission"
+    /// (a pending Poll Sequence is still sent; we never request Demand mode).
     pub fn tx_interval(&self) -> Option<Duration> {
-        (self.remote_min_rx_us != 0)
+        let demand = self.remote_demand
+            && self.state == State::Up
+            && self.remote_state == State::Up
+            && !self.poll_pending;
+        (self.remote_min_rx_us != 0 && !demand)
             .then(|| Duration::from_micros(u64::from(self.active_tx_us.max(self.remote_min_rx_us))))
     }
 
