@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := /usr/lib/llvm-22/bin:$(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build test test-unit test-integration lint fmt demo bench clean
+.PHONY: setup build test test-unit test-integration lint fmt fuzz-check demo bench clean
 
 setup:
 	@scripts/setup.sh
@@ -25,7 +25,11 @@ test-unit: setup
 test-integration: build
 	$(CARGO) test --release -p floatlb-tests -- --test-threads=1 --nocapture
 
-test: lint test-unit test-integration
+# The BFD decoder's fuzz target builds (nightly, cargo-fuzz); docs/BFD.md has the 60 s run.
+fuzz-check: setup
+	cd agent && $(CARGO) +nightly fuzz check
+
+test: lint fuzz-check test-unit test-integration
 
 demo: build
 	scripts/demo.sh

@@ -99,12 +99,236 @@ pub enum CloudKind {
 }
 
 /// High-availability arguments.
+///
+/// Priority: `--self N` is this node's number in the pair (0 or 1, as in
+/// loxilb). Node 0 is the preferred MASTER: at a cold start with BFD Up only
+/// node 0 claims, and when node 0 returns after a failure node 1 hands the
+/// role back after `--preempt-hold-ms` (unless `--no-preempt`). See
+/// `floatlb_agent::ha` for the full policy.
 #[derive(Debug, Clone, Args)]
 pub struct HaArgs {
     /// Cluster peer address(es).
     #[arg(long)]
     pub cluster: Option<String>,
-    /// This node's instance number in the pair (0 or 1).
+    /// This node's instance number in the pair (0 or 1); 0 is preferred.
     #[arg(long = "self", default_value_t = 0)]
     pub self_id: u8,
+    /// BFD keepalive to the peer: `PEER:SRC[:INTERVAL_US]` (loxilb format,
+    /// interval in microseconds as loxicmd takes it; default 100000). IPv6
+    /// addresses go in brackets: `[fd00::2]:[fd00::1]:10000`.
+    #[arg(long = "ka", value_parser = parse_keepalive)]
+    pub ka: Option<Keepalive>,
+    /// BFD detect multiplier.
+    #[arg(long = "ka-mult", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
+    pub ka_mult: u8,
+    /// Claim MASTER when BFD has not come Up within this many ms of start.
+    #[arg(long, default_value_t = 3000)]
+    pub claim_hold_ms: u64,
+    /// BFD must be Up this long before a returning preferred node gets the
+    /// role back (stand-in for "state synced").
+    #[arg(long, default_value_t = 5000)]
+    pub preempt_hold_ms: u64,
+    /// Never hand the MASTER role back to a returning preferred node.
+    #[arg(long)]
+    pub no_preempt: bool,
+    /// Minimum time between two BFD-driven role changes (flap hold-down).
+    #[arg(long, default_value_t = 5000)]
+    pub flap_hold_down_ms: u64,
+    /// How often a MASTER re-checks EIP ownership and renews its lease.
+    #[arg(long, default_value_t = 2000)]
+    pub verify_interval_ms: u64,
+}
+
+/// A parsed `--ka` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub peer: std::net::IpAddr,
+    pub source: std::net::IpAddr,
+    pub interval_us: u32,
+}
+
+/// Errors in a `--ka` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeepaliveError {
+    #[error("--ka {0:?}: expected PEER:SRC[:INTERVAL_US]")]
+    Shape(String),
+    #[error("--ka {value:?}: {field} {got:?} is not an IP address")]
+    Address {
+        value: String,
+        field: &'static str,
+        got: String,
+    },
+    #[error("--ka {value:?}: interval {got:?} is not a number of microseconds in 1..=4294967295")]
+    Interval { value: String, got: String },
+    #[error("--ka {0:?}: peer and source are of different address families")]
+    Family(String),
+}
+
+/// Default BFD interval when `--ka` has none (loxilb's default, 100 ms).
+pub const DEFAULT_KA_INTERVAL_US: u32 = 100_000;
+
+/// Splits `a:b:c` where parts may be `[ipv6]`.
+fn split_ka(value: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        if let Some(inner) = rest.strip_prefix('[') {
+            let end = inner.find(']')?;
+            parts.push(&inner[..end]);
+            rest = &inner[end + 1..];
+        } else {
+            let end = rest.find(':').unwrap_or(rest.len());
+            parts.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        match rest.strip_prefix(':') {
+            Some(r) if !r.is_empty() => rest = r,
+            Some(_) => return None,
+            None if rest.is_empty() => {}
+            None => return None,
+        }
+    }
+    Some(parts)
+}
+
+pub fn parse_keepalive(value: &str) -> Result<Keepalive, KeepaliveError> {
+    let parts = split_ka(value).ok_or_else(|| KeepaliveError::Shape(value.to_string()))?;
+    let (peer, source, interval) = match parts.as_slice() {
+        [p, s] => (*p, *s, None),
+        [p, s, i] => (*p, *s, Some(*i)),
+        _ => return Err(KeepaliveError::Shape(value.to_string())),
+    };
+    let addr = |field, got: &str| {
+        got.parse().map_err(|_| KeepaliveError::Address {
+            value: value.to_string(),
+            field,
+            got: got.to_string(),
+        })
+    };
+    let peer: std::net::IpAddr = addr("peer", peer)?;
+    let source: std::net::IpAddr = addr("source", source)?;
+    if peer.is_ipv4() != source.is_ipv4() {
+        return Err(KeepaliveError::Family(value.to_string()));
+    }
+    let interval_us = match interval {
+        None => DEFAULT_KA_INTERVAL_US,
+        Some(i) => match i.parse::<u32>() {
+            Ok(v) if v > 0 => v,
+            _ => {
+                return Err(KeepaliveError::Interval {
+                    value: value.to_string(),
+                    got: i.to_string(),
+                });
+            }
+        },
+    };
+    Ok(Keepalive {
+        peer,
+        source,
+        interval_us,
+    })
+}
+
+impl HaArgs {
+    /// The election settings these flags describe.
+    pub fn ha_config(
+        &self,
+    ) -> Result<crate::ha::machine::HaConfig, crate::ha::machine::HaConfigError> {
+        use std::time::Duration;
+        let c = crate::ha::machine::HaConfig {
+            self_id: self.self_id,
+            claim_hold: Duration::from_millis(self.claim_hold_ms),
+            preempt: !self.no_preempt,
+            preempt_hold: Duration::from_millis(self.preempt_hold_ms),
+            flap_hold_down: Duration::from_millis(self.flap_hold_down_ms),
+            verify_interval: Duration::from_millis(self.verify_interval_ms),
+            handover_pause: Duration::from_secs(1),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The BFD session `--ka`/`--ka-mult` describe, if any.
+    pub fn bfd_session(&self) -> Option<crate::bfd::session::SessionConfig> {
+        let ka = self.ka?;
+        let interval = std::time::Duration::from_micros(u64::from(ka.interval_us));
+        Some(crate::bfd::session::SessionConfig {
+            peer: ka.peer,
+            local: ka.source,
+            peer_port: crate::bfd::session::CONTROL_PORT,
+            desired_min_tx: interval,
+            required_min_rx: interval,
+            detect_mult: self.ka_mult,
+            auth: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod ha_args_tests {
+    use super::*;
+
+    #[test]
+    fn ka_accepts_loxilb_format_with_and_without_interval() {
+        let k = parse_keepalive("10.0.0.2:10.0.0.1").unwrap();
+        assert_eq!(k.interval_us, DEFAULT_KA_INTERVAL_US);
+        assert_eq!(k.peer.to_string(), "10.0.0.2");
+        let k = parse_keepalive("10.0.0.2:10.0.0.1:10000").unwrap();
+        assert_eq!(
+            (k.source.to_string(), k.interval_us),
+            ("10.0.0.1".into(), 10_000)
+        );
+        let k = parse_keepalive("[fd00::2]:[fd00::1]:20000").unwrap();
+        assert_eq!(
+            (k.peer.to_string(), k.interval_us),
+            ("fd00::2".into(), 20_000)
+        );
+    }
+
+    #[test]
+    fn ka_rejects_bad_values_naming_the_part() {
+        assert!(matches!(
+            parse_keepalive("10.0.0.2"),
+            Err(KeepaliveError::Shape(_))
+        ));
+        assert!(matches!(
+            parse_keepalive("a:10.0.0.1"),
+            Err(KeepaliveError::Address { field: "peer", .. })
+        ));
+        assert!(matches!(
+            parse_keepalive("10.0.0.2:10.0.0.1:0"),
+            Err(KeepaliveError::Interval { .. })
+        ));
+        assert!(matches!(
+            parse_keepalive("10.0.0.2:10.0.0.1:"),
+            Err(KeepaliveError::Shape(_))
+        ));
+        assert!(matches!(
+            parse_keepalive("10.0.0.2:[fd00::1]"),
+            Err(KeepaliveError::Family(_))
+        ));
+    }
+
+    #[test]
+    fn ha_flags_parse_into_session_and_election_config() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "floatlb",
+            "--self",
+            "1",
+            "--ka",
+            "10.0.0.2:10.0.0.1:10000",
+            "--ka-mult",
+            "5",
+            "--no-preempt",
+        ])
+        .unwrap();
+        let s = cli.run.ha.bfd_session().unwrap();
+        assert_eq!((s.desired_min_tx.as_millis(), s.detect_mult), (10, 5));
+        let h = cli.run.ha.ha_config().unwrap();
+        assert!(!h.preempt && !h.preferred());
+        assert!(Cli::try_parse_from(["floatlb", "--ka-mult", "0"]).is_err());
+        let bad = Cli::try_parse_from(["floatlb", "--self", "2"]).unwrap();
+        assert!(bad.run.ha.ha_config().is_err());
+    }
 }

@@ -1,4 +1,6 @@
 //! The floatlb agent library: everything the `floatlb` and `floatctl` binaries run.
 
+pub mod bfd;
 pub mod cli;
 pub mod config;
+pub mod ha;

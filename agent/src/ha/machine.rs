@@ -1,0 +1,598 @@
+//! The pure HA state machine: inputs in, actions out, no I/O and no clock
+//! reads (every input carries `now`). See the module docs of [`super`] for
+//! the policy; every transition goes through [`HaMachine::change_state`],
+//! which logs it, counts it and keeps it in the history with its reason and
+//! the cloud answer that justified it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::bfd::manager::StateChange;
+use crate::bfd::packet::State as BfdState;
+
+/// HA role of this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Role {
+    Init,
+    Backup,
+    Master,
+    Fault,
+}
+
+/// Timing and priority of the election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    /// `--self`: 0 or 1; the lower number is preferred.
+    pub self_id: u8,
+    /// Claim when BFD has not been Up for this long since entering BACKUP.
+    pub claim_hold: Duration,
+    /// Whether a returning preferred node gets the MASTER role back.
+    pub preempt: bool,
+    /// BFD must be Up this long before a preferred BACKUP claims or a
+    /// non-preferred MASTER hands over (stand-in for "peer synced").
+    pub preempt_hold: Duration,
+    /// Minimum time between two role changes caused by BFD.
+    pub flap_hold_down: Duration,
+    /// How often a MASTER re-verifies ownership and renews its lease.
+    pub verify_interval: Duration,
+    /// Pause between a preemption handover and re-enabling BFD.
+    pub handover_pause: Duration,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            self_id: 0,
+            claim_hold: Duration::from_secs(3),
+            preempt: true,
+            preempt_hold: Duration::from_secs(5),
+            flap_hold_down: Duration::from_secs(5),
+            verify_interval: Duration::from_secs(2),
+            handover_pause: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Errors in the HA configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HaConfigError {
+    #[error("--self must be 0 or 1 (the node's number in the pair), got {0}")]
+    BadSelfId(u8),
+    #[error("{field} must be non-zero")]
+    ZeroDuration { field: &'static str },
+}
+
+impl HaConfig {
+    pub fn validate(&self) -> Result<(), HaConfigError> {
+        if self.self_id > 1 {
+            return Err(HaConfigError::BadSelfId(self.self_id));
+        }
+        for (field, d) in [
+            ("claim_hold", self.claim_hold),
+            ("preempt_hold", self.preempt_hold),
+            ("verify_interval", self.verify_interval),
+        ] {
+            if d.is_zero() {
+                return Err(HaConfigError::ZeroDuration { field });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn preferred(&self) -> bool {
+        self.self_id == 0
+    }
+}
+
+/// Who the cloud says holds something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Holder {
+    Us,
+    Peer,
+    Nobody,
+    Unknown,
+}
+
+/// The cloud's answer to [`Action::QueryCloud`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CloudVerdict {
+    /// Current owner of the floating EIP / route.
+    pub owner: Holder,
+    /// Whether the peer's instance is running (`None`: the provider cannot tell).
+    pub peer_running: Option<bool>,
+    /// Lease tag holder and the time left on it.
+    pub lease: Option<(Holder, Duration)>,
+}
+
+impl CloudVerdict {
+    /// What a provider that knows nothing (e.g. gARP) answers.
+    pub fn unknown() -> CloudVerdict {
+        CloudVerdict {
+            owner: Holder::Unknown,
+            peer_running: None,
+            lease: None,
+        }
+    }
+}
+
+/// Inputs to the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The daemon started.
+    Start,
+    /// BFD session to the peer came Up; `peer_discr` is the peer's BFD
+    /// discriminator, which a restarted peer process picks anew.
+    BfdUp {
+        peer_discr: u32,
+    },
+    /// BFD session went Down without the peer saying so (timeout, link).
+    BfdDown,
+    /// The peer set its session AdminDown: graceful handover.
+    PeerAdminDown,
+    /// Answer to the last [`Action::QueryCloud`].
+    Cloud(CloudVerdict),
+    /// A promote or demote carried out by the orchestrator failed.
+    ActionFailed(String),
+    /// Local datapath/cloud health.
+    LocalFault(String),
+    FaultCleared,
+    /// The peer finished syncing state from us (or we from it).
+    PeerSyncDone,
+    /// SIGTERM: hand over and stop.
+    Shutdown,
+}
+
+impl Input {
+    /// Maps a BFD state change of the peer session to an HA input.
+    pub fn from_bfd(sc: &StateChange) -> Option<Input> {
+        match sc.new {
+            BfdState::Up => Some(Input::BfdUp {
+                peer_discr: sc.remote_discr,
+            }),
+            BfdState::Down if sc.remote_state == BfdState::AdminDown => Some(Input::PeerAdminDown),
+            BfdState::Down if sc.old == BfdState::Up || sc.old == BfdState::Init => {
+                Some(Input::BfdDown)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why a claim is being considered (and recorded as the reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ClaimReason {
+    ClaimHoldExpired,
+    PreferredPeerUp,
+    PeerLost,
+    LeaseExpired,
+}
+
+/// What the orchestrator must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Take the floating addresses (cloud promote, datapath owns VIPs, lease).
+    Promote,
+    /// Release them.
+    Demote,
+    /// Send BFD AdminDown to the peer (graceful handover).
+    SendAdminDown,
+    /// Re-enable the BFD session after a handover.
+    ResumeBfd,
+    /// Ask the cloud for a [`CloudVerdict`] and feed it back as [`Input::Cloud`].
+    QueryCloud,
+    /// Renew our lease tag (MASTER, after a verdict that confirms us).
+    RenewLease,
+}
+
+/// One recorded transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub at: Instant,
+    pub old: Role,
+    pub new: Role,
+    pub reason: String,
+    pub cloud: Option<CloudVerdict>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    None,
+    Claim(ClaimReason),
+    Verify,
+}
+
+/// The election state machine of one node.
+#[derive(Debug, Clone)]
+pub struct HaMachine {
+    cfg: HaConfig,
+    role: Role,
+    bfd_up: bool,
+    last_bfd_down: Option<Instant>,
+    last_flap: Option<Instant>,
+    /// Discriminator of the peer's last BFD Up.
+    peer_discr: Option<u32>,
+    /// Set when we promoted because the peer with this discriminator
+    /// vanished: if it reappears unchanged it never died.
+    promoted_on_loss_of: Option<u32>,
+    pending: Pending,
+    last_role_change: Option<Instant>,
+    claim_at: Option<(Instant, ClaimReason)>,
+    preempt_at: Option<Instant>,
+    verify_at: Option<Instant>,
+    resume_bfd_at: Option<Instant>,
+    history: Vec<Transition>,
+    counts: BTreeMap<(Role, Role), u64>,
+}
+
+impl HaMachine {
+    pub fn new(cfg: HaConfig) -> Result<HaMachine, HaConfigError> {
+        cfg.validate()?;
+        Ok(HaMachine {
+            cfg,
+            role: Role::Init,
+            bfd_up: false,
+            last_bfd_down: None,
+            last_flap: None,
+            peer_discr: None,
+            promoted_on_loss_of: None,
+            pending: Pending::None,
+            last_role_change: None,
+            claim_at: None,
+            preempt_at: None,
+            verify_at: None,
+            resume_bfd_at: None,
+            history: Vec::new(),
+            counts: BTreeMap::new(),
+        })
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn history(&self) -> &[Transition] {
+        &self.history
+    }
+
+    /// Transition counters keyed by (old, new).
+    pub fn counts(&self) -> &BTreeMap<(Role, Role), u64> {
+        &self.counts
+    }
+
+    /// The single place where the role changes: logs, counts, records.
+    pub fn change_state(
+        &mut self,
+        new: Role,
+        reason: &str,
+        cloud: Option<CloudVerdict>,
+        now: Instant,
+    ) {
+        let old = self.role;
+        if old == new {
+            return;
+        }
+        tracing::info!(?old, ?new, reason, ?cloud, "ha state change");
+        *self.counts.entry((old, new)).or_default() += 1;
+        self.history.push(Transition {
+            at: now,
+            old,
+            new,
+            reason: reason.to_string(),
+            cloud,
+        });
+        self.role = new;
+        if matches!((old, new), (Role::Master, _) | (_, Role::Master)) {
+            self.last_role_change = Some(now);
+        }
+        self.preempt_at = None;
+        self.claim_at = None;
+        self.verify_at = None;
+        self.pending = Pending::None;
+        self.promoted_on_loss_of = None;
+    }
+
+    /// Earliest instant at which [`Self::on_tick`] has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.claim_at.map(|c| c.0),
+            self.preempt_at,
+            self.verify_at,
+            self.resume_bfd_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn enter_backup(&mut self, reason: &str, now: Instant) {
+        self.change_state(Role::Backup, reason, None, now);
+        if self.bfd_up {
+            self.arm_preempt(now);
+        } else {
+            self.claim_at = Some((now + self.cfg.claim_hold, ClaimReason::ClaimHoldExpired));
+        }
+    }
+
+    /// Arms the BFD-Up timer: a non-preferred MASTER hands over after
+    /// `preempt_hold`; a preferred BACKUP claims after `preempt_hold +
+    /// handover_pause`, so that when a MASTER exists its handover arrives
+    /// first and the claim never races it.
+    fn arm_preempt(&mut self, now: Instant) {
+        let hold = match self.role {
+            Role::Backup if self.cfg.preferred() => self.cfg.preempt_hold + self.cfg.handover_pause,
+            Role::Master if !self.cfg.preferred() && self.cfg.preempt => self.cfg.preempt_hold,
+            _ => return,
+        };
+        if self.preempt_at.is_none() {
+            self.preempt_at = Some(now + hold);
+        }
+    }
+
+    /// Starts a claim now, or when the flap hold-down ends.
+    fn claim(&mut self, reason: ClaimReason, now: Instant, out: &mut Vec<Action>) {
+        if self.role != Role::Backup || self.pending != Pending::None {
+            return;
+        }
+        if let Some(last) = self.last_role_change {
+            let until = last + self.cfg.flap_hold_down;
+            if now < until {
+                tracing::info!(?reason, "claim deferred by flap hold-down");
+                self.claim_at = Some((until, reason));
+                return;
+            }
+        }
+        self.pending = Pending::Claim(reason);
+        out.push(Action::QueryCloud);
+    }
+
+    fn promote(
+        &mut self,
+        reason: &str,
+        cloud: Option<CloudVerdict>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.change_state(Role::Master, reason, cloud, now);
+        out.push(Action::Promote);
+        self.verify_at = Some(now + self.cfg.verify_interval);
+        if self.bfd_up {
+            self.arm_preempt(now);
+        }
+    }
+
+    fn demote(
+        &mut self,
+        new: Role,
+        reason: &str,
+        cloud: Option<CloudVerdict>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let was_master = self.role == Role::Master;
+        self.change_state(new, reason, cloud, now);
+        if was_master {
+            out.push(Action::Demote);
+        }
+    }
+
+    /// Feeds one input; returns the actions to carry out, in order.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start => {
+                if self.role == Role::Init {
+                    self.enter_backup("start", now);
+                }
+            }
+            Input::BfdUp { peer_discr } => {
+                self.bfd_up = true;
+                let same_peer = self.peer_discr == Some(peer_discr);
+                self.peer_discr = Some(peer_discr);
+                if self.role == Role::Master
+                    && same_peer
+                    && self.promoted_on_loss_of == Some(peer_discr)
+                {
+                    // We promoted because this peer vanished, yet it is back
+                    // without a restart: it was alive (a BFD outage, not a
+                    // failure) and may still be MASTER. Give the role back at
+                    // once; the AdminDown makes the peer promote if it is not.
+                    self.hand_over("peer was alive through the BFD outage", now, &mut out);
+                    return out;
+                }
+                if self.last_bfd_down.is_some() {
+                    self.last_flap = Some(now);
+                }
+                if self.role == Role::Backup {
+                    self.claim_at = None;
+                    if matches!(self.pending, Pending::Claim(ClaimReason::PeerLost)) {
+                        self.pending = Pending::None;
+                    }
+                }
+                self.arm_preempt(now);
+            }
+            Input::BfdDown => {
+                self.bfd_up = false;
+                self.last_bfd_down = Some(now);
+                if self.role == Role::Backup {
+                    self.preempt_at = None;
+                    let flapping = self
+                        .last_flap
+                        .is_some_and(|t| now < t + self.cfg.flap_hold_down);
+                    if flapping {
+                        // The session flapped recently: only a Down that
+                        // lasts the hold-down counts as losing the peer.
+                        tracing::info!("bfd flapping: claim waits for the hold-down");
+                        self.claim_at =
+                            Some((now + self.cfg.flap_hold_down, ClaimReason::PeerLost));
+                    } else {
+                        self.claim(ClaimReason::PeerLost, now, &mut out);
+                    }
+                }
+            }
+            Input::PeerAdminDown => {
+                self.bfd_up = false;
+                self.preempt_at = None;
+                if self.role == Role::Backup {
+                    self.promote("peer handed over (BFD AdminDown)", None, now, &mut out);
+                }
+            }
+            Input::Cloud(v) => self.on_verdict(v, now, &mut out),
+            Input::ActionFailed(why) => {
+                self.demote(
+                    Role::Fault,
+                    &format!("action failed: {why}"),
+                    None,
+                    now,
+                    &mut out,
+                );
+            }
+            Input::LocalFault(why) => {
+                self.demote(
+                    Role::Fault,
+                    &format!("local fault: {why}"),
+                    None,
+                    now,
+                    &mut out,
+                );
+            }
+            Input::FaultCleared => {
+                if self.role == Role::Fault {
+                    self.enter_backup("fault cleared", now);
+                }
+            }
+            Input::PeerSyncDone => {
+                if self.role == Role::Master && self.preempt_at.is_some() {
+                    self.hand_over("peer synced", now, &mut out);
+                }
+            }
+            Input::Shutdown => {
+                if self.role == Role::Master {
+                    out.push(Action::SendAdminDown);
+                    self.demote(Role::Init, "shutdown", None, now, &mut out);
+                } else {
+                    out.push(Action::SendAdminDown);
+                    self.change_state(Role::Init, "shutdown", None, now);
+                }
+                self.resume_bfd_at = None;
+            }
+        }
+        out
+    }
+
+    fn hand_over(&mut self, reason: &str, now: Instant, out: &mut Vec<Action>) {
+        out.push(Action::SendAdminDown);
+        self.demote(
+            Role::Backup,
+            &format!("handover to preferred peer: {reason}"),
+            None,
+            now,
+            out,
+        );
+        self.bfd_up = false;
+        self.resume_bfd_at = Some(now + self.cfg.handover_pause);
+    }
+
+    fn on_verdict(&mut self, v: CloudVerdict, now: Instant, out: &mut Vec<Action>) {
+        let pending = std::mem::replace(&mut self.pending, Pending::None);
+        match pending {
+            Pending::None => {}
+            Pending::Verify if self.role == Role::Master => {
+                let peer_lease = matches!(v.lease, Some((Holder::Peer, left)) if !left.is_zero());
+                if v.owner == Holder::Peer || peer_lease {
+                    self.demote(
+                        Role::Backup,
+                        "cloud shows the peer as owner",
+                        Some(v),
+                        now,
+                        out,
+                    );
+                    if !self.bfd_up {
+                        self.claim_at =
+                            Some((now + self.cfg.claim_hold, ClaimReason::ClaimHoldExpired));
+                    }
+                } else {
+                    out.push(Action::RenewLease);
+                    self.verify_at = Some(now + self.cfg.verify_interval);
+                }
+            }
+            Pending::Verify => {}
+            Pending::Claim(reason) if self.role == Role::Backup => {
+                if reason == ClaimReason::PeerLost && self.bfd_up {
+                    return; // the peer came back while we asked
+                }
+                let peer_runs = v.peer_running != Some(false);
+                if v.owner == Holder::Us || v.peer_running == Some(false) {
+                    self.claim_promote(reason, v, now, out);
+                } else if let Some((Holder::Peer, left)) = v.lease
+                    && !left.is_zero()
+                    && peer_runs
+                {
+                    tracing::info!(?left, "claim postponed: the peer holds the lease");
+                    self.claim_at = Some((now + left, ClaimReason::LeaseExpired));
+                } else if v.owner == Holder::Peer && v.peer_running == Some(true) && self.bfd_up {
+                    tracing::info!("claim dropped: the peer is MASTER and reachable");
+                } else {
+                    self.claim_promote(reason, v, now, out);
+                }
+            }
+            Pending::Claim(_) => {}
+        }
+    }
+
+    fn claim_promote(
+        &mut self,
+        reason: ClaimReason,
+        v: CloudVerdict,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.promote(&format!("claim ({reason:?})"), Some(v), now, out);
+        if matches!(reason, ClaimReason::PeerLost | ClaimReason::LeaseExpired) {
+            self.promoted_on_loss_of = self.peer_discr;
+        }
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.resume_bfd_at.is_some_and(|t| t <= now) {
+            self.resume_bfd_at = None;
+            out.push(Action::ResumeBfd);
+        }
+        if let Some((t, reason)) = self.claim_at
+            && t <= now
+        {
+            self.claim_at = None;
+            let still_wanted = match reason {
+                ClaimReason::ClaimHoldExpired => !self.bfd_up,
+                ClaimReason::PeerLost | ClaimReason::LeaseExpired => !self.bfd_up,
+                ClaimReason::PreferredPeerUp => self.bfd_up,
+            };
+            if still_wanted {
+                self.claim(reason, now, &mut out);
+            }
+        }
+        if self.preempt_at.is_some_and(|t| t <= now) {
+            self.preempt_at = None;
+            if self.bfd_up {
+                match self.role {
+                    Role::Backup => self.claim(ClaimReason::PreferredPeerUp, now, &mut out),
+                    Role::Master => self.hand_over("preempt hold elapsed", now, &mut out),
+                    _ => {}
+                }
+            }
+        }
+        if self.verify_at.is_some_and(|t| t <= now) {
+            self.verify_at = None;
+            if self.role == Role::Master && self.pending == Pending::None {
+                self.pending = Pending::Verify;
+                out.push(Action::QueryCloud);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

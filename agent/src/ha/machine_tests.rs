@@ -1,0 +1,619 @@
+//! Recorded cases for one machine, then a simulated pair (two machines, a
+//! BFD link and a cloud) sampled every 10 ms.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use Action::*;
+
+fn cfg(self_id: u8) -> HaConfig {
+    HaConfig {
+        self_id,
+        claim_hold: Duration::from_secs(3),
+        preempt: true,
+        preempt_hold: Duration::from_secs(5),
+        flap_hold_down: Duration::from_secs(5),
+        verify_interval: Duration::from_secs(2),
+        handover_pause: Duration::from_secs(1),
+    }
+}
+
+enum Step {
+    In(Input),
+    Tick,
+}
+
+/// Replays (ms, step, expected actions, expected role after) and checks each.
+fn replay(m: &mut HaMachine, t0: Instant, steps: Vec<(u64, Step, Vec<Action>, Role)>) {
+    for (i, (ms, step, want, role)) in steps.into_iter().enumerate() {
+        let now = t0 + Duration::from_millis(ms);
+        let got = match step {
+            Step::In(input) => m.handle(input, now),
+            Step::Tick => m.on_tick(now),
+        };
+        assert_eq!(got, want, "step {i} at {ms} ms");
+        assert_eq!(m.role(), role, "role after step {i} at {ms} ms");
+    }
+}
+
+fn aws(owner: Holder, peer_running: bool, lease: Option<(Holder, u64)>) -> Input {
+    Input::Cloud(CloudVerdict {
+        owner,
+        peer_running: Some(peer_running),
+        lease: lease.map(|(h, ms)| (h, Duration::from_millis(ms))),
+    })
+}
+
+use Step::{In, Tick};
+
+#[test]
+fn lone_node_claims_only_after_claim_hold_and_cloud_check() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(cfg(1)).unwrap();
+    replay(
+        &mut m,
+        t0,
+        vec![
+            (0, In(Input::Start), vec![], Role::Backup),
+            (2999, Tick, vec![], Role::Backup),
+            (3000, Tick, vec![QueryCloud], Role::Backup),
+            (
+                3050,
+                In(aws(Holder::Nobody, false, None)),
+                vec![Promote],
+                Role::Master,
+            ),
+            (5050, Tick, vec![QueryCloud], Role::Master),
+            (
+                5060,
+                In(aws(Holder::Us, false, Some((Holder::Us, 500)))),
+                vec![RenewLease],
+                Role::Master,
+            ),
+        ],
+    );
+    let h = m.history();
+    assert_eq!((h[1].old, h[1].new), (Role::Backup, Role::Master));
+    assert!(h[1].reason.contains("ClaimHoldExpired"));
+    assert_eq!(h[1].cloud.as_ref().unwrap().owner, Holder::Nobody);
+    assert_eq!(m.counts().get(&(Role::Backup, Role::Master)), Some(&1));
+}
+
+#[test]
+fn cold_start_with_bfd_up_only_the_preferred_node_claims() {
+    let t0 = Instant::now();
+    let mut preferred = HaMachine::new(cfg(0)).unwrap();
+    let mut other = HaMachine::new(cfg(1)).unwrap();
+    for m in [&mut preferred, &mut other] {
+        m.handle(Input::Start, t0);
+        m.handle(
+            Input::BfdUp { peer_discr: 7 },
+            t0 + Duration::from_millis(1200),
+        );
+    }
+    replay(
+        &mut other,
+        t0,
+        vec![
+            (3000, Tick, vec![], Role::Backup),
+            (60_000, Tick, vec![], Role::Backup),
+        ],
+    );
+    // Preferred: preempt_hold + handover_pause after BFD Up.
+    replay(
+        &mut preferred,
+        t0,
+        vec![
+            (3000, Tick, vec![], Role::Backup),
+            (7199, Tick, vec![], Role::Backup),
+            (7200, Tick, vec![QueryCloud], Role::Backup),
+            (
+                7210,
+                In(Input::Cloud(CloudVerdict::unknown())),
+                vec![Promote],
+                Role::Master,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn returning_preferred_node_waits_for_the_masters_handover() {
+    let t0 = Instant::now();
+    // The non-preferred MASTER sees the preferred peer return.
+    let mut master = HaMachine::new(cfg(1)).unwrap();
+    master.handle(Input::Start, t0);
+    master.on_tick(t0 + Duration::from_secs(3));
+    master.handle(
+        aws(Holder::Nobody, false, None),
+        t0 + Duration::from_secs(3),
+    );
+    assert_eq!(master.role(), Role::Master);
+    replay(
+        &mut master,
+        t0,
+        vec![
+            (
+                10_000,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Master,
+            ),
+            (14_999, Tick, vec![QueryCloud], Role::Master), // periodic verify
+            (
+                14_999,
+                In(aws(Holder::Us, true, Some((Holder::Us, 100)))),
+                vec![RenewLease],
+                Role::Master,
+            ),
+            (15_000, Tick, vec![SendAdminDown, Demote], Role::Backup),
+            (16_000, Tick, vec![ResumeBfd], Role::Backup),
+        ],
+    );
+    // The returning node: BFD Up at 10 s, AdminDown at 15 s promotes at once.
+    let mut back = HaMachine::new(cfg(0)).unwrap();
+    replay(
+        &mut back,
+        t0,
+        vec![
+            (9_000, In(Input::Start), vec![], Role::Backup),
+            (
+                10_000,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Backup,
+            ),
+            (14_999, Tick, vec![], Role::Backup),
+            (
+                15_000,
+                In(Input::PeerAdminDown),
+                vec![Promote],
+                Role::Master,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn returning_node_asks_cloud_and_stays_backup_when_peer_owns() {
+    let t0 = Instant::now();
+    let mut cfg0 = cfg(0);
+    cfg0.preempt = false;
+    let mut back = HaMachine::new(cfg0).unwrap();
+    replay(
+        &mut back,
+        t0,
+        vec![
+            (0, In(Input::Start), vec![], Role::Backup),
+            (
+                100,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Backup,
+            ),
+            (6100, Tick, vec![QueryCloud], Role::Backup),
+            (
+                6150,
+                In(aws(Holder::Peer, true, Some((Holder::Peer, 4000)))),
+                vec![],
+                Role::Backup,
+            ),
+            (60_000, Tick, vec![], Role::Backup),
+        ],
+    );
+}
+
+#[test]
+fn graceful_shutdown_sends_admin_down_before_demoting() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(cfg(0)).unwrap();
+    m.handle(Input::Start, t0);
+    m.handle(Input::PeerAdminDown, t0);
+    assert_eq!(m.role(), Role::Master);
+    assert_eq!(m.handle(Input::Shutdown, t0), vec![SendAdminDown, Demote]);
+    assert_eq!(m.role(), Role::Init);
+}
+
+#[test]
+fn split_brain_guard_postpones_claim_while_peer_holds_the_lease() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(cfg(1)).unwrap();
+    replay(
+        &mut m,
+        t0,
+        vec![
+            (0, In(Input::Start), vec![], Role::Backup),
+            (
+                500,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Backup,
+            ),
+            (20_000, In(Input::BfdDown), vec![QueryCloud], Role::Backup),
+            // Peer instance runs and its lease has 1.5 s left: wait for it.
+            (
+                20_100,
+                In(aws(Holder::Peer, true, Some((Holder::Peer, 1500)))),
+                vec![],
+                Role::Backup,
+            ),
+            (21_599, Tick, vec![], Role::Backup),
+            (21_600, Tick, vec![QueryCloud], Role::Backup),
+            // The lease was not renewed: the peer is really gone.
+            (
+                21_650,
+                In(aws(Holder::Peer, true, Some((Holder::Peer, 0)))),
+                vec![Promote],
+                Role::Master,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn peer_instance_stopped_promotes_despite_lease() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(cfg(1)).unwrap();
+    m.handle(Input::Start, t0);
+    m.handle(Input::BfdUp { peer_discr: 7 }, t0);
+    let ms = |v| t0 + Duration::from_millis(v);
+    assert_eq!(m.handle(Input::BfdDown, ms(10_000)), vec![QueryCloud]);
+    let out = m.handle(
+        aws(Holder::Peer, false, Some((Holder::Peer, 3000))),
+        ms(10_050),
+    );
+    assert_eq!(out, vec![Promote]);
+}
+
+#[test]
+fn master_that_lost_the_eip_demotes_instead_of_taking_it_back() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(cfg(0)).unwrap();
+    m.handle(Input::Start, t0);
+    m.handle(Input::PeerAdminDown, t0);
+    let ms = |v| t0 + Duration::from_millis(v);
+    assert_eq!(m.on_tick(ms(2000)), vec![QueryCloud]);
+    let out = m.handle(
+        aws(Holder::Peer, true, Some((Holder::Peer, 2000))),
+        ms(2010),
+    );
+    assert_eq!(out, vec![Demote]);
+    assert_eq!(m.role(), Role::Backup);
+    assert!(m.history().last().unwrap().reason.contains("peer as owner"));
+}
+
+#[test]
+fn failed_promote_goes_to_fault_and_recovers_to_backup() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(cfg(0)).unwrap();
+    m.handle(Input::Start, t0);
+    m.handle(Input::PeerAdminDown, t0);
+    assert_eq!(
+        m.handle(Input::ActionFailed("AssociateAddress 503".into()), t0),
+        vec![Demote]
+    );
+    assert_eq!(m.role(), Role::Fault);
+    assert_eq!(m.handle(Input::FaultCleared, t0), vec![]);
+    assert_eq!(m.role(), Role::Backup);
+}
+
+#[test]
+fn bad_self_id_is_rejected() {
+    let c = HaConfig {
+        self_id: 2,
+        ..cfg(0)
+    };
+    assert_eq!(HaMachine::new(c).unwrap_err(), HaConfigError::BadSelfId(2));
+}
+
+/// Two machines, a BFD link that can drop or flap, and a cloud that records
+/// the EIP owner and lease. The cloud answers queries at once.
+struct Pair {
+    t0: Instant,
+    now: Instant,
+    m: [HaMachine; 2],
+    started: [bool; 2],
+    instance_running: [bool; 2],
+    bfd_up: bool,
+    owner: Option<usize>,
+    lease: Option<(usize, Instant)>,
+    aws: bool,
+    eip_moves: u32,
+    promotions: [u32; 2],
+    /// BFD discriminator of each node's current process.
+    discr: [u32; 2],
+    /// 10 ms samples that saw two MASTERs.
+    dual_samples: u32,
+}
+
+const LEASE: Duration = Duration::from_secs(3);
+
+impl Pair {
+    fn new(aws: bool) -> Pair {
+        let t0 = Instant::now();
+        Pair {
+            t0,
+            now: t0,
+            m: [
+                HaMachine::new(cfg(0)).unwrap(),
+                HaMachine::new(cfg(1)).unwrap(),
+            ],
+            started: [false; 2],
+            instance_running: [true; 2],
+            bfd_up: false,
+            owner: None,
+            lease: None,
+            aws,
+            eip_moves: 0,
+            promotions: [0; 2],
+            discr: [100, 200],
+            dual_samples: 0,
+        }
+    }
+
+    fn verdict(&self, me: usize) -> CloudVerdict {
+        if !self.aws {
+            return CloudVerdict::unknown();
+        }
+        let h = |n: usize| if n == me { Holder::Us } else { Holder::Peer };
+        CloudVerdict {
+            owner: self.owner.map_or(Holder::Nobody, h),
+            peer_running: Some(self.instance_running[1 - me]),
+            lease: self
+                .lease
+                .map(|(n, exp)| (h(n), exp.saturating_duration_since(self.now))),
+        }
+    }
+
+    fn feed(&mut self, me: usize, input: Input) {
+        let acts = self.m[me].handle(input, self.now);
+        self.act(me, acts);
+    }
+
+    fn act(&mut self, me: usize, acts: Vec<Action>) {
+        for a in acts {
+            match a {
+                Promote => {
+                    self.promotions[me] += 1;
+                    if self.owner != Some(me) {
+                        self.eip_moves += 1;
+                    }
+                    self.owner = Some(me);
+                    self.lease = Some((me, self.now + LEASE));
+                }
+                RenewLease => self.lease = Some((me, self.now + LEASE)),
+                Demote => {
+                    if self.lease.is_some_and(|l| l.0 == me) {
+                        self.lease = None;
+                    }
+                }
+                QueryCloud => {
+                    let v = self.verdict(me);
+                    self.feed(me, Input::Cloud(v));
+                }
+                SendAdminDown => {
+                    if self.bfd_up && self.started[1 - me] {
+                        self.bfd_up = false;
+                        self.feed(1 - me, Input::PeerAdminDown);
+                    }
+                }
+                ResumeBfd => self.set_bfd(true),
+            }
+        }
+    }
+
+    fn start(&mut self, me: usize) {
+        self.started[me] = true;
+        self.feed(me, Input::Start);
+    }
+
+    fn set_bfd(&mut self, up: bool) {
+        let up = up && self.started[0] && self.started[1];
+        if up != self.bfd_up {
+            self.bfd_up = up;
+            for me in 0..2 {
+                if self.started[me] {
+                    let input = if up {
+                        Input::BfdUp {
+                            peer_discr: self.discr[1 - me],
+                        }
+                    } else {
+                        Input::BfdDown
+                    };
+                    self.feed(me, input);
+                }
+            }
+        }
+    }
+
+    fn masters(&self) -> usize {
+        self.m.iter().filter(|m| m.role() == Role::Master).count()
+    }
+
+    /// Advances in 10 ms steps, running timers; returns the max number of
+    /// simultaneous MASTERs seen at the samples.
+    fn run_ms(&mut self, ms: u64, mut link: impl FnMut(u64) -> bool) -> usize {
+        let mut worst = 0;
+        for _ in 0..ms / 10 {
+            self.now += Duration::from_millis(10);
+            let t = (self.now - self.t0).as_millis() as u64;
+            self.set_bfd(link(t));
+            for me in 0..2 {
+                if self.started[me] {
+                    let acts = self.m[me].on_tick(self.now);
+                    self.act(me, acts);
+                }
+            }
+            worst = worst.max(self.masters());
+            self.dual_samples += u32::from(self.masters() == 2);
+        }
+        worst
+    }
+}
+
+#[test]
+fn pair_cold_start_never_has_two_masters_for_any_start_offset() {
+    for aws in [false, true] {
+        for offset_ms in [0u64, 10, 700, 1200, 2990, 3010, 9000] {
+            let mut p = Pair::new(aws);
+            p.start(1);
+            p.run_ms(offset_ms, |_| true);
+            p.start(0);
+            // BFD takes about a second to come Up at the slow rate.
+            let up_at = offset_ms + 1000;
+            let worst = p.run_ms(30_000, |t| t >= up_at);
+            assert_eq!(
+                worst, 1,
+                "aws={aws} offset={offset_ms}: two MASTERs sampled"
+            );
+            assert_eq!(p.m[0].role(), Role::Master, "aws={aws} offset={offset_ms}");
+            assert_eq!(p.m[1].role(), Role::Backup, "aws={aws} offset={offset_ms}");
+        }
+    }
+}
+
+#[test]
+fn pair_graceful_shutdown_promotes_backup_in_the_same_instant() {
+    let mut p = Pair::new(false);
+    p.start(0);
+    p.start(1);
+    p.run_ms(10_000, |_| true);
+    assert_eq!(p.m[0].role(), Role::Master);
+    p.started[0] = false;
+    let acts = p.m[0].handle(Input::Shutdown, p.now);
+    p.act(0, acts);
+    assert_eq!(p.m[1].role(), Role::Master);
+    let leave = p.m[0].history().last().unwrap().at;
+    let take = p.m[1].history().last().unwrap().at;
+    println!(
+        "graceful handover gap (simulated clock): {:?}",
+        take - leave
+    );
+    assert_eq!(take, leave);
+}
+
+#[test]
+fn pair_lossy_link_with_cloud_guard_never_moves_the_eip() {
+    let mut p = Pair::new(true);
+    p.start(0);
+    p.start(1);
+    p.run_ms(10_000, |_| true);
+    assert_eq!(p.eip_moves, 1);
+    // 60 s of flapping: Down 40 ms out of every 250 ms.
+    let worst = p.run_ms(60_000, |t| t % 250 >= 40);
+    assert_eq!(worst, 1);
+    assert_eq!(p.eip_moves, 1, "no EIP ping-pong");
+    assert_eq!(p.m[0].role(), Role::Master);
+}
+
+#[test]
+fn pair_lossy_link_without_cloud_info_gives_the_role_back_at_once() {
+    let mut p = Pair::new(false);
+    p.start(0);
+    p.start(1);
+    p.run_ms(10_000, |_| true);
+    let before = p.promotions;
+    // 60 s of flapping: Down 40 ms out of every 250 ms.
+    p.run_ms(60_000, |t| t % 250 >= 40);
+    let promotions_b = p.promotions[1] - before[1];
+    println!(
+        "lossy link without cloud info: backup promotions in 60 s = {promotions_b}, \
+         10 ms samples with two MASTERs = {}",
+        p.dual_samples
+    );
+    // Nothing tells B that A is alive on the first outage, so B may promote
+    // once; when BFD returns with A's unchanged discriminator B hands back at
+    // once, and the flap detector keeps it BACKUP from then on.
+    assert!(promotions_b <= 1, "B promoted {promotions_b} times");
+    // Two MASTERs only while the first 40 ms outage lasted (4 samples).
+    assert!(
+        p.dual_samples <= 4,
+        "two MASTERs for {} samples",
+        p.dual_samples
+    );
+    assert_eq!(p.m[0].role(), Role::Master);
+    assert_eq!(p.m[1].role(), Role::Backup);
+}
+
+#[test]
+fn master_promoted_on_peer_loss_hands_back_only_if_the_same_peer_returns() {
+    let t0 = Instant::now();
+    for (returning_discr, want) in [(7, vec![SendAdminDown, Demote]), (8, vec![])] {
+        let mut m = HaMachine::new(cfg(1)).unwrap();
+        replay(
+            &mut m,
+            t0,
+            vec![
+                (0, In(Input::Start), vec![], Role::Backup),
+                (
+                    100,
+                    In(Input::BfdUp { peer_discr: 7 }),
+                    vec![],
+                    Role::Backup,
+                ),
+                (9_000, In(Input::BfdDown), vec![QueryCloud], Role::Backup),
+                (
+                    9_001,
+                    In(Input::Cloud(CloudVerdict::unknown())),
+                    vec![Promote],
+                    Role::Master,
+                ),
+            ],
+        );
+        let role = if want.is_empty() {
+            Role::Master
+        } else {
+            Role::Backup
+        };
+        replay(
+            &mut m,
+            t0,
+            vec![(
+                9_100,
+                In(Input::BfdUp {
+                    peer_discr: returning_discr,
+                }),
+                want,
+                role,
+            )],
+        );
+    }
+}
+
+#[test]
+fn pair_master_crash_is_taken_over_and_returning_node_waits() {
+    let mut p = Pair::new(true);
+    p.start(0);
+    p.start(1);
+    p.run_ms(10_000, |_| true);
+    // Kill node 0 (it stops renewing; the instance keeps running).
+    let crash = p.now;
+    p.m[0] = HaMachine::new(cfg(0)).unwrap();
+    p.discr[0] = 101;
+    p.started[0] = false;
+    p.set_bfd(false);
+    p.run_ms(5_000, |_| false);
+    let took = p.m[1].history().last().unwrap();
+    assert_eq!(took.new, Role::Master);
+    let waited = took.at - crash;
+    println!("takeover after agent crash (simulated clock, lease {LEASE:?}): {waited:?}");
+    assert!(
+        waited > Duration::ZERO && waited <= LEASE,
+        "waits for the lease, no longer"
+    );
+    // Node 0 returns; it must stay BACKUP for the preempt hold.
+    p.start(0);
+    let back = p.now;
+    let worst = p.run_ms(30_000, |_| true);
+    assert_eq!(worst, 1);
+    let regained = p.m[0]
+        .history()
+        .iter()
+        .find(|t| t.new == Role::Master && t.at > back)
+        .unwrap();
+    assert!(
+        regained.at - back >= Duration::from_secs(5),
+        "returned node preempted early"
+    );
+    assert_eq!(p.m[1].role(), Role::Backup);
+}
