@@ -306,6 +306,11 @@ impl BfdManager {
     }
 
     /// Waits for the next datagram or timer and processes it (cancel-safe).
+    ///
+    /// Received datagrams always go first: when a timer is due, the receive
+    /// tasks get one turn (which also polls the I/O driver) and whatever they
+    /// queued is processed before the timers, so a process that was starved
+    /// of CPU does not declare a peer Down whose packets sit in its queue.
     pub async fn step(&mut self) -> Vec<StateChange> {
         let deadline = self.next_deadline();
         let sleep = async {
@@ -315,19 +320,30 @@ impl BfdManager {
             }
         };
         tokio::select! {
+            biased;
             dg = self.rx.recv() => match dg {
                 Some(dg) => {
                     let mut changes = self.handle_datagram(dg, Instant::now());
-                    // Drain what else is queued so a burst costs one wakeup.
-                    while let Ok(dg) = self.rx.try_recv() {
-                        changes.extend(self.handle_datagram(dg, Instant::now()));
-                    }
+                    changes.extend(self.drain_queue());
                     changes
                 }
                 None => std::future::pending().await,
             },
-            () = sleep => self.handle_timers(Instant::now()),
+            () = sleep => {
+                tokio::task::yield_now().await;
+                let mut changes = self.drain_queue();
+                changes.extend(self.handle_timers(Instant::now()));
+                changes
+            }
         }
+    }
+
+    fn drain_queue(&mut self) -> Vec<StateChange> {
+        let mut changes = Vec::new();
+        while let Ok(dg) = self.rx.try_recv() {
+            changes.extend(self.handle_datagram(dg, Instant::now()));
+        }
+        changes
     }
 
     /// Runs every due session timer.
