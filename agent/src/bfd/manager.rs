@@ -330,7 +330,11 @@ impl BfdManager {
                 None => std::future::pending().await,
             },
             () = sleep => {
-                tokio::task::yield_now().await;
+                // A few turns: the first lets the runtime poll the I/O driver,
+                // the next let the woken receive tasks queue what they read.
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
                 let mut changes = self.drain_queue();
                 changes.extend(self.handle_timers(Instant::now()));
                 changes
