@@ -558,6 +558,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn received_ttl_is_read_from_the_socket_and_must_be_255() {
+        let port = 41000 + (std::process::id() % 20000) as u16;
+        let mut m = BfdManager::bind(&ManagerConfig {
+            port,
+            ipv4: Some(Ipv4Addr::LOCALHOST),
+            ipv6: Some(Ipv6Addr::LOCALHOST),
+        })
+        .unwrap();
+        // A valid Down packet for which no session exists, sent with TTL 64,
+        // hop limit 7, and TTL 255: only the last passes the TTL check.
+        let pkt = super::super::packet::Packet {
+            diag: Diag::None,
+            state: State::Down,
+            poll: false,
+            final_: false,
+            cpi: false,
+            demand: false,
+            detect_mult: 3,
+            my_discr: 99,
+            your_discr: 0,
+            desired_min_tx: 1_000_000,
+            required_min_rx: 1_000_000,
+            required_min_echo_rx: 0,
+            auth: None,
+        }
+        .encode();
+        let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        v4.set_ttl(64).unwrap();
+        v4.send_to(&pkt, ("127.0.0.1", port)).unwrap();
+        let v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).unwrap();
+        v6.set_unicast_hops_v6(7).unwrap();
+        let to: SocketAddr = (Ipv6Addr::LOCALHOST, port).into();
+        v6.send_to(&pkt, &to.into()).unwrap();
+        let ok = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        ok.set_ttl(255).unwrap();
+        ok.send_to(&pkt, ("127.0.0.1", port)).unwrap();
+        let done = |c: &Counters| {
+            c.rx_errors.get("bad_ttl") == Some(&2) && c.rx_errors.get("no_session") == Some(&1)
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done(m.counters()) {
+            assert!(Instant::now() < deadline, "counters: {:?}", m.counters());
+            let _ = tokio::time::timeout(Duration::from_millis(50), m.step()).await;
+        }
+    }
+
+    #[tokio::test]
     async fn malformed_and_unknown_packets_are_counted_by_kind() {
         let mut m = BfdManager::bind(&ManagerConfig {
             port: 40000 + (std::process::id() % 20000) as u16,
