@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -137,6 +138,8 @@ pub struct BfdManager {
     by_discr: HashMap<u32, IpAddr>,
     rx: mpsc::Receiver<RxDatagram>,
     rx_tasks: Vec<JoinHandle<()>>,
+    /// The receive sockets, also read directly before timers run.
+    rx_socks: Vec<Arc<tokio::net::UdpSocket>>,
     jitter: Box<dyn Jitter + Send>,
     counters: Counters,
     log_limit: RateLimitedLog,
@@ -157,6 +160,7 @@ impl BfdManager {
     pub fn bind(cfg: &ManagerConfig) -> Result<BfdManager, BfdError> {
         let (tx, rx) = mpsc::channel(1024);
         let mut rx_tasks = Vec::new();
+        let mut rx_socks = Vec::new();
         let addrs = [cfg.ipv4.map(IpAddr::V4), cfg.ipv6.map(IpAddr::V6)];
         for ip in addrs.into_iter().flatten() {
             let addr = SocketAddr::new(ip, cfg.port);
@@ -164,6 +168,8 @@ impl BfdManager {
                 what: format!("bind BFD receive socket {addr}"),
                 source,
             })?;
+            let sock = Arc::new(sock);
+            rx_socks.push(sock.clone());
             rx_tasks.push(tokio::spawn(tasks::rx_task(sock, tx.clone())));
         }
         Ok(BfdManager {
@@ -171,6 +177,7 @@ impl BfdManager {
             by_discr: HashMap::new(),
             rx,
             rx_tasks,
+            rx_socks,
             jitter: Box::new(RandomJitter),
             counters: Counters::default(),
             log_limit: RateLimitedLog::default(),
@@ -305,12 +312,15 @@ impl BfdManager {
             .min()
     }
 
-    /// Waits for the next datagram or timer and processes it (cancel-safe).
+    /// Waits for the next datagram or timer and processes it (cancel-safe:
+    /// the only await points are the channel receive and the sleep; all
+    /// work after them is synchronous).
     ///
-    /// Received datagrams always go first: when a timer is due, the receive
-    /// tasks get one turn (which also polls the I/O driver) and whatever they
-    /// queued is processed before the timers, so a process that was starved
-    /// of CPU does not declare a peer Down whose packets sit in its queue.
+    /// Received datagrams always go first: before any timer runs, the queue
+    /// from the receive tasks is emptied, and before a detection timer runs
+    /// the sockets themselves are read too,
+    /// so a process that was starved of CPU does not declare a peer Down
+    /// whose packets are already waiting for it.
     pub async fn step(&mut self) -> Vec<StateChange> {
         let deadline = self.next_deadline();
         let sleep = async {
@@ -330,12 +340,11 @@ impl BfdManager {
                 None => std::future::pending().await,
             },
             () = sleep => {
-                // A few turns: the first lets the runtime poll the I/O driver,
-                // the next let the woken receive tasks queue what they read.
-                for _ in 0..3 {
-                    tokio::task::yield_now().await;
-                }
                 let mut changes = self.drain_queue();
+                let now = Instant::now();
+                if self.sessions.values().any(|e| e.session.detect_deadline.is_some_and(|d| d <= now)) {
+                    changes.extend(self.drain_sockets());
+                }
                 changes.extend(self.handle_timers(Instant::now()));
                 changes
             }
@@ -346,6 +355,24 @@ impl BfdManager {
         let mut changes = Vec::new();
         while let Ok(dg) = self.rx.try_recv() {
             changes.extend(self.handle_datagram(dg, Instant::now()));
+        }
+        changes
+    }
+
+    fn drain_sockets(&mut self) -> Vec<StateChange> {
+        let mut changes = Vec::new();
+        for i in 0..self.rx_socks.len() {
+            // Bounded: a flood cannot keep the timers from running.
+            for _ in 0..256 {
+                match tasks::try_recv(&self.rx_socks[i]) {
+                    Ok(Some(dg)) => changes.extend(self.handle_datagram(dg, Instant::now())),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bfd receive failed");
+                        break;
+                    }
+                }
+            }
         }
         changes
     }
