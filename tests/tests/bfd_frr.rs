@@ -119,6 +119,20 @@ impl Lab {
             .spawn()
             .context("spawn bfdd")?;
         self.bfdd = Some(child);
+        // vtysh works once bfdd has created its vty socket.
+        let vty = self.dir.join("bfdd.vty");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !vty.exists() {
+            if let Some(st) = self.bfdd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("bfdd exited with {st}:\n{}", self.bfdd_log());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "bfdd made no vty socket:\n{}",
+                self.bfdd_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Ok(())
     }
 

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -137,6 +138,8 @@ pub struct BfdManager {
     by_discr: HashMap<u32, IpAddr>,
     rx: mpsc::Receiver<RxDatagram>,
     rx_tasks: Vec<JoinHandle<()>>,
+    /// The receive sockets, also read directly before timers run.
+    rx_socks: Vec<Arc<tokio::net::UdpSocket>>,
     jitter: Box<dyn Jitter + Send>,
     counters: Counters,
     log_limit: RateLimitedLog,
@@ -157,6 +160,7 @@ impl BfdManager {
     pub fn bind(cfg: &ManagerConfig) -> Result<BfdManager, BfdError> {
         let (tx, rx) = mpsc::channel(1024);
         let mut rx_tasks = Vec::new();
+        let mut rx_socks = Vec::new();
         let addrs = [cfg.ipv4.map(IpAddr::V4), cfg.ipv6.map(IpAddr::V6)];
         for ip in addrs.into_iter().flatten() {
             let addr = SocketAddr::new(ip, cfg.port);
@@ -164,6 +168,8 @@ impl BfdManager {
                 what: format!("bind BFD receive socket {addr}"),
                 source,
             })?;
+            let sock = Arc::new(sock);
+            rx_socks.push(sock.clone());
             rx_tasks.push(tokio::spawn(tasks::rx_task(sock, tx.clone())));
         }
         Ok(BfdManager {
@@ -171,6 +177,7 @@ impl BfdManager {
             by_discr: HashMap::new(),
             rx,
             rx_tasks,
+            rx_socks,
             jitter: Box::new(RandomJitter),
             counters: Counters::default(),
             log_limit: RateLimitedLog::default(),
@@ -305,7 +312,15 @@ impl BfdManager {
             .min()
     }
 
-    /// Waits for the next datagram or timer and processes it (cancel-safe).
+    /// Waits for the next datagram or timer and processes it (cancel-safe:
+    /// the only await points are the channel receive and the sleep; all
+    /// work after them is synchronous).
+    ///
+    /// Received datagrams always go first: before any timer runs, the queue
+    /// from the receive tasks is emptied, and before a detection timer runs
+    /// the sockets themselves are read too,
+    /// so a process that was starved of CPU does not declare a peer Down
+    /// whose packets are already waiting for it.
     pub async fn step(&mut self) -> Vec<StateChange> {
         let deadline = self.next_deadline();
         let sleep = async {
@@ -315,19 +330,51 @@ impl BfdManager {
             }
         };
         tokio::select! {
+            biased;
             dg = self.rx.recv() => match dg {
                 Some(dg) => {
                     let mut changes = self.handle_datagram(dg, Instant::now());
-                    // Drain what else is queued so a burst costs one wakeup.
-                    while let Ok(dg) = self.rx.try_recv() {
-                        changes.extend(self.handle_datagram(dg, Instant::now()));
-                    }
+                    changes.extend(self.drain_queue());
                     changes
                 }
                 None => std::future::pending().await,
             },
-            () = sleep => self.handle_timers(Instant::now()),
+            () = sleep => {
+                let mut changes = self.drain_queue();
+                let now = Instant::now();
+                if self.sessions.values().any(|e| e.session.detect_deadline.is_some_and(|d| d <= now)) {
+                    changes.extend(self.drain_sockets());
+                }
+                changes.extend(self.handle_timers(Instant::now()));
+                changes
+            }
         }
+    }
+
+    fn drain_queue(&mut self) -> Vec<StateChange> {
+        let mut changes = Vec::new();
+        while let Ok(dg) = self.rx.try_recv() {
+            changes.extend(self.handle_datagram(dg, Instant::now()));
+        }
+        changes
+    }
+
+    fn drain_sockets(&mut self) -> Vec<StateChange> {
+        let mut changes = Vec::new();
+        for i in 0..self.rx_socks.len() {
+            // Bounded: a flood cannot keep the timers from running.
+            for _ in 0..256 {
+                match tasks::try_recv(&self.rx_socks[i]) {
+                    Ok(Some(dg)) => changes.extend(self.handle_datagram(dg, Instant::now())),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bfd receive failed");
+                        break;
+                    }
+                }
+            }
+        }
+        changes
     }
 
     /// Runs every due session timer.
@@ -535,6 +582,53 @@ mod tests {
             a.session(p).unwrap().state == State::Up && b.session(p).unwrap().state == State::Up
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn received_ttl_is_read_from_the_socket_and_must_be_255() {
+        let port = 41000 + (std::process::id() % 20000) as u16;
+        let mut m = BfdManager::bind(&ManagerConfig {
+            port,
+            ipv4: Some(Ipv4Addr::LOCALHOST),
+            ipv6: Some(Ipv6Addr::LOCALHOST),
+        })
+        .unwrap();
+        // A valid Down packet for which no session exists, sent with TTL 64,
+        // hop limit 7, and TTL 255: only the last passes the TTL check.
+        let pkt = super::super::packet::Packet {
+            diag: Diag::None,
+            state: State::Down,
+            poll: false,
+            final_: false,
+            cpi: false,
+            demand: false,
+            detect_mult: 3,
+            my_discr: 99,
+            your_discr: 0,
+            desired_min_tx: 1_000_000,
+            required_min_rx: 1_000_000,
+            required_min_echo_rx: 0,
+            auth: None,
+        }
+        .encode();
+        let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        v4.set_ttl(64).unwrap();
+        v4.send_to(&pkt, ("127.0.0.1", port)).unwrap();
+        let v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).unwrap();
+        v6.set_unicast_hops_v6(7).unwrap();
+        let to: SocketAddr = (Ipv6Addr::LOCALHOST, port).into();
+        v6.send_to(&pkt, &to.into()).unwrap();
+        let ok = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        ok.set_ttl(255).unwrap();
+        ok.send_to(&pkt, ("127.0.0.1", port)).unwrap();
+        let done = |c: &Counters| {
+            c.rx_errors.get("bad_ttl") == Some(&2) && c.rx_errors.get("no_session") == Some(&1)
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done(m.counters()) {
+            assert!(Instant::now() < deadline, "counters: {:?}", m.counters());
+            let _ = tokio::time::timeout(Duration::from_millis(50), m.step()).await;
+        }
     }
 
     #[tokio::test]

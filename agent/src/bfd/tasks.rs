@@ -16,6 +16,7 @@ use std::io;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
@@ -130,9 +131,32 @@ fn recv_one(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, 
     Ok((n, src, ttl))
 }
 
+fn datagram(buf: &[u8], n: usize, src: SocketAddr, ttl: Option<u8>) -> RxDatagram {
+    let bytes = buf.get(..n).unwrap_or(&[]).to_vec();
+    let decoded = Packet::decode(&bytes);
+    RxDatagram {
+        src,
+        ttl,
+        bytes,
+        decoded,
+    }
+}
+
+/// Reads one datagram if one is waiting, without blocking (`Ok(None)` when
+/// the socket is empty). The owner uses it to empty the sockets before it
+/// runs its timers.
+pub fn try_recv(sock: &UdpSocket) -> io::Result<Option<RxDatagram>> {
+    let mut buf = [0u8; 512];
+    match recv_one(sock, &mut buf) {
+        Ok((n, src, ttl)) => Ok(Some(datagram(&buf, n, src, ttl))),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Receive loop of one socket: decode each datagram and hand it to the
 /// owner. Ends when the owner drops its receiver.
-pub async fn rx_task(sock: UdpSocket, to_owner: mpsc::Sender<RxDatagram>) {
+pub async fn rx_task(sock: Arc<UdpSocket>, to_owner: mpsc::Sender<RxDatagram>) {
     let mut buf = [0u8; 512];
     loop {
         let res = sock
@@ -140,15 +164,7 @@ pub async fn rx_task(sock: UdpSocket, to_owner: mpsc::Sender<RxDatagram>) {
             .await;
         match res {
             Ok((n, src, ttl)) => {
-                let bytes = buf.get(..n).unwrap_or(&[]).to_vec();
-                let decoded = Packet::decode(&bytes);
-                let dg = RxDatagram {
-                    src,
-                    ttl,
-                    bytes,
-                    decoded,
-                };
-                if to_owner.send(dg).await.is_err() {
+                if to_owner.send(datagram(&buf, n, src, ttl)).await.is_err() {
                     return;
                 }
             }
