@@ -76,14 +76,29 @@ impl std::ops::DerefMut for DpGuard {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn test_opts() -> DataplaneOptions {
+/// Removes the test's pin directory (and its bpffs mount) whatever happened.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let bpf = self.0.join("bpf");
+        if bpf.exists() {
+            let _ = nix::mount::umount2(&bpf, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn test_opts() -> (DataplaneOptions, DirGuard) {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    DataplaneOptions {
-        pin_dir: PathBuf::from(format!("/run/floatlb-test-{}-{n}/bpf", std::process::id())),
+    let root = PathBuf::from(format!("/run/floatlb-test-{}-{n}", std::process::id()));
+    let opts = DataplaneOptions {
+        pin_dir: root.join("bpf"),
         max_services: 64,
         max_conntrack: 4096,
         ..DataplaneOptions::default()
-    }
+    };
+    (opts, DirGuard(root))
 }
 
 /// Run `f` in a thread inside a fresh network namespace set up for the LB.
@@ -102,7 +117,8 @@ fn in_netns<F: FnOnce(&mut DpGuard, u32) + Send + 'static>(f: F) {
         sh(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         sh(&["sysctl", "-qw", "net.ipv4.conf.lo.forwarding=1"]);
         let ifindex = nix::net::if_::if_nametoindex(LB_IF).expect("ifindex");
-        let mut dp = DpGuard(Some(Dataplane::open(&test_opts()).expect("open datapath")));
+        let (opts, _dir) = test_opts();
+        let mut dp = DpGuard(Some(Dataplane::open(&opts).expect("open datapath")));
         dp.set_fib_lookup_iface(Some("lo")).expect("fib iface");
         f(&mut dp, ifindex);
     });

@@ -74,7 +74,7 @@ pub const SNAT_PORT_MIN: u16 = 1024;
 /// See [`SNAT_PORT_MIN`].
 pub const SNAT_PORT_MAX: u16 = 32767;
 /// How many candidate SNAT ports a new flow probes before giving up.
-pub const SNAT_PROBES: u32 = 8;
+pub const SNAT_PROBES: u32 = 16;
 
 /// Lookup key of the service map: (VIP, port, protocol).
 #[repr(C)]
@@ -178,7 +178,9 @@ pub struct FlowKeyRaw {
     /// IP protocol.
     pub proto: u8,
     /// Explicit padding, always zero.
-    pub pad: [u8; 3],
+    pub pad0: u8,
+    /// Explicit padding, always zero.
+    pub pad1: u16,
 }
 
 /// Conntrack value: how to rewrite a packet whose tuple equals the key.

@@ -27,7 +27,7 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, bpf_fib_lookup as FibParams, xdp_action},
-    helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
+    helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::xdp,
     programs::XdpContext,
     EbpfContext as _,
@@ -238,10 +238,11 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
         sport: unsafe { (*head).sport },
         dport: unsafe { (*head).dport },
         proto,
-        pad: [0; 3],
+        pad0: 0,
+        pad1: 0,
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     if let Some(ct) = CT.get_ptr_mut(&key) {
         if frag != 0 {
@@ -319,7 +320,8 @@ unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8) {
             sport: v.nat_dport,
             dport: v.nat_sport,
             proto: key.proto,
-            pad: [0; 3],
+            pad0: 0,
+        pad1: 0,
         };
         if let Some(p) = CT.get_ptr_mut(&peer) {
             unsafe { (*p).tcp_state = next };
@@ -364,11 +366,31 @@ unsafe fn rewrite(
     }
 }
 
+/// Zero `*p` with volatile u64 stores, in place: the compiler can neither
+/// turn them into a call to `memset` (a byte loop on BPF) nor copy a known-
+/// zero value around with one. Returns `p` as a reference.
+///
+/// # Safety
+/// `p` must be valid for writes; `T` plain old data, size a multiple of 8,
+/// 8-byte aligned.
+#[inline(always)]
+unsafe fn zero_in_place<'a, T>(p: *mut T) -> &'a mut T {
+    let w = p as *mut u64;
+    let mut i = 0;
+    while i < size_of::<T>() / 8 {
+        // SAFETY: within `*p` per the function's contract.
+        unsafe { w.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // SAFETY: every byte is initialised; all-zero is valid for plain old data.
+    unsafe { &mut *p }
+}
+
 /// FIB lookup for the (already rewritten) packet.
 #[inline(always)]
 unsafe fn fib(ctx: &XdpContext, cfg: &Config, ip: *const IpHdr, now: u64) -> Result<Nexthop, u32> {
-    // SAFETY: bpf_fib_lookup is plain old data; all-zero is a valid value.
-    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    let mut buf = core::mem::MaybeUninit::<FibParams>::uninit();
+    let p = unsafe { zero_in_place(buf.as_mut_ptr()) };
     p.family = AF_INET;
     unsafe {
         p.l4_protocol = (*ip).proto;
@@ -379,7 +401,7 @@ unsafe fn fib(ctx: &XdpContext, cfg: &Config, ip: *const IpHdr, now: u64) -> Res
     }
     p.ifindex = if cfg.fib_ifindex != 0 { cfg.fib_ifindex } else { ctx.ingress_ifindex() as u32 };
     let ret = unsafe {
-        bpf_fib_lookup(ctx.as_ptr(), &mut p, size_of::<FibParams>() as i32, 0)
+        bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0)
     };
     if ret == FIB_RET_SUCCESS {
         return Ok(Nexthop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac });
@@ -508,19 +530,18 @@ unsafe fn new_flow(
     let ep: Endpoint = unsafe { *(*set).endpoints.as_ptr().add((idx & 63) as usize) };
 
     let state = if key.proto == PROTO_TCP && tcp_flags & TCP_SYN != 0 { CT_SYN } else { CT_EST };
-    let reply = CtValue {
-        nat_src: key.dst,
-        nat_dst: key.src,
-        nat_sport: key.dport,
-        nat_dport: key.sport,
-        svc_id: svc.id,
-        idle_timeout_s: svc.idle_timeout_s,
-        dir: DIR_REPLY,
-        tcp_state: state,
-        ep_idx: idx as u8,
-        last_seen_ns: now,
-        ..CtValue::default()
-    };
+    let mut reply_buf = core::mem::MaybeUninit::<CtValue>::uninit();
+    let reply = unsafe { zero_in_place(reply_buf.as_mut_ptr()) };
+    reply.nat_src = key.dst;
+    reply.nat_dst = key.src;
+    reply.nat_sport = key.dport;
+    reply.nat_dport = key.sport;
+    reply.svc_id = svc.id;
+    reply.idle_timeout_s = svc.idle_timeout_s;
+    reply.dir = DIR_REPLY;
+    reply.tcp_state = state;
+    reply.ep_idx = idx as u8;
+    reply.last_seen_ns = now;
     // Claim a SNAT port: the reply tuple (endpoint -> snat_ip:port) must be
     // unique, so the first candidate whose reply entry can be created with
     // BPF_NOEXIST wins. The first candidate is a pure function of the client
@@ -532,13 +553,16 @@ unsafe fn new_flow(
         sport: ep.port,
         dport: 0,
         proto: key.proto,
-        pad: [0; 3],
+        pad0: 0,
+        pad1: 0,
     };
     let mut claimed = false;
     for i in 0..SNAT_PROBES {
-        let port = SNAT_PORT_MIN as u32 + base.wrapping_add(i.wrapping_mul(4099)) % SNAT_RANGE;
+        // Candidate 0 is a pure function of the flow; later ones rehash.
+        let h = if i == 0 { base } else { mix(base.wrapping_add(i)) };
+        let port = SNAT_PORT_MIN as u32 + h % SNAT_RANGE;
         rkey.dport = (port as u16).to_be();
-        if CT.insert(&rkey, &reply, BPF_NOEXIST as u64).is_ok() {
+        if CT.insert(&rkey, &*reply, BPF_NOEXIST as u64).is_ok() {
             claimed = true;
             break;
         }
@@ -546,16 +570,20 @@ unsafe fn new_flow(
     if !claimed {
         return Ok(drop_with(DROP_PORT_EXHAUSTED));
     }
-    let mut fwd = CtValue {
-        nat_src: svc.snat_ip,
-        nat_dst: ep.ip,
-        nat_sport: rkey.dport,
-        nat_dport: ep.port,
-        dir: DIR_FORWARD,
-        packets: 1,
-        bytes,
-        ..reply
-    };
+    let mut fwd_buf = core::mem::MaybeUninit::<CtValue>::uninit();
+    let fwd = unsafe { zero_in_place(fwd_buf.as_mut_ptr()) };
+    fwd.svc_id = svc.id;
+    fwd.idle_timeout_s = svc.idle_timeout_s;
+    fwd.tcp_state = state;
+    fwd.ep_idx = idx as u8;
+    fwd.last_seen_ns = now;
+    fwd.nat_src = svc.snat_ip;
+    fwd.nat_dst = ep.ip;
+    fwd.nat_sport = rkey.dport;
+    fwd.nat_dport = ep.port;
+    fwd.dir = DIR_FORWARD;
+    fwd.packets = 1;
+    fwd.bytes = bytes;
     unsafe { bump_stats(svc.id, idx as u8, bytes) };
     unsafe { rewrite(ip, head, csum, key.proto, fwd.nat_src, fwd.nat_dst, fwd.nat_sport, fwd.nat_dport) };
     let nh = unsafe { fib(ctx, cfg, ip, now) };
@@ -565,7 +593,7 @@ unsafe fn new_flow(
         fwd.nh_dmac = nh.dmac;
         fwd.nh_ns = now;
     }
-    if CT.insert(key, &fwd, BPF_NOEXIST as u64).is_err() {
+    if CT.insert(key, &*fwd, BPF_NOEXIST as u64).is_err() {
         // Another CPU created this flow concurrently: give our port back.
         let _ = CT.remove(&rkey);
         return Ok(drop_with(DROP_CT_INSERT));
@@ -620,7 +648,8 @@ unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config)
         sport: unsafe { (*ihead).dport },
         dport: unsafe { (*ihead).sport },
         proto: iproto,
-        pad: [0; 3],
+        pad0: 0,
+        pad1: 0,
     };
     let Some(ct) = CT.get_ptr(&rkey) else {
         return Ok(xdp_action::XDP_PASS);
@@ -675,7 +704,7 @@ unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config)
         (*ip).src = v.nat_src;
         (*ip).dst = v.nat_dst;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     match unsafe { fib(ctx, cfg, ip, now) } {
         Ok(nh) => Ok(unsafe { emit(ctx, eth, &nh) }),
         Err(action) => Ok(action),

@@ -21,7 +21,8 @@ fn peer_key(k: &FlowKeyRaw, v: &CtValue) -> FlowKeyRaw {
         sport: v.nat_dport,
         dport: v.nat_sport,
         proto: k.proto,
-        pad: [0; 3],
+        pad0: 0,
+        pad1: 0,
     }
 }
 

@@ -188,7 +188,8 @@ impl FlowKey {
             sport: self.sport.to_be(),
             dport: self.dport.to_be(),
             proto: self.proto,
-            pad: [0; 3],
+            pad0: 0,
+        pad1: 0,
         }
     }
 
