@@ -265,11 +265,12 @@ const _: () = assert!(core::mem::size_of::<Endpoint>() == 8);
 const _: () = assert!(core::mem::size_of::<EndpointSet>() == 8 + 8 * MAX_ENDPOINTS);
 const _: () = assert!(core::mem::size_of::<MaglevTable>() == MAGLEV_CAPACITY);
 const _: () = assert!(core::mem::size_of::<FlowKeyRaw>() == 16);
-const _: () = assert!(core::mem::size_of::<CtValue>() == 4 + 4 + 2 + 2 + 4 + 4 + 4 + 4 + 12 + 8 * 4);
+const _: () =
+    assert!(core::mem::size_of::<CtValue>() == 4 + 4 + 2 + 2 + 4 + 4 + 4 + 4 + 12 + 8 * 4);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<NeighEvent>() == 8);
-const _: () = assert!(MAGLEV_CAPACITY >= MAGLEV_LEN as usize && MAGLEV_CAPACITY % 8 == 0);
+const _: () = assert!(MAGLEV_CAPACITY >= MAGLEV_LEN as usize && MAGLEV_CAPACITY.is_multiple_of(8));
 
 #[cfg(feature = "user")]
 mod pod {

@@ -26,21 +26,23 @@ mod maps;
 use core::mem::size_of;
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{BPF_ANY, BPF_NOEXIST, bpf_fib_lookup as FibParams, xdp_action},
     helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::xdp,
     programs::XdpContext,
-    EbpfContext as _,
 };
 use csum::Delta;
 use floatlb_common::{
-    CT_CLOSED, CT_EST, CT_FIN, CT_SYN, Config, CtValue, DIR_FORWARD, DIR_REPLY,
-    DROP_CT_INSERT, DROP_FIB, DROP_FRAGMENT, DROP_NO_ENDPOINT, DROP_NO_NEIGH,
-    DROP_PORT_EXHAUSTED, DROP_REDIRECT, DROP_TTL, Endpoint, FlowKeyRaw, MAGLEV_LEN,
-    MAX_ENDPOINTS, NeighEvent, SEL_MAGLEV, SEL_PERSIST, SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX,
-    SNAT_PORT_MIN, SNAT_PROBES, ServiceKey, ServiceValue,
+    CT_CLOSED, CT_EST, CT_FIN, CT_SYN, Config, CtValue, DIR_FORWARD, DIR_REPLY, DROP_CT_INSERT,
+    DROP_FIB, DROP_FRAGMENT, DROP_NO_ENDPOINT, DROP_NO_NEIGH, DROP_PORT_EXHAUSTED, DROP_REDIRECT,
+    DROP_TTL, Endpoint, FlowKeyRaw, MAGLEV_LEN, MAX_ENDPOINTS, NeighEvent, SEL_MAGLEV, SEL_PERSIST,
+    SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES, ServiceKey, ServiceValue,
 };
-use maps::{CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, MAGLEV, NEIGH_RB, NEIGH_SEEN, RR, SERVICES, SVC_STATS, VIPS};
+use maps::{
+    CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, MAGLEV, NEIGH_RB, NEIGH_SEEN, RR, SERVICES,
+    SVC_STATS, VIPS,
+};
 
 const ETH_HLEN: usize = 14;
 const IP_HLEN: usize = 20;
@@ -192,7 +194,9 @@ unsafe fn bump_stats(svc_id: u32, ep_idx: u8, bytes: u64) {
             (*c).bytes += bytes;
         }
     }
-    let ep_slot = svc_id.wrapping_mul(MAX_ENDPOINTS as u32).wrapping_add(ep_idx as u32);
+    let ep_slot = svc_id
+        .wrapping_mul(MAX_ENDPOINTS as u32)
+        .wrapping_add(ep_idx as u32);
     if let Some(c) = EP_STATS.get_ptr_mut(ep_slot) {
         unsafe {
             (*c).packets += 1;
@@ -228,7 +232,9 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
     let frag = unsafe { (*ip).frag_off } & IP_FRAG_MASK_BE;
     let (csum, tcp_flags) = if proto == PROTO_TCP {
         let tcp = ptr_at::<TcpHdr>(ctx, L4_OFF)?;
-        (unsafe { core::ptr::addr_of_mut!((*tcp).check) }, unsafe { (*tcp).flags })
+        (unsafe { core::ptr::addr_of_mut!((*tcp).check) }, unsafe {
+            (*tcp).flags
+        })
     } else {
         (unsafe { core::ptr::addr_of_mut!((*head).w3) }, 0)
     };
@@ -262,10 +268,23 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
             return Ok(drop_with(DROP_TTL));
         }
         unsafe {
-            rewrite(ip, head, csum, proto, v.nat_src, v.nat_dst, v.nat_sport, v.nat_dport);
+            rewrite(
+                ip,
+                head,
+                csum,
+                proto,
+                v.nat_src,
+                v.nat_dst,
+                v.nat_sport,
+                v.nat_dport,
+            );
         }
         let nh = if v.nh_ifindex != 0 && now.wrapping_sub(v.nh_ns) < cfg.nh_max_age_ns {
-            Nexthop { ifindex: v.nh_ifindex, smac: v.nh_smac, dmac: v.nh_dmac }
+            Nexthop {
+                ifindex: v.nh_ifindex,
+                smac: v.nh_smac,
+                dmac: v.nh_dmac,
+            }
         } else {
             match unsafe { fib(ctx, cfg, ip, now) } {
                 Ok(nh) => {
@@ -281,7 +300,12 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
         return Ok(unsafe { emit(ctx, eth, &nh) });
     }
 
-    let skey = ServiceKey { vip: key.dst, port: key.dport, proto, pad: 0 };
+    let skey = ServiceKey {
+        vip: key.dst,
+        port: key.dport,
+        proto,
+        pad: 0,
+    };
     let svc = match unsafe { SERVICES.get(&skey) } {
         Some(s) => *s,
         None => return Ok(xdp_action::XDP_PASS),
@@ -292,7 +316,11 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
     if unsafe { (*ip).ttl } <= 1 {
         return Ok(drop_with(DROP_TTL));
     }
-    unsafe { new_flow(ctx, eth, ip, head, csum, cfg, &key, &svc, tcp_flags, bytes, now) }
+    unsafe {
+        new_flow(
+            ctx, eth, ip, head, csum, cfg, &key, &svc, tcp_flags, bytes, now,
+        )
+    }
 }
 
 /// Advance the TCP state of a flow on this packet's flags; mirror any change
@@ -321,7 +349,7 @@ unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8) {
             dport: v.nat_sport,
             proto: key.proto,
             pad0: 0,
-        pad1: 0,
+            pad1: 0,
         };
         if let Some(p) = CT.get_ptr_mut(&peer) {
             unsafe { (*p).tcp_state = next };
@@ -355,7 +383,10 @@ unsafe fn rewrite(
 
         let old = *csum;
         if !(proto == PROTO_UDP && old == 0) {
-            let mut c = addrs.u16((*head).sport, nsport).u16((*head).dport, ndport).apply(old);
+            let mut c = addrs
+                .u16((*head).sport, nsport)
+                .u16((*head).dport, ndport)
+                .apply(old);
             if proto == PROTO_UDP && c == 0 {
                 c = 0xffff;
             }
@@ -399,12 +430,18 @@ unsafe fn fib(ctx: &XdpContext, cfg: &Config, ip: *const IpHdr, now: u64) -> Res
         p.__bindgen_anon_3.ipv4_src = (*ip).src;
         p.__bindgen_anon_4.ipv4_dst = (*ip).dst;
     }
-    p.ifindex = if cfg.fib_ifindex != 0 { cfg.fib_ifindex } else { ctx.ingress_ifindex() as u32 };
-    let ret = unsafe {
-        bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0)
+    p.ifindex = if cfg.fib_ifindex != 0 {
+        cfg.fib_ifindex
+    } else {
+        ctx.ingress_ifindex() as u32
     };
+    let ret = unsafe { bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0) };
     if ret == FIB_RET_SUCCESS {
-        return Ok(Nexthop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac });
+        return Ok(Nexthop {
+            ifindex: p.ifindex,
+            smac: p.smac,
+            dmac: p.dmac,
+        });
     }
     if ret == FIB_RET_NO_NEIGH {
         // SAFETY: the kernel wrote the next-hop address into ipv4_dst.
@@ -447,14 +484,24 @@ unsafe fn emit(ctx: &XdpContext, eth: *mut EthHdr, nh: &Nexthop) -> u32 {
         Ok(action) => action,
         Err(_) => {
             let r = unsafe { bpf_redirect(nh.ifindex, 0) } as u32;
-            if r == xdp_action::XDP_REDIRECT { r } else { drop_with(DROP_REDIRECT) }
+            if r == xdp_action::XDP_REDIRECT {
+                r
+            } else {
+                drop_with(DROP_REDIRECT)
+            }
         }
     }
 }
 
 /// Pick an endpoint index for a new flow, or `None` when none is usable.
 #[inline(always)]
-unsafe fn select(svc: &ServiceValue, slot: u32, count: u32, maglev_len: u32, key: &FlowKeyRaw) -> Option<u32> {
+unsafe fn select(
+    svc: &ServiceValue,
+    slot: u32,
+    count: u32,
+    maglev_len: u32,
+    key: &FlowKeyRaw,
+) -> Option<u32> {
     if count == 0 {
         return None;
     }
@@ -529,7 +576,11 @@ unsafe fn new_flow(
     };
     let ep: Endpoint = unsafe { *(*set).endpoints.as_ptr().add((idx & 63) as usize) };
 
-    let state = if key.proto == PROTO_TCP && tcp_flags & TCP_SYN != 0 { CT_SYN } else { CT_EST };
+    let state = if key.proto == PROTO_TCP && tcp_flags & TCP_SYN != 0 {
+        CT_SYN
+    } else {
+        CT_EST
+    };
     let mut reply_buf = core::mem::MaybeUninit::<CtValue>::uninit();
     let reply = unsafe { zero_in_place(reply_buf.as_mut_ptr()) };
     reply.nat_src = key.dst;
@@ -559,7 +610,11 @@ unsafe fn new_flow(
     let mut claimed = false;
     for i in 0..SNAT_PROBES {
         // Candidate 0 is a pure function of the flow; later ones rehash.
-        let h = if i == 0 { base } else { mix(base.wrapping_add(i)) };
+        let h = if i == 0 {
+            base
+        } else {
+            mix(base.wrapping_add(i))
+        };
         let port = SNAT_PORT_MIN as u32 + h % SNAT_RANGE;
         rkey.dport = (port as u16).to_be();
         if CT.insert(&rkey, &*reply, BPF_NOEXIST as u64).is_ok() {
@@ -585,7 +640,18 @@ unsafe fn new_flow(
     fwd.packets = 1;
     fwd.bytes = bytes;
     unsafe { bump_stats(svc.id, idx as u8, bytes) };
-    unsafe { rewrite(ip, head, csum, key.proto, fwd.nat_src, fwd.nat_dst, fwd.nat_sport, fwd.nat_dport) };
+    unsafe {
+        rewrite(
+            ip,
+            head,
+            csum,
+            key.proto,
+            fwd.nat_src,
+            fwd.nat_dst,
+            fwd.nat_sport,
+            fwd.nat_dport,
+        )
+    };
     let nh = unsafe { fib(ctx, cfg, ip, now) };
     if let Ok(nh) = &nh {
         fwd.nh_ifindex = nh.ifindex;
@@ -605,7 +671,12 @@ unsafe fn new_flow(
 }
 
 /// ICMP: answer echo requests to a VIP; translate errors about tracked flows.
-unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -> Result<u32, ()> {
+unsafe fn icmp(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut IpHdr,
+    cfg: &Config,
+) -> Result<u32, ()> {
     let icmp = ptr_at::<IcmpHdr>(ctx, L4_OFF)?;
     let ty = unsafe { (*icmp).ty };
     if ty == 8 {
@@ -661,7 +732,9 @@ unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config)
     // Original packet: src = nat_dst:nat_dport, dst = nat_src:nat_sport.
     unsafe {
         let mut icmp_delta = Delta::new();
-        let inner_addrs = Delta::new().u32((*inner).src, v.nat_dst).u32((*inner).dst, v.nat_src);
+        let inner_addrs = Delta::new()
+            .u32((*inner).src, v.nat_dst)
+            .u32((*inner).dst, v.nat_src);
         let old_icheck = (*inner).check;
         let new_icheck = inner_addrs.apply(old_icheck);
         icmp_delta = icmp_delta
@@ -671,11 +744,15 @@ unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config)
             .u16((*ihead).sport, v.nat_dport)
             .u16((*ihead).dport, v.nat_sport);
         // The quoted L4 checksum, when present, covers the pseudo header.
-        let l4_delta = inner_addrs.u16((*ihead).sport, v.nat_dport).u16((*ihead).dport, v.nat_sport);
+        let l4_delta = inner_addrs
+            .u16((*ihead).sport, v.nat_dport)
+            .u16((*ihead).dport, v.nat_sport);
         let qcsum: Option<*mut u16> = if iproto == PROTO_UDP {
             Some(core::ptr::addr_of_mut!((*ihead).w3))
         } else {
-            ptr_at::<TcpHdr>(ctx, INNER_L4).ok().map(|t| core::ptr::addr_of_mut!((*t).check))
+            ptr_at::<TcpHdr>(ctx, INNER_L4)
+                .ok()
+                .map(|t| core::ptr::addr_of_mut!((*t).check))
         };
         if let Some(q) = qcsum {
             let old = *q;
@@ -696,7 +773,9 @@ unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config)
         (*icmp).check = icmp_delta.apply((*icmp).check);
 
         // Outer header: from the VIP (or SNAT address) to the original sender.
-        let outer = Delta::new().u32((*ip).src, v.nat_src).u32((*ip).dst, v.nat_dst);
+        let outer = Delta::new()
+            .u32((*ip).src, v.nat_src)
+            .u32((*ip).dst, v.nat_dst);
         let ttl_word = (ip as *mut u8).add(8) as *mut u16;
         let old_w = *ttl_word;
         (*ip).ttl -= 1;

@@ -21,8 +21,15 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
 fn sh(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("run {}", args[0]))?;
-    ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("run {}", args[0]))?;
+    ensure!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -80,19 +87,46 @@ fn pct(v: &[u64], p: f64) -> u64 {
 fn run(rounds: usize) -> anyhow::Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
     sh(&["ip", "link", "set", "lo", "up"])?;
-    sh(&["ip", "link", "add", LB_IF, "type", "veth", "peer", "name", "flbb1"])?;
+    sh(&[
+        "ip", "link", "add", LB_IF, "type", "veth", "peer", "name", "flbb1",
+    ])?;
     sh(&["ip", "addr", "add", "10.0.0.1/24", "dev", LB_IF])?;
     sh(&["ip", "link", "set", LB_IF, "up"])?;
     sh(&["ip", "link", "set", "flbb1", "up"])?;
-    for (ip, mac) in [("10.0.0.11", "02:00:00:00:00:11"), ("10.0.0.12", "02:00:00:00:00:12")] {
-        sh(&["ip", "neigh", "replace", ip, "lladdr", mac, "dev", LB_IF, "nud", "permanent"])?;
+    for (ip, mac) in [
+        ("10.0.0.11", "02:00:00:00:00:11"),
+        ("10.0.0.12", "02:00:00:00:00:12"),
+    ] {
+        sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            mac,
+            "dev",
+            LB_IF,
+            "nud",
+            "permanent",
+        ])?;
     }
     for i in 2..=250u8 {
         let ip = format!("10.0.0.{i}");
         if i == 11 || i == 12 {
             continue;
         }
-        sh(&["ip", "neigh", "replace", &ip, "lladdr", "02:00:00:00:00:02", "dev", LB_IF, "nud", "permanent"])?;
+        sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            &ip,
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            LB_IF,
+            "nud",
+            "permanent",
+        ])?;
     }
     sh(&["sysctl", "-qw", "net.ipv4.ip_forward=0"])?;
     sh(&["sysctl", "-qw", "net.ipv4.conf.lo.forwarding=1"])?;
@@ -121,8 +155,16 @@ fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()
         sel: 1,
         snat_ip: Ipv4Addr::new(10, 0, 0, 1),
         endpoints: vec![
-            EndpointSpec { ip: Ipv4Addr::new(10, 0, 0, 11), port: 8080, weight: 1 },
-            EndpointSpec { ip: Ipv4Addr::new(10, 0, 0, 12), port: 8080, weight: 1 },
+            EndpointSpec {
+                ip: Ipv4Addr::new(10, 0, 0, 11),
+                port: 8080,
+                weight: 1,
+            },
+            EndpointSpec {
+                ip: Ipv4Addr::new(10, 0, 0, 12),
+                port: 8080,
+                weight: 1,
+            },
         ],
         idle_timeout_secs: None,
     })?;
@@ -131,18 +173,32 @@ fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()
     let syn = tcp_frame(client, VIP, 40000, 80, 0x02);
     let est_pkt = tcp_frame(client, VIP, 40000, 80, 0x10);
     let r = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)?;
-    ensure!(r.action == xdp_action::TX, "SYN not forwarded (action {})", r.action);
+    ensure!(
+        r.action == xdp_action::TX,
+        "SYN not forwarded (action {})",
+        r.action
+    );
 
     // Warm up caches and the JIT'd code paths.
     for _ in 0..1000 {
-        dp.prog_test_run(TestProgram::MacSwapBaseline, &baseline_pkt, Some(ifindex), 1)?;
+        dp.prog_test_run(
+            TestProgram::MacSwapBaseline,
+            &baseline_pkt,
+            Some(ifindex),
+            1,
+        )?;
         dp.prog_test_run(TestProgram::Floatlb, &est_pkt, Some(ifindex), 1)?;
     }
     let (mut base, mut est, mut new) = (Vec::new(), Vec::new(), Vec::new());
     let (mut base_wall, mut est_wall, mut new_wall) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..rounds {
         let t = Instant::now();
-        let a = dp.prog_test_run(TestProgram::MacSwapBaseline, &baseline_pkt, Some(ifindex), 1)?;
+        let a = dp.prog_test_run(
+            TestProgram::MacSwapBaseline,
+            &baseline_pkt,
+            Some(ifindex),
+            1,
+        )?;
         base_wall.push(t.elapsed().as_nanos() as u64);
         let t = Instant::now();
         let b = dp.prog_test_run(TestProgram::Floatlb, &est_pkt, Some(ifindex), 1)?;
@@ -167,24 +223,62 @@ fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()
         new.push(c.duration.as_nanos() as u64);
     }
     let (mb, me, mn) = (median(&mut base), median(&mut est), median(&mut new));
-    let (wb, we, wn) = (median(&mut base_wall), median(&mut est_wall), median(&mut new_wall));
-    println!("bench-xdp: {rounds} rounds, 72-byte TCP frames, repeat=1 per syscall, kernel-measured run time");
+    let (wb, we, wn) = (
+        median(&mut base_wall),
+        median(&mut est_wall),
+        median(&mut new_wall),
+    );
+    println!(
+        "bench-xdp: {rounds} rounds, 72-byte TCP frames, repeat=1 per syscall, kernel-measured run time"
+    );
     println!("  case                      median ns   p10   p90   ratio vs baseline (target)");
-    println!("  baseline XDP_TX mac-swap  {mb:>9} {:>5} {:>5}   1.00", pct(&base, 0.1), pct(&base, 0.9));
+    println!(
+        "  baseline XDP_TX mac-swap  {mb:>9} {:>5} {:>5}   1.00",
+        pct(&base, 0.1),
+        pct(&base, 0.9)
+    );
     let rb = |x: u64| x as f64 / mb.max(1) as f64;
-    println!("  floatlb established flow  {me:>9} {:>5} {:>5}   {:.2} (<= 1.5)", pct(&est, 0.1), pct(&est, 0.9), rb(me));
-    println!("  floatlb new-flow SYN      {mn:>9} {:>5} {:>5}   {:.2} (<= 4.0)", pct(&new, 0.1), pct(&new, 0.9), rb(mn));
-    println!("  syscall wall time (median ns): baseline {wb}, established {we} ({:.2}x), new flow {wn} ({:.2}x)",
-        we as f64 / wb as f64, wn as f64 / wb as f64);
-    println!("  established ratio target met: {}", if rb(me) <= 1.5 { "yes" } else { "NO" });
-    println!("  new-flow ratio target met: {}", if rb(mn) <= 4.0 { "yes" } else { "NO" });
+    println!(
+        "  floatlb established flow  {me:>9} {:>5} {:>5}   {:.2} (<= 1.5)",
+        pct(&est, 0.1),
+        pct(&est, 0.9),
+        rb(me)
+    );
+    println!(
+        "  floatlb new-flow SYN      {mn:>9} {:>5} {:>5}   {:.2} (<= 4.0)",
+        pct(&new, 0.1),
+        pct(&new, 0.9),
+        rb(mn)
+    );
+    println!(
+        "  syscall wall time (median ns): baseline {wb}, established {we} ({:.2}x), new flow {wn} ({:.2}x)",
+        we as f64 / wb as f64,
+        wn as f64 / wb as f64
+    );
+    println!(
+        "  established ratio target met: {}",
+        if rb(me) <= 1.5 { "yes" } else { "NO" }
+    );
+    println!(
+        "  new-flow ratio target met: {}",
+        if rb(mn) <= 4.0 { "yes" } else { "NO" }
+    );
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
-    ensure!(nix::unistd::Uid::effective().is_root(), "bench-xdp needs root (BPF_PROG_TEST_RUN, netns): run with sudo");
-    let rounds: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(20_000);
+    ensure!(
+        nix::unistd::Uid::effective().is_root(),
+        "bench-xdp needs root (BPF_PROG_TEST_RUN, netns): run with sudo"
+    );
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(20_000);
     // Unshare the network namespace on a dedicated thread so the caller's
     // namespace is never touched; the namespace disappears with the thread.
-    std::thread::spawn(move || run(rounds)).join().map_err(|_| anyhow::anyhow!("bench thread panicked"))?
+    std::thread::spawn(move || run(rounds))
+        .join()
+        .map_err(|_| anyhow::anyhow!("bench thread panicked"))?
 }
