@@ -248,6 +248,21 @@ pub struct Config {
     pub nh_max_age_ns: u64,
 }
 
+/// Next hop cached per destination address, so that new flows to an
+/// endpoint resolved recently skip `bpf_fib_lookup`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NhEntry {
+    /// Egress interface index.
+    pub ifindex: u32,
+    /// Source MAC.
+    pub smac: [u8; 6],
+    /// Destination MAC.
+    pub dmac: [u8; 6],
+    /// When it was resolved (`bpf_ktime_get_coarse_ns`).
+    pub resolved_ns: u64,
+}
+
 /// Event pushed to the ring buffer when a next hop has no neighbour entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -270,6 +285,7 @@ const _: () =
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<NeighEvent>() == 8);
+const _: () = assert!(core::mem::size_of::<NhEntry>() == 4 + 6 + 6 + 8);
 const _: () = assert!(MAGLEV_CAPACITY >= MAGLEV_LEN as usize && MAGLEV_CAPACITY.is_multiple_of(8));
 
 #[cfg(feature = "user")]
@@ -298,4 +314,6 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for NeighEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for NhEntry {}
 }

@@ -36,12 +36,13 @@ use csum::Delta;
 use floatlb_common::{
     CT_CLOSED, CT_EST, CT_FIN, CT_SYN, Config, CtValue, DIR_FORWARD, DIR_REPLY, DROP_CT_INSERT,
     DROP_FIB, DROP_FRAGMENT, DROP_NO_ENDPOINT, DROP_NO_NEIGH, DROP_PORT_EXHAUSTED, DROP_REDIRECT,
-    DROP_TTL, Endpoint, FlowKeyRaw, MAGLEV_LEN, MAX_ENDPOINTS, NeighEvent, SEL_MAGLEV, SEL_PERSIST,
-    SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES, ServiceKey, ServiceValue,
+    DROP_TTL, Endpoint, FlowKeyRaw, MAGLEV_LEN, MAX_ENDPOINTS, NeighEvent, NhEntry, SEL_MAGLEV,
+    SEL_PERSIST, SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES, ServiceKey,
+    ServiceValue,
 };
 use maps::{
-    CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, MAGLEV, NEIGH_RB, NEIGH_SEEN, RR, SERVICES,
-    SVC_STATS, VIPS,
+    CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, MAGLEV, NEIGH_RB, NEIGH_SEEN, NH_CACHE, RR,
+    SERVICES, SVC_STATS, VIPS,
 };
 
 const ETH_HLEN: usize = 14;
@@ -417,9 +418,40 @@ unsafe fn zero_in_place<'a, T>(p: *mut T) -> &'a mut T {
     unsafe { &mut *p }
 }
 
-/// FIB lookup for the (already rewritten) packet.
+/// Next hop for the (already rewritten) packet: from the per-destination
+/// cache when fresher than `cfg.nh_max_age_ns`, else from the FIB.
 #[inline(always)]
 unsafe fn fib(ctx: &XdpContext, cfg: &Config, ip: *const IpHdr, now: u64) -> Result<Nexthop, u32> {
+    let dst = unsafe { (*ip).dst };
+    if let Some(e) = NH_CACHE.get_ptr(&dst) {
+        let e = unsafe { &*e };
+        if e.ifindex != 0 && now.wrapping_sub(e.resolved_ns) < cfg.nh_max_age_ns {
+            return Ok(Nexthop {
+                ifindex: e.ifindex,
+                smac: e.smac,
+                dmac: e.dmac,
+            });
+        }
+    }
+    let nh = unsafe { fib_lookup(ctx, cfg, ip, now) }?;
+    let entry = NhEntry {
+        ifindex: nh.ifindex,
+        smac: nh.smac,
+        dmac: nh.dmac,
+        resolved_ns: now,
+    };
+    let _ = NH_CACHE.insert(&dst, &entry, BPF_ANY as u64);
+    Ok(nh)
+}
+
+/// FIB lookup for the (already rewritten) packet.
+#[inline(always)]
+unsafe fn fib_lookup(
+    ctx: &XdpContext,
+    cfg: &Config,
+    ip: *const IpHdr,
+    now: u64,
+) -> Result<Nexthop, u32> {
     let mut buf = core::mem::MaybeUninit::<FibParams>::uninit();
     let p = unsafe { zero_in_place(buf.as_mut_ptr()) };
     p.family = AF_INET;

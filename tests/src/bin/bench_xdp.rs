@@ -137,6 +137,13 @@ fn run(rounds: usize) -> anyhow::Result<()> {
         pin_dir: root.join("bpf"),
         max_services: 64,
         max_conntrack: (4 * rounds as u32).max(1024),
+        nexthop_cache: std::env::var("BENCH_NH_CACHE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_millis,
+            ),
         ..DataplaneOptions::default()
     };
     let mut dp = Dataplane::open(&opts)?;
@@ -189,7 +196,8 @@ fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()
         )?;
         dp.prog_test_run(TestProgram::Floatlb, &est_pkt, Some(ifindex), 1)?;
     }
-    let (mut base, mut est, mut new) = (Vec::new(), Vec::new(), Vec::new());
+    let pass_pkt = tcp_frame(client, Ipv4Addr::new(10, 0, 0, 1), 40000, 22, 0x10);
+    let (mut base, mut est, mut new, mut pass) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut base_wall, mut est_wall, mut new_wall) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..rounds {
         let t = Instant::now();
@@ -218,11 +226,22 @@ fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()
                 dp.counters()?.drops
             );
         }
+        let d = dp.prog_test_run(TestProgram::Floatlb, &pass_pkt, Some(ifindex), 1)?;
+        ensure!(
+            d.action == xdp_action::PASS,
+            "non-service packet not passed"
+        );
+        pass.push(d.duration.as_nanos() as u64);
         base.push(a.duration.as_nanos() as u64);
         est.push(b.duration.as_nanos() as u64);
         new.push(c.duration.as_nanos() as u64);
     }
-    let (mb, me, mn) = (median(&mut base), median(&mut est), median(&mut new));
+    let (mb, me, mn, mp) = (
+        median(&mut base),
+        median(&mut est),
+        median(&mut new),
+        median(&mut pass),
+    );
     let (wb, we, wn) = (
         median(&mut base_wall),
         median(&mut est_wall),
@@ -249,6 +268,10 @@ fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()
         pct(&new, 0.1),
         pct(&new, 0.9),
         rb(mn)
+    );
+    println!(
+        "  floatlb passing a non-service packet (parse, conntrack + service misses): {mp} ns, {:.2}x",
+        rb(mp)
     );
     println!(
         "  syscall wall time (median ns): baseline {wb}, established {we} ({:.2}x), new flow {wn} ({:.2}x)",
