@@ -104,7 +104,7 @@ pub struct DaemonOptions {
 }
 
 /// Messages to the owner task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Msg {
     /// Stop (SIGTERM/SIGINT); `signal` names the cause for the log.
     Shutdown {
@@ -117,6 +117,8 @@ pub enum Msg {
     ExpireConntrack,
     RefreshNeighbours,
     PollDatapathEvents,
+    /// Answered once every message sent before it has been handled.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A cloneable way to talk to the running daemon.
@@ -134,6 +136,13 @@ impl DaemonHandle {
 
     pub async fn send(&self, msg: Msg) -> bool {
         self.tx.send(msg).await.is_ok()
+    }
+
+    /// Waits until every message sent before this call has been handled.
+    /// Returns false if the daemon has stopped.
+    pub async fn flush(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Msg::Flush(tx)).await.is_ok() && rx.await.is_ok()
     }
 }
 
@@ -237,11 +246,14 @@ impl<D: Datapath> Daemon<D> {
                 }
             }
         });
-        for (every, msg) in [
-            (self.opts.conntrack_expiry_interval, Msg::ExpireConntrack),
-            (self.opts.neighbour_refresh_interval, Msg::RefreshNeighbours),
-            (self.opts.event_poll_interval, Msg::PollDatapathEvents),
-        ] {
+        let timers: [(Duration, fn() -> Msg); 3] = [
+            (self.opts.conntrack_expiry_interval, || Msg::ExpireConntrack),
+            (self.opts.neighbour_refresh_interval, || {
+                Msg::RefreshNeighbours
+            }),
+            (self.opts.event_poll_interval, || Msg::PollDatapathEvents),
+        ];
+        for (every, msg) in timers {
             let tx = self.tx.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -249,7 +261,7 @@ impl<D: Datapath> Daemon<D> {
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    if tx.send(msg.clone()).await.is_err() {
+                    if tx.send(msg()).await.is_err() {
                         break;
                     }
                 }
@@ -284,6 +296,9 @@ impl<D: Datapath> Daemon<D> {
     pub async fn handle_msg(&mut self, msg: Msg) {
         match msg {
             Msg::Shutdown { .. } => {}
+            Msg::Flush(done) => {
+                let _ = done.send(());
+            }
             Msg::Reload => self.reload().await,
             Msg::SetActive(active) => match self.dp.set_active(active) {
                 Ok(()) => {
@@ -350,5 +365,216 @@ impl<D: Datapath> Daemon<D> {
 
     pub fn is_active(&self) -> bool {
         self.active
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records every datapath call, so the owner loop's decisions can be checked.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        calls: Arc<Mutex<Vec<String>>>,
+        fail_attach: Option<&'static str>,
+        unresolved: Vec<Ipv4Addr>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("refused by test")]
+    struct Refused;
+
+    impl Recorder {
+        fn push(&self, s: String) {
+            self.calls.lock().unwrap().push(s);
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl Datapath for Recorder {
+        type Error = Refused;
+        fn sync_services(&mut self, services: &[Service]) -> Result<(), Refused> {
+            let keys: Vec<String> = services
+                .iter()
+                .map(|s| format!("{}:{}x{}", s.vip(), s.port, s.endpoints.len()))
+                .collect();
+            self.push(format!("sync {}", keys.join(",")));
+            Ok(())
+        }
+        fn attach(&mut self, iface: &str, mode: XdpModeArg) -> Result<String, Refused> {
+            self.push(format!("attach {iface} {mode:?}"));
+            if self.fail_attach == Some(iface) {
+                return Err(Refused);
+            }
+            Ok("native".into())
+        }
+        fn set_active(&mut self, active: bool) -> Result<(), Refused> {
+            self.push(format!("active {active}"));
+            Ok(())
+        }
+        fn expire_conntrack(&mut self) -> Result<usize, Refused> {
+            self.push("expire".into());
+            Ok(0)
+        }
+        fn take_unresolved_neighbours(&mut self) -> Vec<Ipv4Addr> {
+            self.push("take_unresolved".into());
+            std::mem::take(&mut self.unresolved)
+        }
+        fn shutdown(self, keep_pinned: bool) -> Result<(), Refused> {
+            self.push(format!("shutdown keep_pinned={keep_pinned}"));
+            Ok(())
+        }
+    }
+
+    const CFG: &str = r#"{"lbAttr":[{"serviceArguments":{"externalIP":"192.0.2.1","port":80,"protocol":"tcp","sel":1,"mode":2},
+        "endpoints":[{"endpointIP":"10.0.0.5","targetPort":8080,"weight":1},{"endpointIP":"10.0.0.6","targetPort":8080,"weight":2}]}]}"#;
+
+    fn opts(dir: &std::path::Path, keep_pinned: bool) -> DaemonOptions {
+        let path = dir.join("lb.json");
+        std::fs::write(&path, CFG).unwrap();
+        DaemonOptions {
+            config_path: path,
+            ifaces: vec!["eth0".into(), "eth1".into()],
+            xdp_mode: XdpModeArg::Auto,
+            keep_pinned,
+            initially_active: true,
+            conntrack_expiry_interval: Duration::from_secs(2),
+            neighbour_refresh_interval: Duration::from_secs(15),
+            event_poll_interval: Duration::from_millis(250),
+        }
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("floatlb-daemon-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn start_syncs_services_then_attaches_every_interface_then_activates() {
+        let dir = tempdir("start");
+        let o = opts(&dir, false);
+        let cfg = load_config(&o).unwrap();
+        let rec = Recorder::default();
+        let d = Daemon::start(o, rec.clone(), cfg, None).unwrap();
+        assert!(d.is_active());
+        assert_eq!(
+            rec.calls(),
+            [
+                "sync 192.0.2.1:80x2",
+                "attach eth0 Auto",
+                "attach eth1 Auto",
+                "active true"
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_attach_shuts_the_datapath_down_and_names_the_interface() {
+        let dir = tempdir("attachfail");
+        let o = opts(&dir, false);
+        let cfg = load_config(&o).unwrap();
+        let rec = Recorder {
+            fail_attach: Some("eth1"),
+            ..Recorder::default()
+        };
+        let err = Daemon::start(o, rec.clone(), cfg, None).err().unwrap();
+        assert!(err.to_string().contains("attach to eth1"), "{err}");
+        assert_eq!(
+            rec.calls().last().map(String::as_str),
+            Some("shutdown keep_pinned=false")
+        );
+    }
+
+    #[test]
+    fn bad_config_is_rejected_with_field_and_value_before_any_datapath_work() {
+        let dir = tempdir("badcfg");
+        let o = opts(&dir, false);
+        std::fs::write(
+            &o.config_path,
+            CFG.replace("\"weight\":2", "\"weight\":300"),
+        )
+        .unwrap();
+        let err = load_config(&o).unwrap_err().to_string();
+        assert!(err.contains("lbAttr[0].endpoints[1].weight = 300"), "{err}");
+        let no_iface = DaemonOptions {
+            ifaces: vec![],
+            ..opts(&dir, false)
+        };
+        assert!(matches!(
+            load_config(&no_iface),
+            Err(DaemonError::NoInterface)
+        ));
+    }
+
+    #[tokio::test]
+    async fn messages_drive_the_datapath_and_shutdown_honours_keep_pinned() {
+        for keep in [false, true] {
+            let dir = tempdir(&format!("run{keep}"));
+            let o = opts(&dir, keep);
+            let cfg = load_config(&o).unwrap();
+            let rec = Recorder {
+                unresolved: vec![Ipv4Addr::new(10, 0, 0, 5)],
+                ..Recorder::default()
+            };
+            let d = Daemon::start(o.clone(), rec.clone(), cfg, None).unwrap();
+            let h = d.handle();
+            let task = tokio::spawn(d.run());
+            assert!(h.set_active(false).await);
+            assert!(h.send(Msg::ExpireConntrack).await);
+            assert!(h.send(Msg::PollDatapathEvents).await);
+            // A reload with a bad file changes nothing; a good one re-syncs.
+            std::fs::write(&o.config_path, "{").unwrap();
+            assert!(h.send(Msg::Reload).await);
+            assert!(h.flush().await);
+            assert!(h.send(Msg::SetActive(true)).await);
+            let two = CFG.replace(
+                r#",{"endpointIP":"10.0.0.6","targetPort":8080,"weight":2}"#,
+                "",
+            );
+            std::fs::write(&o.config_path, two).unwrap();
+            assert!(h.send(Msg::Reload).await);
+            assert!(h.flush().await);
+            assert!(d_services_len(&rec) == 1);
+            assert!(h.send(Msg::Shutdown { signal: "test" }).await);
+            task.await.unwrap().unwrap();
+            assert_eq!(
+                rec.calls()[4..],
+                [
+                    "active false".to_string(),
+                    "expire".into(),
+                    "take_unresolved".into(),
+                    "active true".into(),
+                    "sync 192.0.2.1:80x1".into(),
+                    format!("shutdown keep_pinned={keep}"),
+                ]
+            );
+            assert!(!h.send(Msg::ExpireConntrack).await, "daemon must be gone");
+        }
+    }
+
+    fn d_services_len(rec: &Recorder) -> usize {
+        rec.calls()
+            .iter()
+            .rev()
+            .find_map(|c| c.strip_prefix("sync 192.0.2.1:80x"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn endpoint_addresses_are_deduplicated_across_services() {
+        let mut cfg = LbConfig::parse(CFG, false, "t").unwrap();
+        let mut other = cfg.services[0].clone();
+        other.port = 443;
+        cfg.services.push(other);
+        assert_eq!(
+            endpoint_addrs(&cfg.services),
+            [Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 6)]
+        );
     }
 }
