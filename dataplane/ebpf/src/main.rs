@@ -1,11 +1,680 @@
+//! floatlb XDP datapath: IPv4 TCP/UDP full NAT load balancing.
+//!
+//! Per packet (see docs/DATAPATH.md for the full design):
+//! 1. Anything that is not IPv4 without options, or arrives while this node is
+//!    not active (BACKUP), is passed to the stack untouched.
+//! 2. TCP/UDP: the 5-tuple is looked up in the conntrack LRU map. A hit carries
+//!    the full rewrite (addresses and ports) for its direction, so client
+//!    packets and endpoint replies take the same path. A miss whose
+//!    (dst, dport, proto) is a service creates the two conntrack entries
+//!    (forward and reply), choosing the endpoint with the service's `sel`
+//!    algorithm and a SNAT port that no other flow to that endpoint uses.
+//!    Anything else passes to the stack (SSH, BFD, the agent's own traffic).
+//! 3. ICMP: echo requests to a VIP are answered here; destination-unreachable
+//!    and time-exceeded errors quoting a tracked flow are translated back to
+//!    the host that sent the quoted packet.
+//! 4. The next hop comes from `bpf_fib_lookup` (cached per flow for
+//!    `Config::nh_max_age_ns`): XDP_TX when it leaves by the ingress interface,
+//!    XDP_REDIRECT otherwise. No neighbour entry: the packet is dropped and
+//!    counted and the next hop is pushed to a ring buffer for the agent.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+mod csum;
+mod maps;
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST, bpf_fib_lookup as FibParams, xdp_action},
+    helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
+    macros::xdp,
+    programs::XdpContext,
+    EbpfContext as _,
+};
+use csum::Delta;
+use floatlb_common::{
+    CT_CLOSED, CT_EST, CT_FIN, CT_SYN, Config, CtValue, DIR_FORWARD, DIR_REPLY,
+    DROP_CT_INSERT, DROP_FIB, DROP_FRAGMENT, DROP_NO_ENDPOINT, DROP_NO_NEIGH,
+    DROP_PORT_EXHAUSTED, DROP_REDIRECT, DROP_TTL, Endpoint, FlowKeyRaw, MAGLEV_CAPACITY,
+    MAX_ENDPOINTS, NeighEvent, SEL_MAGLEV, SEL_PERSIST, SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX,
+    SNAT_PORT_MIN, SNAT_PROBES, ServiceKey, ServiceValue,
+};
+use maps::{CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, MAGLEV, NEIGH_RB, NEIGH_SEEN, RR, SERVICES, SVC_STATS, VIPS};
+
+const ETH_HLEN: usize = 14;
+const IP_HLEN: usize = 20;
+const L4_OFF: usize = ETH_HLEN + IP_HLEN;
+/// 0x0800 as read natively from the wire on a little-endian target.
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+/// Fragment offset mask and more-fragments flag, wire order.
+const IP_FRAG_MASK_BE: u16 = 0x3fffu16.to_be();
+const AF_INET: u8 = 2;
+const FIB_RET_SUCCESS: i64 = 0;
+const FIB_RET_NO_NEIGH: i64 = 7;
+/// At most one ring-buffer report per next hop per this many nanoseconds.
+const NEIGH_REPORT_INTERVAL_NS: u64 = 100_000_000;
+const SNAT_RANGE: u32 = (SNAT_PORT_MAX - SNAT_PORT_MIN) as u32 + 1;
+
+#[repr(C)]
+struct EthHdr {
+    dst: [u8; 6],
+    src: [u8; 6],
+    proto: u16,
+}
+
+#[repr(C)]
+struct IpHdr {
+    vihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    proto: u8,
+    check: u16,
+    src: u32,
+    dst: u32,
+}
+
+/// The first 8 bytes of TCP and UDP: ports, then (UDP) length and checksum.
+#[repr(C)]
+struct L4Head {
+    sport: u16,
+    dport: u16,
+    w2: u16,
+    w3: u16,
+}
+
+#[repr(C)]
+struct TcpHdr {
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    doff: u8,
+    flags: u8,
+    win: u16,
+    check: u16,
+    urg: u16,
+}
+
+#[repr(C)]
+struct IcmpHdr {
+    ty: u8,
+    code: u8,
+    check: u16,
+    rest: u32,
+}
+
+struct Nexthop {
+    ifindex: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
 
 #[xdp]
-pub fn floatlb_xdp(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
+pub fn floatlb_xdp(ctx: XdpContext) -> u32 {
+    // SAFETY: every packet access below is bounds-checked against data_end by
+    // `ptr_at` before it is dereferenced; map pointers come from successful
+    // lookups and are valid for the duration of the program.
+    match unsafe { process(&ctx) } {
+        Ok(action) => action,
+        Err(()) => xdp_action::XDP_PASS,
+    }
+}
+
+/// Baseline for the per-packet benchmark: swap the MAC addresses and bounce
+/// the frame (the cheapest useful XDP_TX program).
+#[xdp]
+pub fn xdp_macswap_baseline(ctx: XdpContext) -> u32 {
+    match ptr_at::<EthHdr>(&ctx, 0) {
+        Ok(eth) => {
+            // SAFETY: `eth` was bounds-checked by `ptr_at`.
+            unsafe {
+                let d = (*eth).dst;
+                (*eth).dst = (*eth).src;
+                (*eth).src = d;
+            }
+            xdp_action::XDP_TX
+        }
+        Err(()) => xdp_action::XDP_PASS,
+    }
+}
+
+/// Pointer to a `T` at `off` bytes into the packet, if it fits.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + off) as *mut T)
+}
+
+#[inline(always)]
+fn mix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb_352d);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x846c_a68b);
+    h ^= h >> 16;
+    h
+}
+
+#[inline(always)]
+fn flow_hash(k: &FlowKeyRaw) -> u32 {
+    mix(k.src ^ mix(k.dst ^ mix(((k.sport as u32) << 16 | k.dport as u32) ^ k.proto as u32)))
+}
+
+#[inline(always)]
+fn drop_with(reason: u32) -> u32 {
+    if let Some(c) = DROPS.get_ptr_mut(reason) {
+        // SAFETY: per-CPU array slot returned by a successful lookup.
+        unsafe { *c += 1 };
+    }
+    xdp_action::XDP_DROP
+}
+
+#[inline(always)]
+unsafe fn bump_stats(svc_id: u32, ep_idx: u8, bytes: u64) {
+    if let Some(c) = SVC_STATS.get_ptr_mut(svc_id) {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+    let ep_slot = svc_id.wrapping_mul(MAX_ENDPOINTS as u32).wrapping_add(ep_idx as u32);
+    if let Some(c) = EP_STATS.get_ptr_mut(ep_slot) {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+unsafe fn process(ctx: &XdpContext) -> Result<u32, ()> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    if unsafe { (*eth).proto } != ETH_P_IP_BE {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let ip = ptr_at::<IpHdr>(ctx, ETH_HLEN)?;
+    if unsafe { (*ip).vihl } != 0x45 {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let cfg = match CONFIG.get(0) {
+        Some(c) if c.active != 0 => c,
+        _ => return Ok(xdp_action::XDP_PASS),
+    };
+    match unsafe { (*ip).proto } {
+        PROTO_TCP | PROTO_UDP => unsafe { l4(ctx, eth, ip, cfg) },
+        PROTO_ICMP => unsafe { icmp(ctx, eth, ip, cfg) },
+        _ => Ok(xdp_action::XDP_PASS),
+    }
+}
+
+unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -> Result<u32, ()> {
+    let proto = unsafe { (*ip).proto };
+    let head = ptr_at::<L4Head>(ctx, L4_OFF)?;
+    // Non-first fragments carry no ports: never ours to recognise.
+    let frag = unsafe { (*ip).frag_off } & IP_FRAG_MASK_BE;
+    let (csum, tcp_flags) = if proto == PROTO_TCP {
+        let tcp = ptr_at::<TcpHdr>(ctx, L4_OFF)?;
+        (unsafe { core::ptr::addr_of_mut!((*tcp).check) }, unsafe { (*tcp).flags })
+    } else {
+        (unsafe { core::ptr::addr_of_mut!((*head).w3) }, 0)
+    };
+    let key = FlowKeyRaw {
+        src: unsafe { (*ip).src },
+        dst: unsafe { (*ip).dst },
+        sport: unsafe { (*head).sport },
+        dport: unsafe { (*head).dport },
+        proto,
+        pad: [0; 3],
+    };
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    if let Some(ct) = CT.get_ptr_mut(&key) {
+        if frag != 0 {
+            return Ok(drop_with(DROP_FRAGMENT));
+        }
+        let v = unsafe { &mut *ct };
+        v.packets += 1;
+        v.bytes += bytes;
+        v.last_seen_ns = now;
+        if proto == PROTO_TCP {
+            unsafe { track_tcp(&key, v, tcp_flags) };
+        }
+        if v.svc_id != u32::MAX {
+            unsafe { bump_stats(v.svc_id, v.ep_idx, bytes) };
+        }
+        if unsafe { (*ip).ttl } <= 1 {
+            return Ok(drop_with(DROP_TTL));
+        }
+        unsafe {
+            rewrite(ip, head, csum, proto, v.nat_src, v.nat_dst, v.nat_sport, v.nat_dport);
+        }
+        let nh = if v.nh_ifindex != 0 && now.wrapping_sub(v.nh_ns) < cfg.nh_max_age_ns {
+            Nexthop { ifindex: v.nh_ifindex, smac: v.nh_smac, dmac: v.nh_dmac }
+        } else {
+            match unsafe { fib(ctx, cfg, ip, now) } {
+                Ok(nh) => {
+                    v.nh_ifindex = nh.ifindex;
+                    v.nh_smac = nh.smac;
+                    v.nh_dmac = nh.dmac;
+                    v.nh_ns = now;
+                    nh
+                }
+                Err(action) => return Ok(action),
+            }
+        };
+        return Ok(unsafe { emit(ctx, eth, &nh) });
+    }
+
+    let skey = ServiceKey { vip: key.dst, port: key.dport, proto, pad: 0 };
+    let svc = match unsafe { SERVICES.get(&skey) } {
+        Some(s) => *s,
+        None => return Ok(xdp_action::XDP_PASS),
+    };
+    if frag != 0 {
+        return Ok(drop_with(DROP_FRAGMENT));
+    }
+    if unsafe { (*ip).ttl } <= 1 {
+        return Ok(drop_with(DROP_TTL));
+    }
+    unsafe { new_flow(ctx, eth, ip, head, csum, cfg, &key, &svc, tcp_flags, bytes, now) }
+}
+
+/// Advance the TCP state of a flow on this packet's flags; mirror any change
+/// into the entry of the opposite direction.
+#[inline(always)]
+unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8) {
+    let st = v.tcp_state;
+    let next = if flags & TCP_RST != 0 {
+        CT_CLOSED
+    } else if flags & TCP_FIN != 0 {
+        if st < CT_FIN { CT_FIN } else { st }
+    } else if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 && v.dir == DIR_FORWARD && st >= CT_FIN {
+        // The client reuses the tuple for a new connection.
+        CT_SYN
+    } else if st == CT_SYN && v.dir == DIR_REPLY {
+        CT_EST
+    } else {
+        st
+    };
+    if next != st {
+        v.tcp_state = next;
+        let peer = FlowKeyRaw {
+            src: v.nat_dst,
+            dst: v.nat_src,
+            sport: v.nat_dport,
+            dport: v.nat_sport,
+            proto: key.proto,
+            pad: [0; 3],
+        };
+        if let Some(p) = CT.get_ptr_mut(&peer) {
+            unsafe { (*p).tcp_state = next };
+        }
+    }
+}
+
+/// Rewrite addresses and ports, decrement the TTL and patch both checksums.
+/// A zero UDP checksum (none computed) stays zero.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rewrite(
+    ip: *mut IpHdr,
+    head: *mut L4Head,
+    csum: *mut u16,
+    proto: u8,
+    nsrc: u32,
+    ndst: u32,
+    nsport: u16,
+    ndport: u16,
+) {
+    unsafe {
+        let addrs = Delta::new().u32((*ip).src, nsrc).u32((*ip).dst, ndst);
+        let ttl_word = (ip as *mut u8).add(8) as *mut u16;
+        let old_w = *ttl_word;
+        (*ip).ttl -= 1;
+        let new_w = *ttl_word;
+        (*ip).check = addrs.u16(old_w, new_w).apply((*ip).check);
+        (*ip).src = nsrc;
+        (*ip).dst = ndst;
+
+        let old = *csum;
+        if !(proto == PROTO_UDP && old == 0) {
+            let mut c = addrs.u16((*head).sport, nsport).u16((*head).dport, ndport).apply(old);
+            if proto == PROTO_UDP && c == 0 {
+                c = 0xffff;
+            }
+            *csum = c;
+        }
+        (*head).sport = nsport;
+        (*head).dport = ndport;
+    }
+}
+
+/// FIB lookup for the (already rewritten) packet.
+#[inline(always)]
+unsafe fn fib(ctx: &XdpContext, cfg: &Config, ip: *const IpHdr, now: u64) -> Result<Nexthop, u32> {
+    // SAFETY: bpf_fib_lookup is plain old data; all-zero is a valid value.
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    unsafe {
+        p.l4_protocol = (*ip).proto;
+        p.__bindgen_anon_1.tot_len = u16::from_be((*ip).tot_len);
+        p.__bindgen_anon_2.tos = (*ip).tos;
+        p.__bindgen_anon_3.ipv4_src = (*ip).src;
+        p.__bindgen_anon_4.ipv4_dst = (*ip).dst;
+    }
+    p.ifindex = if cfg.fib_ifindex != 0 { cfg.fib_ifindex } else { ctx.ingress_ifindex() as u32 };
+    let ret = unsafe {
+        bpf_fib_lookup(ctx.as_ptr(), &mut p, size_of::<FibParams>() as i32, 0)
+    };
+    if ret == FIB_RET_SUCCESS {
+        return Ok(Nexthop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac });
+    }
+    if ret == FIB_RET_NO_NEIGH {
+        // SAFETY: the kernel wrote the next-hop address into ipv4_dst.
+        let nexthop = unsafe { p.__bindgen_anon_4.ipv4_dst };
+        report_neigh(nexthop, p.ifindex, now);
+        return Err(drop_with(DROP_NO_NEIGH));
+    }
+    Err(drop_with(DROP_FIB))
+}
+
+/// Tell the agent about an unresolved next hop, at most once per interval.
+#[inline(always)]
+fn report_neigh(nexthop: u32, ifindex: u32, now: u64) {
+    if let Some(t) = NEIGH_SEEN.get_ptr_mut(&nexthop) {
+        // SAFETY: value pointer from a successful lookup.
+        unsafe {
+            if now.wrapping_sub(*t) < NEIGH_REPORT_INTERVAL_NS {
+                return;
+            }
+            *t = now;
+        }
+    } else {
+        let _ = NEIGH_SEEN.insert(&nexthop, &now, BPF_ANY as u64);
+    }
+    let _ = NEIGH_RB.output::<NeighEvent>(NeighEvent { nexthop, ifindex }, 0);
+}
+
+/// Set the MACs and send the frame out: XDP_TX on the ingress interface,
+/// XDP_REDIRECT through the devmap (or directly) otherwise.
+#[inline(always)]
+unsafe fn emit(ctx: &XdpContext, eth: *mut EthHdr, nh: &Nexthop) -> u32 {
+    unsafe {
+        (*eth).src = nh.smac;
+        (*eth).dst = nh.dmac;
+    }
+    if nh.ifindex == ctx.ingress_ifindex() as u32 {
+        return xdp_action::XDP_TX;
+    }
+    match DEVMAP.redirect(nh.ifindex, 0) {
+        Ok(action) => action,
+        Err(_) => {
+            let r = unsafe { bpf_redirect(nh.ifindex, 0) } as u32;
+            if r == xdp_action::XDP_REDIRECT { r } else { drop_with(DROP_REDIRECT) }
+        }
+    }
+}
+
+/// Pick an endpoint index for a new flow, or `None` when none is usable.
+#[inline(always)]
+unsafe fn select(svc: &ServiceValue, slot: u32, count: u32, maglev_len: u32, key: &FlowKeyRaw) -> Option<u32> {
+    let set = EPSETS.get_ptr(slot)?;
+    let eps = unsafe { (*set).endpoints.as_ptr() };
+    if svc.sel == SEL_RR {
+        let ctr = RR.get_ptr_mut(svc.id)?;
+        let mut idx = unsafe {
+            let c = *ctr;
+            *ctr = c.wrapping_add(1);
+            c % count
+        };
+        // Skip drained (weight 0) endpoints; bounded by the set size.
+        for _ in 0..MAX_ENDPOINTS {
+            if idx < MAX_ENDPOINTS as u32 && unsafe { (*eps.add(idx as usize)).weight } != 0 {
+                return Some(idx);
+            }
+            idx += 1;
+            if idx >= count {
+                idx = 0;
+            }
+        }
+        return None;
+    }
+    let h = match svc.sel {
+        SEL_MAGLEV => flow_hash(key),
+        SEL_PERSIST => mix(key.src),
+        SEL_PRIORITY => unsafe { bpf_get_prandom_u32() },
+        _ => return None,
+    };
+    if maglev_len == 0 {
+        return None;
+    }
+    let pos = h % maglev_len;
+    if pos >= MAGLEV_CAPACITY as u32 {
+        return None;
+    }
+    let table = MAGLEV.get_ptr(slot)?;
+    let idx = unsafe { *(*table).entries.as_ptr().add(pos as usize) } as u32;
+    if idx >= count || idx >= MAX_ENDPOINTS as u32 {
+        return None;
+    }
+    Some(idx)
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn new_flow(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut IpHdr,
+    head: *mut L4Head,
+    csum: *mut u16,
+    cfg: &Config,
+    key: &FlowKeyRaw,
+    svc: &ServiceValue,
+    tcp_flags: u8,
+    bytes: u64,
+    now: u64,
+) -> Result<u32, ()> {
+    let slot = svc.id.wrapping_mul(2).wrapping_add(svc.generation & 1);
+    let Some(set) = EPSETS.get_ptr(slot) else {
+        return Ok(drop_with(DROP_NO_ENDPOINT));
+    };
+    let (count, maglev_len) = unsafe { ((*set).count, (*set).maglev_len) };
+    if count == 0 || count > MAX_ENDPOINTS as u32 {
+        return Ok(drop_with(DROP_NO_ENDPOINT));
+    }
+    let Some(idx) = (unsafe { select(svc, slot, count, maglev_len, key) }) else {
+        return Ok(drop_with(DROP_NO_ENDPOINT));
+    };
+    let ep: Endpoint = unsafe { *(*set).endpoints.as_ptr().add((idx & 63) as usize) };
+
+    let state = if key.proto == PROTO_TCP && tcp_flags & TCP_SYN != 0 { CT_SYN } else { CT_EST };
+    let reply = CtValue {
+        nat_src: key.dst,
+        nat_dst: key.src,
+        nat_sport: key.dport,
+        nat_dport: key.sport,
+        svc_id: svc.id,
+        idle_timeout_s: svc.idle_timeout_s,
+        dir: DIR_REPLY,
+        tcp_state: state,
+        ep_idx: idx as u8,
+        last_seen_ns: now,
+        ..CtValue::default()
+    };
+    // Claim a SNAT port: the reply tuple (endpoint -> snat_ip:port) must be
+    // unique, so the first candidate whose reply entry can be created with
+    // BPF_NOEXIST wins. The first candidate is a pure function of the client
+    // tuple, so a flow re-created after eviction or failover gets the same port.
+    let base = mix(flow_hash(key) ^ 0x5bd1_e995);
+    let mut rkey = FlowKeyRaw {
+        src: ep.ip,
+        dst: svc.snat_ip,
+        sport: ep.port,
+        dport: 0,
+        proto: key.proto,
+        pad: [0; 3],
+    };
+    let mut claimed = false;
+    for i in 0..SNAT_PROBES {
+        let port = SNAT_PORT_MIN as u32 + base.wrapping_add(i.wrapping_mul(4099)) % SNAT_RANGE;
+        rkey.dport = (port as u16).to_be();
+        if CT.insert(&rkey, &reply, BPF_NOEXIST as u64).is_ok() {
+            claimed = true;
+            break;
+        }
+    }
+    if !claimed {
+        return Ok(drop_with(DROP_PORT_EXHAUSTED));
+    }
+    let mut fwd = CtValue {
+        nat_src: svc.snat_ip,
+        nat_dst: ep.ip,
+        nat_sport: rkey.dport,
+        nat_dport: ep.port,
+        dir: DIR_FORWARD,
+        packets: 1,
+        bytes,
+        ..reply
+    };
+    unsafe { bump_stats(svc.id, idx as u8, bytes) };
+    unsafe { rewrite(ip, head, csum, key.proto, fwd.nat_src, fwd.nat_dst, fwd.nat_sport, fwd.nat_dport) };
+    let nh = unsafe { fib(ctx, cfg, ip, now) };
+    if let Ok(nh) = &nh {
+        fwd.nh_ifindex = nh.ifindex;
+        fwd.nh_smac = nh.smac;
+        fwd.nh_dmac = nh.dmac;
+        fwd.nh_ns = now;
+    }
+    if CT.insert(key, &fwd, BPF_NOEXIST as u64).is_err() {
+        // Another CPU created this flow concurrently: give our port back.
+        let _ = CT.remove(&rkey);
+        return Ok(drop_with(DROP_CT_INSERT));
+    }
+    match nh {
+        Ok(nh) => Ok(unsafe { emit(ctx, eth, &nh) }),
+        Err(action) => Ok(action),
+    }
+}
+
+/// ICMP: answer echo requests to a VIP; translate errors about tracked flows.
+unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -> Result<u32, ()> {
+    let icmp = ptr_at::<IcmpHdr>(ctx, L4_OFF)?;
+    let ty = unsafe { (*icmp).ty };
+    if ty == 8 {
+        let dst = unsafe { (*ip).dst };
+        if unsafe { VIPS.get(&dst) }.is_none() {
+            return Ok(xdp_action::XDP_PASS);
+        }
+        unsafe {
+            // Echo reply: swap addresses (IP checksum unchanged), type 8 -> 0.
+            let src = (*ip).src;
+            (*ip).src = dst;
+            (*ip).dst = src;
+            let word = icmp as *mut u16;
+            let old = *word;
+            (*icmp).ty = 0;
+            (*icmp).check = Delta::new().u16(old, *word).apply((*icmp).check);
+            let mac = (*eth).dst;
+            (*eth).dst = (*eth).src;
+            (*eth).src = mac;
+        }
+        return Ok(xdp_action::XDP_TX);
+    }
+    if ty != 3 && ty != 11 {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    // Quoted packet: IPv4 header (no options) and the first 8 L4 bytes.
+    const INNER_IP: usize = L4_OFF + 8;
+    const INNER_L4: usize = INNER_IP + IP_HLEN;
+    let inner = ptr_at::<IpHdr>(ctx, INNER_IP)?;
+    let ihead = ptr_at::<L4Head>(ctx, INNER_L4)?;
+    let iproto = unsafe { (*inner).proto };
+    if unsafe { (*inner).vihl } != 0x45 || (iproto != PROTO_TCP && iproto != PROTO_UDP) {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    // The quoted packet is one we emitted; the entry for its reverse tuple
+    // maps that reverse tuple back to the reverse of the original packet.
+    let rkey = FlowKeyRaw {
+        src: unsafe { (*inner).dst },
+        dst: unsafe { (*inner).src },
+        sport: unsafe { (*ihead).dport },
+        dport: unsafe { (*ihead).sport },
+        proto: iproto,
+        pad: [0; 3],
+    };
+    let Some(ct) = CT.get_ptr(&rkey) else {
+        return Ok(xdp_action::XDP_PASS);
+    };
+    let v = unsafe { *ct };
+    if unsafe { (*ip).ttl } <= 1 {
+        return Ok(drop_with(DROP_TTL));
+    }
+    // Original packet: src = nat_dst:nat_dport, dst = nat_src:nat_sport.
+    unsafe {
+        let mut icmp_delta = Delta::new();
+        let inner_addrs = Delta::new().u32((*inner).src, v.nat_dst).u32((*inner).dst, v.nat_src);
+        let old_icheck = (*inner).check;
+        let new_icheck = inner_addrs.apply(old_icheck);
+        icmp_delta = icmp_delta
+            .u32((*inner).src, v.nat_dst)
+            .u32((*inner).dst, v.nat_src)
+            .u16(old_icheck, new_icheck)
+            .u16((*ihead).sport, v.nat_dport)
+            .u16((*ihead).dport, v.nat_sport);
+        // The quoted L4 checksum, when present, covers the pseudo header.
+        let l4_delta = inner_addrs.u16((*ihead).sport, v.nat_dport).u16((*ihead).dport, v.nat_sport);
+        let qcsum: Option<*mut u16> = if iproto == PROTO_UDP {
+            Some(core::ptr::addr_of_mut!((*ihead).w3))
+        } else {
+            ptr_at::<TcpHdr>(ctx, INNER_L4).ok().map(|t| core::ptr::addr_of_mut!((*t).check))
+        };
+        if let Some(q) = qcsum {
+            let old = *q;
+            if !(iproto == PROTO_UDP && old == 0) {
+                let mut c = l4_delta.apply(old);
+                if iproto == PROTO_UDP && c == 0 {
+                    c = 0xffff;
+                }
+                icmp_delta = icmp_delta.u16(old, c);
+                *q = c;
+            }
+        }
+        (*inner).src = v.nat_dst;
+        (*inner).dst = v.nat_src;
+        (*inner).check = new_icheck;
+        (*ihead).sport = v.nat_dport;
+        (*ihead).dport = v.nat_sport;
+        (*icmp).check = icmp_delta.apply((*icmp).check);
+
+        // Outer header: from the VIP (or SNAT address) to the original sender.
+        let outer = Delta::new().u32((*ip).src, v.nat_src).u32((*ip).dst, v.nat_dst);
+        let ttl_word = (ip as *mut u8).add(8) as *mut u16;
+        let old_w = *ttl_word;
+        (*ip).ttl -= 1;
+        (*ip).check = outer.u16(old_w, *ttl_word).apply((*ip).check);
+        (*ip).src = v.nat_src;
+        (*ip).dst = v.nat_dst;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    match unsafe { fib(ctx, cfg, ip, now) } {
+        Ok(nh) => Ok(unsafe { emit(ctx, eth, &nh) }),
+        Err(action) => Ok(action),
+    }
 }
 
 #[cfg(not(test))]
