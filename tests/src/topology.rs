@@ -32,6 +32,9 @@ pub const LB_CLIENT_IF: &str = "lbc";
 /// The LB's interface towards the endpoints.
 pub const LB_ENDPOINT_IF: &str = "lbe";
 
+/// The client's address in the one-arm topology (on the endpoints' segment).
+pub const ONE_ARM_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+
 /// Address of endpoint `i` (0-based).
 pub fn endpoint_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, 0, 11 + u8::try_from(i).expect("endpoint index"))
@@ -71,19 +74,53 @@ impl Topology {
         Ok(topo)
     }
 
-    fn wire(&self) -> Result<()> {
-        let (c, lb, sw) = (&self.client, &self.lb, &self.switch);
-        lb.sysctl("net.ipv4.ip_forward", "0")?;
-        lb.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
-        lb.addr_add("lo", &format!("{VIP}/32"))?;
+    /// The one-arm (AWS) variant: the client sits on the endpoints' segment
+    /// and the LB has a single interface, `lbe`, so every forwarded packet
+    /// leaves where it came in (XDP_TX). The client reaches the VIP via the
+    /// LB (`10.100.0.0/24 via 10.1.0.1`).
+    pub fn new_one_arm(prefix: &str, n: usize) -> Result<Self> {
+        let tag = unique_name(prefix);
+        let client = Netns::new(format!("{tag}-c"))?;
+        let lb = Netns::new(format!("{tag}-lb"))?;
+        let switch = Netns::new(format!("{tag}-sw"))?;
+        let mut endpoints = Vec::with_capacity(n);
+        for i in 0..n {
+            endpoints.push(Netns::new(format!("{tag}-e{i}"))?);
+        }
+        let topo = Self {
+            tag,
+            client,
+            lb,
+            switch,
+            endpoints,
+        };
+        topo.wire_endpoint_side()?;
+        let (c, sw) = (&topo.client, &topo.switch);
+        veth(c, "eth0", sw, "swc")?;
+        sw.set_master("swc", "br0")?;
+        sw.enable_gro("swc")?;
+        c.addr_add("eth0", &format!("{ONE_ARM_CLIENT_IP}/24"))?;
+        c.route_add(&["10.100.0.0/24", "via", &LB_ENDPOINT_IP.to_string()])?;
+        Ok(topo)
+    }
 
+    fn wire(&self) -> Result<()> {
+        let (c, lb) = (&self.client, &self.lb);
         veth(c, "eth0", lb, LB_CLIENT_IF)?;
         c.addr_add("eth0", &format!("{CLIENT_IP}/24"))?;
         c.route_add(&["10.100.0.0/24", "via", &LB_CLIENT_IP.to_string()])?;
         c.route_add(&["10.1.0.0/24", "via", &LB_CLIENT_IP.to_string()])?;
         c.enable_gro("eth0")?;
         lb.addr_add(LB_CLIENT_IF, &format!("{LB_CLIENT_IP}/24"))?;
+        self.wire_endpoint_side()
+    }
 
+    /// LB (`lbe`), switch bridge and endpoints.
+    fn wire_endpoint_side(&self) -> Result<()> {
+        let (lb, sw) = (&self.lb, &self.switch);
+        lb.sysctl("net.ipv4.ip_forward", "0")?;
+        lb.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+        lb.addr_add("lo", &format!("{VIP}/32"))?;
         sw.add_bridge("br0")?;
         veth(lb, LB_ENDPOINT_IF, sw, "swlb")?;
         lb.addr_add(LB_ENDPOINT_IF, &format!("{LB_ENDPOINT_IP}/24"))?;
