@@ -38,6 +38,7 @@ const SHARE_TOLERANCE: f64 = 0.08;
 /// Field order is drop order: agent, servers, pins, files, namespaces.
 struct Lab {
     agent: Option<Agent>,
+    ifaces: Vec<&'static str>,
     _servers: Vec<EchoServer>,
     bpf: BpfMount,
     dir: TempDir,
@@ -45,10 +46,29 @@ struct Lab {
 }
 
 impl Lab {
+    /// Two-arm topology: XDP on `lbc` and `lbe`, XDP_REDIRECT between them.
     fn new(prefix: &str) -> Result<Self> {
         require_root()?;
         require_tools(&["ip", "ethtool", "sysctl", "mount"])?;
-        let topo = Topology::new(prefix, 3)?;
+        Self::build(
+            prefix,
+            Topology::new(prefix, 3)?,
+            vec![LB_CLIENT_IF, LB_ENDPOINT_IF],
+        )
+    }
+
+    /// One-arm topology: XDP on `lbe` only, XDP_TX.
+    fn new_one_arm(prefix: &str) -> Result<Self> {
+        require_root()?;
+        require_tools(&["ip", "ethtool", "sysctl", "mount"])?;
+        Self::build(
+            prefix,
+            Topology::new_one_arm(prefix, 3)?,
+            vec![LB_ENDPOINT_IF],
+        )
+    }
+
+    fn build(prefix: &str, topo: Topology, ifaces: Vec<&'static str>) -> Result<Self> {
         let dir = TempDir::new(&format!("{prefix}-files"))?;
         let bpf = BpfMount::new(dir.join("bpf"))?;
         let mut servers = Vec::new();
@@ -58,6 +78,7 @@ impl Lab {
         }
         Ok(Self {
             agent: None,
+            ifaces,
             _servers: servers,
             bpf,
             dir,
@@ -97,7 +118,7 @@ impl Lab {
         let (agent, ready) = Agent::start(
             &self.topo.lb,
             &self.config_path(),
-            &[LB_CLIENT_IF, LB_ENDPOINT_IF],
+            &self.ifaces,
             &self.pin_dir(),
             extra,
             &self.dir.join(log),
@@ -267,6 +288,28 @@ fn concurrent_tcp_and_udp_flows_complete_and_follow_the_weights() -> Result<()> 
         "clean stop must detach XDP"
     );
     Ok(())
+}
+
+#[test]
+fn one_arm_flows_complete_through_xdp_tx() -> Result<()> {
+    let mut lab = Lab::new_one_arm("flbo")?;
+    lab.write_services(0, &[(0, 1), (1, 1), (2, 1)])?;
+    lab.start_agent(&[], "agent.log")?;
+    let (tcp_ids, took) = tcp_flows(&lab, 120, 8, 16 * 1024)?;
+    let udp_ids = udp_flows(&lab, vec![0; 120], 2)?;
+    println!(
+        "one-arm (XDP_TX): 120 TCP connections in {took:?}, round-robin spread TCP {:?}, UDP {:?}",
+        counts(&tcp_ids),
+        counts(&udp_ids)
+    );
+    for ids in [&tcp_ids, &udp_ids] {
+        let c = counts(ids);
+        ensure!(
+            c.len() == 3 && c.values().all(|&n| n >= 30),
+            "round-robin must use every endpoint evenly: {c:?}"
+        );
+    }
+    lab.stop_agent()
 }
 
 #[test]
