@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use crate::{
     config::{ConfigError, LbConfig, Service},
     neigh::{NeighError, Resolver},
+    ratelimit::RateLimit,
 };
 
 /// How to attach the XDP program.
@@ -155,6 +156,7 @@ pub struct Daemon<D: Datapath> {
     rx: mpsc::Receiver<Msg>,
     tx: mpsc::Sender<Msg>,
     resolver: Option<Resolver>,
+    neigh_warn: RateLimit,
 }
 
 /// Endpoint addresses of all services, deduplicated.
@@ -202,6 +204,7 @@ impl<D: Datapath> Daemon<D> {
             rx,
             tx,
             resolver,
+            neigh_warn: RateLimit::new(Duration::from_secs(10)),
         })
     }
 
@@ -272,8 +275,8 @@ impl<D: Datapath> Daemon<D> {
 
     /// Runs until a shutdown message, then shuts the datapath down.
     pub async fn run(mut self) -> Result<(), DaemonError> {
-        self.refresh_neighbours(&endpoint_addrs(&self.services))
-            .await;
+        let endpoints = endpoint_addrs(&self.services);
+        self.refresh_neighbours(&endpoints).await;
         tracing::info!(active = self.active, "floatlb running");
         while let Some(msg) = self.rx.recv().await {
             if let Msg::Shutdown { signal } = msg {
@@ -313,28 +316,40 @@ impl<D: Datapath> Daemon<D> {
                 Err(error) => tracing::warn!(%error, "conntrack expiry failed"),
             },
             Msg::RefreshNeighbours => {
-                self.refresh_neighbours(&endpoint_addrs(&self.services))
-                    .await
+                let endpoints = endpoint_addrs(&self.services);
+                self.refresh_neighbours(&endpoints).await
             }
             Msg::PollDatapathEvents => {
                 let mut hops = self.dp.take_unresolved_neighbours();
                 hops.sort_unstable();
                 hops.dedup();
                 if !hops.is_empty() {
-                    tracing::debug!(count = hops.len(), "datapath reported unresolved next hops");
                     self.refresh_neighbours(&hops).await;
                 }
             }
         }
     }
 
-    async fn refresh_neighbours(&self, addrs: &[Ipv4Addr]) {
-        if let Some(resolver) = &self.resolver {
-            let failed = resolver.resolve_all(addrs).await;
-            tracing::debug!(
-                addresses = addrs.len(),
-                failed,
-                "neighbour pre-resolution pass"
+    async fn refresh_neighbours(&mut self, addrs: &[Ipv4Addr]) {
+        let Some(resolver) = &self.resolver else {
+            return;
+        };
+        let failed = resolver.resolve_all(addrs).await;
+        tracing::debug!(
+            addresses = addrs.len(),
+            failed = failed.len(),
+            "neighbour pre-resolution pass"
+        );
+        // Traffic can trigger this (unresolved next hops reported by the
+        // datapath), so the warning is rate-limited.
+        if let Some(first) = failed.first()
+            && let Some(suppressed) = self.neigh_warn.check()
+        {
+            tracing::warn!(
+                failed = failed.len(),
+                suppressed,
+                error = %first,
+                "neighbour pre-resolution failed"
             );
         }
     }
@@ -351,8 +366,8 @@ impl<D: Datapath> Daemon<D> {
             Ok(()) => {
                 tracing::info!(services = cfg.services.len(), "configuration reloaded");
                 self.services = cfg.services;
-                self.refresh_neighbours(&endpoint_addrs(&self.services))
-                    .await;
+                let endpoints = endpoint_addrs(&self.services);
+                self.refresh_neighbours(&endpoints).await;
             }
             Err(error) => tracing::error!(%error, "reload: cannot sync services"),
         }

@@ -133,10 +133,10 @@ impl Resolver {
         Ok(Outcome::Triggered(hop))
     }
 
-    /// Resolves every destination; failures are logged per destination and
-    /// counted, so one unroutable endpoint does not stop the others.
-    pub async fn resolve_all(&self, dsts: &[Ipv4Addr]) -> usize {
-        let mut failed = 0;
+    /// Resolves every destination; one unroutable endpoint does not stop the
+    /// others. Returns the failures (the caller logs them, rate-limited).
+    pub async fn resolve_all(&self, dsts: &[Ipv4Addr]) -> Vec<NeighError> {
+        let mut failed = Vec::new();
         for &dst in dsts {
             match self.resolve(dst).await {
                 Ok(Outcome::Triggered(hop)) => {
@@ -145,10 +145,7 @@ impl Resolver {
                 Ok(Outcome::Local) => {
                     tracing::debug!(%dst, "endpoint is local, no neighbour needed");
                 }
-                Err(error) => {
-                    failed += 1;
-                    tracing::warn!(%dst, %error, "neighbour pre-resolution failed");
-                }
+                Err(error) => failed.push(error),
             }
         }
         failed
