@@ -1,0 +1,194 @@
+//! Conntrack access from userspace: dump, insert (for connection sync),
+//! delete and expiry. Every flow has two entries, keyed by the client's
+//! tuple (forward) and by the endpoint's reply tuple; each holds the rewrite
+//! for its own direction.
+
+use std::collections::HashMap as StdHashMap;
+
+use aya::maps::{HashMap, MapData, MapError};
+use floatlb_common::{CT_CLOSED, CT_EST, CT_FIN, CT_SYN, CtValue, DIR_FORWARD, DIR_REPLY, FlowKeyRaw, ServiceKey, ServiceValue};
+
+use crate::{
+    Dataplane, DataplaneError, M_CT, M_SERVICES, PROTO_UDP, monotonic_ns,
+    spec::{self, CtRecord, FlowKey, TcpState},
+};
+
+/// Key of the entry for the opposite direction of the flow whose entry is (k, v).
+fn peer_key(k: &FlowKeyRaw, v: &CtValue) -> FlowKeyRaw {
+    FlowKeyRaw {
+        src: v.nat_dst,
+        dst: v.nat_src,
+        sport: v.nat_dport,
+        dport: v.nat_sport,
+        proto: k.proto,
+        pad: [0; 3],
+    }
+}
+
+impl Dataplane {
+    fn ct_all(&self) -> Result<Vec<(FlowKeyRaw, CtValue)>, DataplaneError> {
+        let m: HashMap<&MapData, FlowKeyRaw, CtValue> =
+            HashMap::try_from(self.map_ref(M_CT)?).map_err(DataplaneError::map(M_CT))?;
+        let mut out = Vec::new();
+        for kv in m.iter() {
+            match kv {
+                Ok(kv) => out.push(kv),
+                // An LRU entry evicted between get_next_key and lookup.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(DataplaneError::Map { map: M_CT, source: e }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every tracked flow, one record per flow (counters summed over both
+    /// directions, `last_seen_ns` the later of the two).
+    pub fn conntrack_dump(&self) -> Result<Vec<CtRecord>, DataplaneError> {
+        let all = self.ct_all()?;
+        let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
+        let mut out = Vec::new();
+        for (k, v) in &all {
+            if v.dir != DIR_FORWARD {
+                continue;
+            }
+            let peer = by_key.get(&peer_key(k, v));
+            out.push(CtRecord {
+                client: FlowKey::from_raw(k),
+                nat_src: (spec::ip_from_raw(v.nat_src), u16::from_be(v.nat_sport)),
+                nat_dst: (spec::ip_from_raw(v.nat_dst), u16::from_be(v.nat_dport)),
+                tcp_state: TcpState::from_raw(v.tcp_state),
+                packets: v.packets + peer.map_or(0, |p| p.packets),
+                bytes: v.bytes + peer.map_or(0, |p| p.bytes),
+                last_seen_ns: v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Insert (or overwrite) both directions of a flow, e.g. one synced from
+    /// the peer node. The flow is attributed to the local service matching
+    /// its destination, if any.
+    pub fn conntrack_insert(&mut self, rec: &CtRecord) -> Result<(), DataplaneError> {
+        let c = &rec.client;
+        if c.proto != spec::PROTO_TCP && c.proto != PROTO_UDP {
+            return Err(DataplaneError::invalid("conntrack client.proto", c.proto, "must be 6 or 17"));
+        }
+        if rec.nat_src.1 == 0 || rec.nat_dst.1 == 0 {
+            return Err(DataplaneError::invalid(
+                "conntrack nat port",
+                format!("{}:{} -> {}:{}", rec.nat_src.0, rec.nat_src.1, rec.nat_dst.0, rec.nat_dst.1),
+                "ports must be non-zero",
+            ));
+        }
+        let skey = ServiceKey {
+            vip: spec::ip_raw(c.dst),
+            port: c.dport.to_be(),
+            proto: c.proto,
+            pad: 0,
+        };
+        let svc: Option<ServiceValue> = {
+            let m: HashMap<&MapData, ServiceKey, ServiceValue> =
+                HashMap::try_from(self.map_ref(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+            m.get(&skey, 0).ok()
+        };
+        let fkey = c.raw();
+        let fwd = CtValue {
+            nat_src: spec::ip_raw(rec.nat_src.0),
+            nat_dst: spec::ip_raw(rec.nat_dst.0),
+            nat_sport: rec.nat_src.1.to_be(),
+            nat_dport: rec.nat_dst.1.to_be(),
+            svc_id: svc.map_or(u32::MAX, |s| s.id),
+            idle_timeout_s: svc.map_or(0, |s| s.idle_timeout_s),
+            dir: DIR_FORWARD,
+            tcp_state: rec.tcp_state.raw(),
+            last_seen_ns: rec.last_seen_ns,
+            packets: rec.packets,
+            bytes: rec.bytes,
+            ..CtValue::default()
+        };
+        let rkey = peer_key(&fkey, &fwd);
+        let rev = CtValue {
+            nat_src: fkey.dst,
+            nat_dst: fkey.src,
+            nat_sport: fkey.dport,
+            nat_dport: fkey.sport,
+            dir: DIR_REPLY,
+            packets: 0,
+            bytes: 0,
+            ..fwd
+        };
+        let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
+            HashMap::try_from(self.map_mut(M_CT)?).map_err(DataplaneError::map(M_CT))?;
+        // Reply entry first: once the forward entry exists, replies must match.
+        m.insert(rkey, rev, 0).map_err(DataplaneError::map(M_CT))?;
+        if let Err(e) = m.insert(fkey, fwd, 0) {
+            let _ = m.remove(&rkey);
+            return Err(DataplaneError::Map { map: M_CT, source: e });
+        }
+        Ok(())
+    }
+
+    /// Delete a flow (both directions) given either of its tuples. Deleting
+    /// an unknown flow is not an error.
+    pub fn conntrack_delete(&mut self, key: &FlowKey) -> Result<(), DataplaneError> {
+        let raw = key.raw();
+        let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
+            HashMap::try_from(self.map_mut(M_CT)?).map_err(DataplaneError::map(M_CT))?;
+        let v = match m.get(&raw, 0) {
+            Ok(v) => v,
+            Err(MapError::KeyNotFound) => return Ok(()),
+            Err(e) => return Err(DataplaneError::Map { map: M_CT, source: e }),
+        };
+        let _ = m.remove(&peer_key(&raw, &v));
+        let _ = m.remove(&raw);
+        Ok(())
+    }
+
+    /// Remove flows idle longer than their state's timeout (using the later
+    /// last-seen time of the two directions). Returns the number of flows
+    /// removed (a lone entry whose other direction is gone counts as one).
+    pub fn expire_conntrack(&mut self) -> Result<usize, DataplaneError> {
+        let now = monotonic_ns();
+        let t = self.opts.timeouts;
+        let all = self.ct_all()?;
+        let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
+        let mut doomed = Vec::new();
+        let mut flows = 0usize;
+        for (k, v) in &all {
+            let peer_k = peer_key(k, v);
+            let peer = by_key.get(&peer_k);
+            // Visit each pair once: from the forward entry, or from a lone entry.
+            if v.dir == DIR_REPLY && peer.is_some() {
+                continue;
+            }
+            let secs = match (k.proto, v.tcp_state) {
+                (p, _) if p == PROTO_UDP => {
+                    if v.idle_timeout_s != 0 { v.idle_timeout_s } else { t.udp_secs }
+                }
+                (_, CT_SYN) => t.syn_secs,
+                (_, CT_EST) => {
+                    if v.idle_timeout_s != 0 { v.idle_timeout_s } else { t.established_secs }
+                }
+                (_, CT_FIN) => t.fin_secs,
+                (_, CT_CLOSED) | _ => t.closed_secs,
+            };
+            let last = v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns));
+            if now.saturating_sub(last) > u64::from(secs) * 1_000_000_000 {
+                doomed.push(*k);
+                if peer.is_some() {
+                    doomed.push(peer_k);
+                }
+                flows += 1;
+            }
+        }
+        let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
+            HashMap::try_from(self.map_mut(M_CT)?).map_err(DataplaneError::map(M_CT))?;
+        for k in &doomed {
+            let _ = m.remove(k);
+        }
+        if flows > 0 {
+            tracing::debug!(flows, "conntrack entries expired");
+        }
+        Ok(flows)
+    }
+}

@@ -1,0 +1,292 @@
+//! Service programming: add, update (atomic endpoint-set swap), remove,
+//! list, full sync, and counters.
+
+use std::collections::{BTreeSet, HashSet};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
+};
+use floatlb_common::{
+    Counter, DROP_REASONS, EndpointSet, MAGLEV_CAPACITY, MAX_ENDPOINTS, MaglevTable, ServiceKey,
+    ServiceValue,
+};
+
+use crate::{
+    Dataplane, DataplaneError, M_DROPS, M_EP_STATS, M_EPSETS, M_MAGLEV, M_RR, M_SERVICES,
+    M_SVC_STATS, M_VIPS, maglev,
+    spec::{self, Counters, DropCounters, PacketCount, ServiceCounters, ServiceKeySpec, ServiceSpec},
+};
+
+/// Maglev table length used for every service: the smallest prime >= 100 x 64.
+/// It satisfies the >= 100 x endpoints bound for any endpoint count and stays
+/// the same when endpoints come and go, which is what keeps Maglev's minimal
+/// disruption across updates.
+pub fn service_table_len() -> u32 {
+    maglev::table_len(MAX_ENDPOINTS)
+}
+
+fn zero_percpu<V: aya::Pod + Default>() -> Result<PerCpuValues<V>, DataplaneError> {
+    let n = nr_cpus().map_err(|(_, e)| DataplaneError::Load(format!("nr_cpus: {e}")))?;
+    PerCpuValues::try_from(vec![V::default(); n]).map_err(|e| DataplaneError::Load(e.to_string()))
+}
+
+impl Dataplane {
+    pub(crate) fn load_used_ids(&self) -> Result<BTreeSet<u32>, DataplaneError> {
+        let m: HashMap<&MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map_ref(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+        let mut ids = BTreeSet::new();
+        for kv in m.iter() {
+            let (_, v) = kv.map_err(DataplaneError::map(M_SERVICES))?;
+            ids.insert(v.id);
+        }
+        Ok(ids)
+    }
+
+    fn service_raw(&self, key: &ServiceKey) -> Result<Option<ServiceValue>, DataplaneError> {
+        let m: HashMap<&MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map_ref(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+        match m.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DataplaneError::Map { map: M_SERVICES, source: e }),
+        }
+    }
+
+    fn free_id(&self) -> Result<u32, DataplaneError> {
+        let max = self.opts.max_services;
+        (0..max)
+            .find(|i| !self.used_ids.contains(i))
+            .ok_or(DataplaneError::ServicesFull(max))
+    }
+
+    /// Add a service or replace its settings and endpoint set atomically:
+    /// packets see either the whole old set or the whole new one.
+    pub fn upsert_service(&mut self, svc: &ServiceSpec) -> Result<(), DataplaneError> {
+        svc.validate()?;
+        let key = svc.key().raw();
+        let existing = self.service_raw(&key)?;
+        let (id, generation) = match existing {
+            Some(v) => (v.id, (v.generation ^ 1) & 1),
+            None => (self.free_id()?, 0),
+        };
+        let slot = id * 2 + generation;
+        let len = service_table_len();
+        let set = svc.endpoint_set(if svc.needs_maglev() { len } else { 0 });
+        if svc.needs_maglev() {
+            let table = maglev::build_table(&svc.endpoints, len);
+            let mut raw = MaglevTable::default();
+            raw.entries[..table.len().min(MAGLEV_CAPACITY)].copy_from_slice(&table);
+            let mut m: HashMap<&mut MapData, u32, MaglevTable> =
+                HashMap::try_from(self.map_mut(M_MAGLEV)?).map_err(DataplaneError::map(M_MAGLEV))?;
+            m.insert(slot, raw, 0).map_err(DataplaneError::map(M_MAGLEV))?;
+        }
+        {
+            let mut a: Array<&mut MapData, EndpointSet> =
+                Array::try_from(self.map_mut(M_EPSETS)?).map_err(DataplaneError::map(M_EPSETS))?;
+            a.set(slot, set, 0).map_err(DataplaneError::map(M_EPSETS))?;
+        }
+        if existing.is_none() {
+            self.reset_stats(id)?;
+        }
+        let value = ServiceValue {
+            id,
+            generation,
+            snat_ip: spec::ip_raw(svc.snat_ip),
+            idle_timeout_s: svc.idle_timeout_secs.unwrap_or(0),
+            sel: svc.sel,
+            pad: [0; 3],
+        };
+        {
+            let mut vips: HashMap<&mut MapData, u32, u32> =
+                HashMap::try_from(self.map_mut(M_VIPS)?).map_err(DataplaneError::map(M_VIPS))?;
+            vips.insert(key.vip, 1, 0).map_err(DataplaneError::map(M_VIPS))?;
+        }
+        // The flip: one element replacement makes the new slot live.
+        let mut m: HashMap<&mut MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map_mut(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+        m.insert(key, value, 0).map_err(DataplaneError::map(M_SERVICES))?;
+        self.used_ids.insert(id);
+        if existing.is_some() && !svc.needs_maglev() {
+            // A service that left Maglev: drop both of its tables.
+            let mut t: HashMap<&mut MapData, u32, MaglevTable> =
+                HashMap::try_from(self.map_mut(M_MAGLEV)?).map_err(DataplaneError::map(M_MAGLEV))?;
+            let _ = t.remove(&(id * 2));
+            let _ = t.remove(&(id * 2 + 1));
+        }
+        tracing::info!(vip = %svc.vip, port = svc.port, proto = svc.proto, sel = svc.sel,
+            endpoints = svc.endpoints.len(), id, generation, "service programmed");
+        Ok(())
+    }
+
+    fn reset_stats(&mut self, id: u32) -> Result<(), DataplaneError> {
+        {
+            let mut s: PerCpuArray<&mut MapData, Counter> =
+                PerCpuArray::try_from(self.map_mut(M_SVC_STATS)?).map_err(DataplaneError::map(M_SVC_STATS))?;
+            s.set(id, zero_percpu()?, 0).map_err(DataplaneError::map(M_SVC_STATS))?;
+        }
+        {
+            let mut e: PerCpuArray<&mut MapData, Counter> =
+                PerCpuArray::try_from(self.map_mut(M_EP_STATS)?).map_err(DataplaneError::map(M_EP_STATS))?;
+            for i in 0..MAX_ENDPOINTS as u32 {
+                e.set(id * MAX_ENDPOINTS as u32 + i, zero_percpu()?, 0)
+                    .map_err(DataplaneError::map(M_EP_STATS))?;
+            }
+        }
+        let mut r: PerCpuArray<&mut MapData, u32> =
+            PerCpuArray::try_from(self.map_mut(M_RR)?).map_err(DataplaneError::map(M_RR))?;
+        r.set(id, zero_percpu()?, 0).map_err(DataplaneError::map(M_RR))
+    }
+
+    /// Remove a service. Its existing flows keep their conntrack entries until
+    /// they expire; new flows to it are passed to the stack.
+    pub fn remove_service(&mut self, key: ServiceKeySpec) -> Result<(), DataplaneError> {
+        let raw = key.raw();
+        let Some(v) = self.service_raw(&raw)? else {
+            return Err(DataplaneError::ServiceNotFound {
+                vip: key.vip,
+                port: key.port,
+                proto: key.proto,
+            });
+        };
+        {
+            let mut m: HashMap<&mut MapData, ServiceKey, ServiceValue> =
+                HashMap::try_from(self.map_mut(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+            m.remove(&raw).map_err(DataplaneError::map(M_SERVICES))?;
+        }
+        self.used_ids.remove(&v.id);
+        {
+            let mut t: HashMap<&mut MapData, u32, MaglevTable> =
+                HashMap::try_from(self.map_mut(M_MAGLEV)?).map_err(DataplaneError::map(M_MAGLEV))?;
+            let _ = t.remove(&(v.id * 2));
+            let _ = t.remove(&(v.id * 2 + 1));
+        }
+        let vip_in_use = self.services()?.iter().any(|s| s.vip == key.vip);
+        if !vip_in_use {
+            let mut vips: HashMap<&mut MapData, u32, u32> =
+                HashMap::try_from(self.map_mut(M_VIPS)?).map_err(DataplaneError::map(M_VIPS))?;
+            let _ = vips.remove(&raw.vip);
+        }
+        tracing::info!(vip = %key.vip, port = key.port, proto = key.proto, "service removed");
+        Ok(())
+    }
+
+    fn live_set(&self, v: &ServiceValue) -> Result<EndpointSet, DataplaneError> {
+        let a: Array<&MapData, EndpointSet> =
+            Array::try_from(self.map_ref(M_EPSETS)?).map_err(DataplaneError::map(M_EPSETS))?;
+        a.get(&(v.id * 2 + (v.generation & 1)), 0).map_err(DataplaneError::map(M_EPSETS))
+    }
+
+    /// The services as programmed in the datapath (sorted by key).
+    pub fn services(&self) -> Result<Vec<ServiceSpec>, DataplaneError> {
+        let m: HashMap<&MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map_ref(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+        let mut out = Vec::new();
+        for kv in m.iter() {
+            let (k, v) = kv.map_err(DataplaneError::map(M_SERVICES))?;
+            let key = ServiceKeySpec::from_raw(&k);
+            let set = self.live_set(&v)?;
+            out.push(ServiceSpec {
+                vip: key.vip,
+                port: key.port,
+                proto: key.proto,
+                sel: v.sel,
+                snat_ip: spec::ip_from_raw(v.snat_ip),
+                endpoints: spec::endpoints_from_set(&set),
+                idle_timeout_secs: (v.idle_timeout_s != 0).then_some(v.idle_timeout_s),
+            });
+        }
+        out.sort_by_key(|s| s.key());
+        Ok(out)
+    }
+
+    /// Make the live service set exactly `svcs`. Everything is validated
+    /// first; on a validation error nothing is changed.
+    pub fn sync_services(&mut self, svcs: &[ServiceSpec]) -> Result<(), DataplaneError> {
+        let mut seen = HashSet::new();
+        for s in svcs {
+            s.validate()?;
+            if !seen.insert(s.key()) {
+                return Err(DataplaneError::invalid(
+                    "service",
+                    format!("{}:{}/{}", s.vip, s.port, s.proto),
+                    "listed twice",
+                ));
+            }
+        }
+        let current = self.services()?;
+        let new_count = svcs.iter().filter(|s| !current.iter().any(|c| c.key() == s.key())).count();
+        let stale: Vec<_> = current.iter().filter(|c| !seen.contains(&c.key())).map(|c| c.key()).collect();
+        if current.len() - stale.len() + new_count > self.opts.max_services as usize {
+            return Err(DataplaneError::ServicesFull(self.opts.max_services));
+        }
+        for k in stale {
+            self.remove_service(k)?;
+        }
+        for s in svcs {
+            if current.iter().any(|c| c == s) {
+                continue;
+            }
+            self.upsert_service(s)?;
+        }
+        Ok(())
+    }
+
+    /// Per-service, per-endpoint and drop counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        let sum = |vals: PerCpuValues<Counter>| {
+            vals.iter().fold(PacketCount::default(), |a, c| PacketCount {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+            })
+        };
+        let svc_stats: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.map_ref(M_SVC_STATS)?).map_err(DataplaneError::map(M_SVC_STATS))?;
+        let ep_stats: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.map_ref(M_EP_STATS)?).map_err(DataplaneError::map(M_EP_STATS))?;
+        let m: HashMap<&MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map_ref(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+        let mut services = Vec::new();
+        for kv in m.iter() {
+            let (k, v) = kv.map_err(DataplaneError::map(M_SERVICES))?;
+            let total = sum(svc_stats.get(&v.id, 0).map_err(DataplaneError::map(M_SVC_STATS))?);
+            let set = self.live_set(&v)?;
+            let mut endpoints = Vec::new();
+            for (i, ep) in spec::endpoints_from_set(&set).into_iter().enumerate() {
+                let c = ep_stats
+                    .get(&(v.id * MAX_ENDPOINTS as u32 + i as u32), 0)
+                    .map_err(DataplaneError::map(M_EP_STATS))?;
+                endpoints.push((ep, sum(c)));
+            }
+            services.push(ServiceCounters {
+                key: ServiceKeySpec::from_raw(&k),
+                total,
+                endpoints,
+            });
+        }
+        services.sort_by_key(|s| s.key);
+        let drops_map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map_ref(M_DROPS)?).map_err(DataplaneError::map(M_DROPS))?;
+        let mut d = [0u64; DROP_REASONS as usize];
+        for (i, slot) in d.iter_mut().enumerate() {
+            *slot = drops_map
+                .get(&(i as u32), 0)
+                .map_err(DataplaneError::map(M_DROPS))?
+                .iter()
+                .sum();
+        }
+        Ok(Counters {
+            services,
+            drops: DropCounters {
+                no_neigh: d[0],
+                fib: d[1],
+                no_endpoint: d[2],
+                port_exhausted: d[3],
+                ct_insert: d[4],
+                fragment: d[5],
+                ttl: d[6],
+                redirect: d[7],
+            },
+        })
+    }
+}
