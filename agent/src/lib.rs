@@ -5,3 +5,4 @@ pub mod config;
 pub mod daemon;
 pub mod neigh;
 pub mod ratelimit;
+pub mod xdp;
