@@ -1,6 +1,6 @@
 //! `floatlb`: the agent daemon and its one-shot commands.
 
-use std::time::Duration;
+use std::{io::IsTerminal, time::Duration};
 
 use clap::Parser;
 use floatlb_agent::{
@@ -15,7 +15,8 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
