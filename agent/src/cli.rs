@@ -95,6 +95,12 @@ pub struct DatapathArgs {
     /// Conntrack map capacity (set at load time).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_conntrack: u32,
+    /// Device used as the input of the datapath's FIB lookups instead of the
+    /// ingress interface. The kernel refuses lookups on a device with
+    /// forwarding disabled: a node that keeps `ip_forward=0` (so that only
+    /// XDP forwards) enables `net.ipv4.conf.lo.forwarding` and passes `lo`.
+    #[arg(long)]
+    pub fib_lookup_iface: Option<String>,
     /// Seconds between conntrack expiry passes.
     #[arg(long, default_value_t = 2)]
     pub ct_expiry_secs: u64,

@@ -46,6 +46,8 @@ pub trait Datapath {
     type Error: std::error::Error + Send + Sync + 'static;
     /// Makes the live service set exactly `services`.
     fn sync_services(&mut self, services: &[Service]) -> Result<(), Self::Error>;
+    /// Input device for the program's FIB lookups (None: the ingress interface).
+    fn set_fib_lookup_iface(&mut self, iface: Option<&str>) -> Result<(), Self::Error>;
     /// Attaches to `iface` (idempotent); returns the mode actually used.
     fn attach(&mut self, iface: &str, mode: XdpModeArg) -> Result<String, Self::Error>;
     fn set_active(&mut self, active: bool) -> Result<(), Self::Error>;
@@ -95,6 +97,8 @@ pub struct DaemonOptions {
     pub config_path: PathBuf,
     pub ifaces: Vec<String>,
     pub xdp_mode: XdpModeArg,
+    /// Input device of the datapath's FIB lookups (see the CLI flag).
+    pub fib_lookup_iface: Option<String>,
     pub keep_pinned: bool,
     /// Active (MASTER) from the start. True until HA decides otherwise.
     pub initially_active: bool,
@@ -212,6 +216,8 @@ impl<D: Datapath> Daemon<D> {
         dp.sync_services(&cfg.services)
             .map_err(dp_err("sync services"))?;
         tracing::info!(services = cfg.services.len(), "services synced");
+        dp.set_fib_lookup_iface(opts.fib_lookup_iface.as_deref())
+            .map_err(dp_err("set FIB lookup interface"))?;
         for iface in &opts.ifaces {
             let mode = dp
                 .attach(iface, opts.xdp_mode)
@@ -420,6 +426,10 @@ mod tests {
             self.push(format!("sync {}", keys.join(",")));
             Ok(())
         }
+        fn set_fib_lookup_iface(&mut self, iface: Option<&str>) -> Result<(), Refused> {
+            self.push(format!("fib {iface:?}"));
+            Ok(())
+        }
         fn attach(&mut self, iface: &str, mode: XdpModeArg) -> Result<String, Refused> {
             self.push(format!("attach {iface} {mode:?}"));
             if self.fail_attach == Some(iface) {
@@ -455,6 +465,7 @@ mod tests {
             config_path: path,
             ifaces: vec!["eth0".into(), "eth1".into()],
             xdp_mode: XdpModeArg::Auto,
+            fib_lookup_iface: Some("lo".into()),
             keep_pinned,
             initially_active: true,
             conntrack_expiry_interval: Duration::from_secs(2),
@@ -481,6 +492,7 @@ mod tests {
             rec.calls(),
             [
                 "sync 192.0.2.1:80x2",
+                "fib Some(\"lo\")",
                 "attach eth0 Auto",
                 "attach eth1 Auto",
                 "active true"
@@ -558,7 +570,7 @@ mod tests {
             assert!(h.send(Msg::Shutdown { signal: "test" }).await);
             task.await.unwrap().unwrap();
             assert_eq!(
-                rec.calls()[4..],
+                rec.calls()[5..],
                 [
                     "active false".to_string(),
                     "expire".into(),

@@ -30,6 +30,7 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
         config_path: run.config.ok_or(daemon::DaemonError::NoConfig)?,
         ifaces: dp_args.ifaces,
         xdp_mode: dp_args.xdp_mode,
+        fib_lookup_iface: dp_args.fib_lookup_iface,
         keep_pinned: dp_args.keep_pinned,
         initially_active: true,
         conntrack_expiry_interval: Duration::from_secs(dp_args.ct_expiry_secs.max(1)),

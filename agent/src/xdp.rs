@@ -60,6 +60,10 @@ impl Datapath for XdpDatapath {
         self.dp.sync_services(&specs)
     }
 
+    fn set_fib_lookup_iface(&mut self, iface: Option<&str>) -> Result<(), DataplaneError> {
+        self.dp.set_fib_lookup_iface(iface)
+    }
+
     fn attach(&mut self, iface: &str, mode: XdpModeArg) -> Result<String, DataplaneError> {
         let mode = match mode {
             XdpModeArg::Auto => XdpMode::Auto,

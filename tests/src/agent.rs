@@ -91,7 +91,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `floatlb --config CONFIG --iface ... --pin-dir PIN EXTRA...` in
+    /// Starts `floatlb --config CONFIG --iface ... --pin-dir PIN
+    /// --fib-lookup-iface lo EXTRA...` in
     /// `ns` and waits until it reports it is running.
     pub fn start(
         ns: &Netns,
@@ -105,7 +106,15 @@ impl Agent {
         let bin = bin.to_string_lossy().into_owned();
         let config = config.to_string_lossy().into_owned();
         let pin = pin_dir.to_string_lossy().into_owned();
-        let mut args: Vec<&str> = vec!["--config", &config, "--pin-dir", &pin];
+        // The topologies keep ip_forward=0 with forwarding on lo only.
+        let mut args: Vec<&str> = vec![
+            "--config",
+            &config,
+            "--pin-dir",
+            &pin,
+            "--fib-lookup-iface",
+            "lo",
+        ];
         for i in ifaces {
             args.extend_from_slice(&["--iface", i]);
         }

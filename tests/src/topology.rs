@@ -12,7 +12,8 @@
 //! The client reaches the VIP through the LB (`10.100.0.0/24 via 10.0.0.1`),
 //! the endpoints route everything back through the LB (`default via
 //! 10.1.0.1`). The LB runs with `ip_forward=0`, so only XDP can move a packet
-//! between its two interfaces. The VIP is a local address of the LB, as on a
+//! between its two interfaces (forwarding is on for `lo` alone, the device
+//! the agent's FIB lookups use: see [`Topology::set_lb_forwarding`]). The VIP is a local address of the LB, as on a
 //! real node. TX checksum offload is off on every veth; GRO is on on the
 //! peers of the LB's interfaces (`eth0` in the client, `swlb` in the switch)
 //! so they run NAPI and accept XDP_REDIRECTed frames.
@@ -118,7 +119,7 @@ impl Topology {
     /// LB (`lbe`), switch bridge and endpoints.
     fn wire_endpoint_side(&self) -> Result<()> {
         let (lb, sw) = (&self.lb, &self.switch);
-        lb.sysctl("net.ipv4.ip_forward", "0")?;
+        self.set_lb_forwarding(false)?;
         lb.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
         lb.addr_add("lo", &format!("{VIP}/32"))?;
         sw.add_bridge("br0")?;
@@ -138,8 +139,17 @@ impl Topology {
 
     /// Lets the LB's kernel route between its interfaces (for the non-XDP
     /// baselines of the benchmark). Tests keep it off.
+    ///
+    /// Off means `ip_forward=0` with forwarding enabled on `lo` only: the
+    /// kernel refuses `bpf_fib_lookup` on a device with forwarding disabled,
+    /// so the agent runs with `--fib-lookup-iface lo`, and packets arriving
+    /// on the real interfaces are still never forwarded by the kernel.
     pub fn set_lb_forwarding(&self, on: bool) -> Result<()> {
         self.lb
-            .sysctl("net.ipv4.ip_forward", if on { "1" } else { "0" })
+            .sysctl("net.ipv4.ip_forward", if on { "1" } else { "0" })?;
+        if !on {
+            self.lb.sysctl("net.ipv4.conf.lo.forwarding", "1")?;
+        }
+        Ok(())
     }
 }
