@@ -19,6 +19,12 @@ pub const MAX_ENDPOINTS: usize = 64;
 /// >= 100 x [`MAX_ENDPOINTS`] (6421), rounded up to a multiple of 8.
 pub const MAGLEV_CAPACITY: usize = 6424;
 
+/// Length of every service's Maglev table: the smallest prime >= 100 x
+/// [`MAX_ENDPOINTS`]. Fixed, so it never changes when endpoints come and go
+/// (which keeps Maglev's minimal disruption) and the datapath can reduce a
+/// hash modulo a constant.
+pub const MAGLEV_LEN: u32 = 6421;
+
 /// Endpoint selection algorithms, numbered as loxilb's `sel`.
 pub const SEL_RR: u8 = 0;
 /// Weighted Maglev consistent hashing over the 5-tuple.
@@ -125,7 +131,7 @@ pub struct Endpoint {
 pub struct EndpointSet {
     /// Number of valid entries in `endpoints`.
     pub count: u32,
-    /// Length of the Maglev table in the Maglev map for this slot (a prime).
+    /// `MAGLEV_LEN` when this slot has a Maglev table, else 0.
     pub maglev_len: u32,
     /// Endpoints; entries past `count` are zero.
     pub endpoints: [Endpoint; MAX_ENDPOINTS],
@@ -261,7 +267,7 @@ const _: () = assert!(core::mem::size_of::<CtValue>() == 4 + 4 + 2 + 2 + 4 + 4 +
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<NeighEvent>() == 8);
-const _: () = assert!(MAGLEV_CAPACITY >= 6421 && MAGLEV_CAPACITY % 8 == 0);
+const _: () = assert!(MAGLEV_CAPACITY >= MAGLEV_LEN as usize && MAGLEV_CAPACITY % 8 == 0);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -36,7 +36,7 @@ use csum::Delta;
 use floatlb_common::{
     CT_CLOSED, CT_EST, CT_FIN, CT_SYN, Config, CtValue, DIR_FORWARD, DIR_REPLY,
     DROP_CT_INSERT, DROP_FIB, DROP_FRAGMENT, DROP_NO_ENDPOINT, DROP_NO_NEIGH,
-    DROP_PORT_EXHAUSTED, DROP_REDIRECT, DROP_TTL, Endpoint, FlowKeyRaw, MAGLEV_CAPACITY,
+    DROP_PORT_EXHAUSTED, DROP_REDIRECT, DROP_TTL, Endpoint, FlowKeyRaw, MAGLEV_LEN,
     MAX_ENDPOINTS, NeighEvent, SEL_MAGLEV, SEL_PERSIST, SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX,
     SNAT_PORT_MIN, SNAT_PROBES, ServiceKey, ServiceValue,
 };
@@ -433,38 +433,43 @@ unsafe fn emit(ctx: &XdpContext, eth: *mut EthHdr, nh: &Nexthop) -> u32 {
 /// Pick an endpoint index for a new flow, or `None` when none is usable.
 #[inline(always)]
 unsafe fn select(svc: &ServiceValue, slot: u32, count: u32, maglev_len: u32, key: &FlowKeyRaw) -> Option<u32> {
+    if count == 0 {
+        return None;
+    }
     let set = EPSETS.get_ptr(slot)?;
     let eps = unsafe { (*set).endpoints.as_ptr() };
     if svc.sel == SEL_RR {
         let ctr = RR.get_ptr_mut(svc.id)?;
-        let mut idx = unsafe {
-            let c = *ctr;
-            *ctr = c.wrapping_add(1);
-            c % count
+        // The cursor stays below `count`, so no division is needed.
+        let idx = unsafe {
+            let mut c = *ctr;
+            if c >= count {
+                c = 0;
+            }
+            *ctr = c + 1;
+            c
         };
-        // Skip drained (weight 0) endpoints; bounded by the set size.
-        for _ in 0..MAX_ENDPOINTS {
-            if idx < MAX_ENDPOINTS as u32 && unsafe { (*eps.add(idx as usize)).weight } != 0 {
-                return Some(idx);
-            }
-            idx += 1;
-            if idx >= count {
-                idx = 0;
-            }
+        if idx < MAX_ENDPOINTS as u32 && unsafe { (*eps.add(idx as usize)).weight } != 0 {
+            return Some(idx);
         }
-        return None;
+        // A drained endpoint's turn: fall through to the weighted table,
+        // which never holds drained endpoints (no loop for the verifier).
     }
     let h = match svc.sel {
-        SEL_MAGLEV => flow_hash(key),
+        SEL_MAGLEV | SEL_RR => flow_hash(key),
         SEL_PERSIST => mix(key.src),
         SEL_PRIORITY => unsafe { bpf_get_prandom_u32() },
         _ => return None,
     };
-    if maglev_len == 0 {
+    if maglev_len != MAGLEV_LEN {
         return None;
     }
-    let pos = h % maglev_len;
-    if pos >= MAGLEV_CAPACITY as u32 {
+    let pos = h % MAGLEV_LEN;
+    // The verifier cannot bound a modulo lowered to multiplications: re-check
+    // through a volatile read that the compiler cannot fold away.
+    // SAFETY: reading a local.
+    let pos = unsafe { core::ptr::read_volatile(&pos) };
+    if pos >= MAGLEV_LEN {
         return None;
     }
     let table = MAGLEV.get_ptr(slot)?;

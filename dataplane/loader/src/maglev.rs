@@ -132,6 +132,7 @@ mod tests {
         assert_eq!(table_len(1), 101);
         assert_eq!(table_len(3), 307);
         assert_eq!(table_len(64), 6421);
+        assert_eq!(table_len(64), floatlb_common::MAGLEV_LEN, "datapath constant out of date");
         assert!(table_len(64) as usize <= floatlb_common::MAGLEV_CAPACITY);
         for n in 1..=64 {
             let m = table_len(n);

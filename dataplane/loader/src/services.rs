@@ -23,7 +23,7 @@ use crate::{
 /// the same when endpoints come and go, which is what keeps Maglev's minimal
 /// disruption across updates.
 pub fn service_table_len() -> u32 {
-    maglev::table_len(MAX_ENDPOINTS)
+    floatlb_common::MAGLEV_LEN
 }
 
 fn zero_percpu<V: aya::Pod + Default>() -> Result<PerCpuValues<V>, DataplaneError> {

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use floatlb_common::{
     CT_CLOSED, CT_EST, CT_FIN, CT_SYN, Endpoint, EndpointSet, FlowKeyRaw, MAX_ENDPOINTS,
-    SEL_PERSIST, SEL_RR, ServiceKey,
+    SEL_PERSIST, ServiceKey,
 };
 
 use crate::DataplaneError;
@@ -319,8 +319,11 @@ impl ServiceSpec {
         set
     }
 
+    /// Every algorithm uses the weighted table: Maglev and persist hash into
+    /// it, priority picks a random slot, round-robin falls back to it when
+    /// the cursor lands on a drained endpoint.
     pub(crate) fn needs_maglev(&self) -> bool {
-        self.sel != SEL_RR
+        true
     }
 }
 

@@ -1,0 +1,514 @@
+//! The XDP program on crafted packets, through BPF_PROG_TEST_RUN.
+//!
+//! Each test runs in a thread that unshares a fresh network namespace (gone
+//! when the thread ends, even on failure) holding one veth pair with static
+//! neighbour entries, so the program's `bpf_fib_lookup` resolves next hops
+//! there. `ip_forward` stays 0 as on the real LB; FIB lookups use `lo`
+//! (forwarding enabled on lo only), the documented setup. Checksums of every
+//! rewritten packet are recomputed from scratch.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use floatlb_dataplane::{
+    Dataplane, DataplaneOptions, EndpointSpec, FlowKey, PROTO_TCP, PROTO_UDP, ServiceSpec,
+    TcpState, TestProgram, XdpMode, xdp_action,
+};
+
+const LB_IF: &str = "flbt0";
+const PEER_IF: &str = "flbt1";
+const LB_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const EP1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
+const EP2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 12);
+/// On-link but deliberately without a neighbour entry.
+const EP_NO_NEIGH: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 13);
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const EP1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+const EP2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x12];
+
+fn mac_str(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| {
+        panic!("{} not runnable ({e}); install iproute2/procps: apt-get install iproute2 procps", args[0])
+    });
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "xdp_prog_test_run needs root (BPF_PROG_TEST_RUN, network namespaces, bpffs): run `sudo make test`"
+    );
+}
+
+/// Unloads the datapath (links, pins, bpffs mount) even if the test fails.
+struct DpGuard(Option<Dataplane>);
+
+impl Drop for DpGuard {
+    fn drop(&mut self) {
+        if let Some(dp) = self.0.take() {
+            let _ = dp.unload();
+        }
+    }
+}
+
+impl std::ops::Deref for DpGuard {
+    type Target = Dataplane;
+    fn deref(&self) -> &Dataplane {
+        self.0.as_ref().expect("datapath present")
+    }
+}
+
+impl std::ops::DerefMut for DpGuard {
+    fn deref_mut(&mut self) -> &mut Dataplane {
+        self.0.as_mut().expect("datapath present")
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn test_opts() -> DataplaneOptions {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    DataplaneOptions {
+        pin_dir: PathBuf::from(format!("/run/floatlb-test-{}-{n}/bpf", std::process::id())),
+        max_services: 64,
+        max_conntrack: 4096,
+        ..DataplaneOptions::default()
+    }
+}
+
+/// Run `f` in a thread inside a fresh network namespace set up for the LB.
+fn in_netns<F: FnOnce(&mut DpGuard, u32) + Send + 'static>(f: F) {
+    require_root();
+    let h = std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        sh(&["ip", "link", "set", "lo", "up"]);
+        sh(&["ip", "link", "add", LB_IF, "type", "veth", "peer", "name", PEER_IF]);
+        sh(&["ip", "addr", "add", "10.0.0.1/24", "dev", LB_IF]);
+        sh(&["ip", "link", "set", LB_IF, "up"]);
+        sh(&["ip", "link", "set", PEER_IF, "up"]);
+        for (ip, mac) in [(CLIENT, CLIENT_MAC), (EP1, EP1_MAC), (EP2, EP2_MAC)] {
+            sh(&["ip", "neigh", "replace", &ip.to_string(), "lladdr", &mac_str(&mac), "dev", LB_IF, "nud", "permanent"]);
+        }
+        sh(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        sh(&["sysctl", "-qw", "net.ipv4.conf.lo.forwarding=1"]);
+        let ifindex = nix::net::if_::if_nametoindex(LB_IF).expect("ifindex");
+        let mut dp = DpGuard(Some(Dataplane::open(&test_opts()).expect("open datapath")));
+        dp.set_fib_lookup_iface(Some("lo")).expect("fib iface");
+        f(&mut dp, ifindex);
+    });
+    if let Err(e) = h.join() {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn lb_mac() -> [u8; 6] {
+    let s = std::fs::read_to_string(format!("/sys/class/net/{LB_IF}/address")).unwrap_or_default();
+    let s = if s.is_empty() {
+        let out = Command::new("ip").args(["-br", "link", "show", LB_IF]).output().expect("ip");
+        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2).unwrap_or_default().to_string()
+    } else {
+        s
+    };
+    let mut m = [0u8; 6];
+    for (i, p) in s.trim().split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(p, 16).expect("mac");
+    }
+    m
+}
+
+// ---------- packet building and checking ----------
+
+fn csum(data: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        s += u32::from(w);
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+fn l4_csum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, seg: &[u8]) -> u16 {
+    let mut p = Vec::with_capacity(12 + seg.len());
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0, proto]);
+    p.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+    p.extend_from_slice(seg);
+    csum(&p)
+}
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, proto, 0, 0];
+    h[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let c = csum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+fn eth(dst: [u8; 6], src: [u8; 6], ip: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(ip);
+    f
+}
+
+fn tcp_seg(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    t.extend_from_slice(payload);
+    let c = l4_csum(src, dst, PROTO_TCP, &t);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+fn tcp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    eth(dst_mac, src_mac, &ipv4(src, dst, PROTO_TCP, &tcp_seg(src, dst, sport, dport, flags, b"hello")))
+}
+
+fn udp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, with_csum: bool) -> Vec<u8> {
+    let payload = b"query";
+    let mut u = vec![0u8; 8];
+    u[0..2].copy_from_slice(&sport.to_be_bytes());
+    u[2..4].copy_from_slice(&dport.to_be_bytes());
+    u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(payload);
+    if with_csum {
+        let c = l4_csum(src, dst, PROTO_UDP, &u);
+        u[6..8].copy_from_slice(&c.to_be_bytes());
+    }
+    eth(dst_mac, src_mac, &ipv4(src, dst, PROTO_UDP, &u))
+}
+
+/// Parsed view of an Ethernet/IPv4/TCP-or-UDP frame.
+#[derive(Debug)]
+struct Parsed {
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    sport: u16,
+    dport: u16,
+    l4_check: u16,
+}
+
+fn parse(f: &[u8]) -> Parsed {
+    let ip = &f[14..];
+    let l4 = &ip[20..];
+    let check_off = if ip[9] == PROTO_TCP { 16 } else { 6 };
+    Parsed {
+        dst_mac: f[0..6].try_into().unwrap(),
+        src_mac: f[6..12].try_into().unwrap(),
+        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        ttl: ip[8],
+        sport: u16::from_be_bytes([l4[0], l4[1]]),
+        dport: u16::from_be_bytes([l4[2], l4[3]]),
+        l4_check: u16::from_be_bytes([l4[check_off], l4[check_off + 1]]),
+    }
+}
+
+/// Recompute the IPv4 header and L4 checksums from scratch.
+fn assert_checksums_valid(f: &[u8]) {
+    let ip = &f[14..];
+    assert_eq!(csum(&ip[..20]), 0, "IPv4 header checksum invalid");
+    let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let seg = &ip[20..tot];
+    match ip[9] {
+        PROTO_TCP | PROTO_UDP => assert_eq!(l4_csum(src, dst, ip[9], seg), 0, "L4 checksum invalid"),
+        1 => assert_eq!(csum(seg), 0, "ICMP checksum invalid"),
+        p => panic!("unexpected protocol {p}"),
+    }
+}
+
+fn web_service(endpoints: Vec<EndpointSpec>, sel: u8) -> ServiceSpec {
+    ServiceSpec {
+        vip: VIP,
+        port: 80,
+        proto: PROTO_TCP,
+        sel,
+        snat_ip: LB_IP,
+        endpoints,
+        idle_timeout_secs: None,
+    }
+}
+
+fn ep(ip: Ipv4Addr, weight: u8) -> EndpointSpec {
+    EndpointSpec { ip, port: 8080, weight }
+}
+
+const SYN: u8 = 0x02;
+const SYN_ACK: u8 = 0x12;
+const ACK: u8 = 0x10;
+
+// ---------- tests ----------
+
+#[test]
+fn syn_is_fullnatted_and_reply_translated_back() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1), ep(EP2, 1)], 1)).unwrap();
+        let lbmac = lb_mac();
+        let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, SYN);
+        let out = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap();
+        assert_eq!(out.action, xdp_action::TX, "one-arm: back out of the ingress interface");
+        let p = parse(&out.packet);
+        assert_eq!(p.src, LB_IP, "SNAT to the service's snat_ip");
+        assert!(p.dst == EP1 || p.dst == EP2, "DNAT to an endpoint, got {}", p.dst);
+        assert_eq!(p.dport, 8080);
+        assert!((1024..=32767).contains(&p.sport), "SNAT port {} outside the SNAT range", p.sport);
+        assert_eq!(p.ttl, 63, "TTL decremented");
+        assert_eq!(p.src_mac, lbmac);
+        assert_eq!(p.dst_mac, if p.dst == EP1 { EP1_MAC } else { EP2_MAC }, "next-hop MAC from the FIB");
+        assert_checksums_valid(&out.packet);
+        assert_eq!(&out.packet[out.packet.len() - 5..], b"hello", "payload untouched");
+
+        // The endpoint answers to the SNAT address and port.
+        let ep_mac = p.dst_mac;
+        let reply = tcp_frame(lbmac, ep_mac, p.dst, LB_IP, 8080, p.sport, SYN_ACK);
+        let back = dp.prog_test_run(TestProgram::Floatlb, &reply, Some(ifindex), 1).unwrap();
+        assert_eq!(back.action, xdp_action::TX);
+        let b = parse(&back.packet);
+        assert_eq!((b.src, b.sport, b.dst, b.dport), (VIP, 80, CLIENT, 40000), "reply seen by the client");
+        assert_eq!(b.dst_mac, CLIENT_MAC);
+        assert_checksums_valid(&back.packet);
+
+        // The next client packet reuses the mapping.
+        let ack = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, ACK);
+        let again = parse(&dp.prog_test_run(TestProgram::Floatlb, &ack, Some(ifindex), 1).unwrap().packet);
+        assert_eq!((again.dst, again.sport), (p.dst, p.sport));
+
+        let ct = dp.conntrack_dump().unwrap();
+        assert_eq!(ct.len(), 1, "{ct:?}");
+        assert_eq!(ct[0].client, FlowKey { src: CLIENT, dst: VIP, sport: 40000, dport: 80, proto: PROTO_TCP });
+        assert_eq!(ct[0].nat_src, (LB_IP, p.sport));
+        assert_eq!(ct[0].nat_dst, (p.dst, 8080));
+        assert_eq!(ct[0].tcp_state, TcpState::Established);
+        assert_eq!(ct[0].packets, 3);
+        let c = dp.counters().unwrap();
+        assert_eq!(c.services[0].total.packets, 3);
+        let per_ep: u64 = c.services[0].endpoints.iter().map(|(_, c)| c.packets).sum();
+        assert_eq!(per_ep, 3);
+    });
+}
+
+#[test]
+fn two_clients_never_share_a_snat_tuple() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 0)).unwrap();
+        let lbmac = lb_mac();
+        let mut seen = std::collections::HashSet::new();
+        // Same source port from many clients, all to the single endpoint.
+        for i in 0..200u16 {
+            let client = Ipv4Addr::new(10, 0, 0, 2);
+            let sport = 50000 + (i % 2);
+            let src = if i % 2 == 0 { client } else { Ipv4Addr::new(10, 0, 0, 3 + (i / 2 % 50) as u8) };
+            let syn = tcp_frame(lbmac, CLIENT_MAC, src, VIP, sport + i, 80, SYN);
+            let out = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap();
+            assert_eq!(out.action, xdp_action::TX);
+            let p = parse(&out.packet);
+            assert!(seen.insert(p.sport), "SNAT port {} reused for a second flow to {}", p.sport, p.dst);
+        }
+    });
+}
+
+#[test]
+fn packets_not_for_a_service_pass_untouched() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1)).unwrap();
+        let lbmac = lb_mac();
+        // SSH to the LB's own address, and to the VIP on a port with no service.
+        for (dst, dport) in [(LB_IP, 22u16), (VIP, 22)] {
+            let f = tcp_frame(lbmac, CLIENT_MAC, CLIENT, dst, 40001, dport, SYN);
+            let out = dp.prog_test_run(TestProgram::Floatlb, &f, Some(ifindex), 1).unwrap();
+            assert_eq!(out.action, xdp_action::PASS, "to {dst}:{dport}");
+            assert_eq!(out.packet, f, "passed packet modified");
+        }
+        // ARP.
+        let mut arp = eth([0xff; 6], CLIENT_MAC, &[0u8; 28]);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(dp.prog_test_run(TestProgram::Floatlb, &arp, Some(ifindex), 1).unwrap().action, xdp_action::PASS);
+        // BACKUP: even service traffic passes.
+        dp.set_active(false).unwrap();
+        let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40002, 80, SYN);
+        let out = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap();
+        assert_eq!((out.action, out.packet == syn), (xdp_action::PASS, true));
+        assert!(dp.conntrack_dump().unwrap().is_empty(), "BACKUP must not create flows");
+    });
+}
+
+#[test]
+fn icmp_frag_needed_for_a_tracked_flow_reaches_the_client() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1)).unwrap();
+        let lbmac = lb_mac();
+        let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, SYN);
+        let fwd = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap().packet;
+        let p = parse(&fwd);
+        // A router on the endpoint side quotes the packet we sent (all 45 bytes).
+        let quoted = &fwd[14..];
+        let mut icmp = vec![3u8, 4, 0, 0, 0, 0, 0x05, 0xdc];
+        icmp.extend_from_slice(quoted);
+        let c = csum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let err = eth(lbmac, EP1_MAC, &ipv4(EP1, LB_IP, 1, &icmp));
+        let out = dp.prog_test_run(TestProgram::Floatlb, &err, Some(ifindex), 1).unwrap();
+        assert_eq!(out.action, xdp_action::TX);
+        let f = &out.packet;
+        assert_checksums_valid(f);
+        let outer = &f[14..34];
+        assert_eq!(Ipv4Addr::new(outer[12], outer[13], outer[14], outer[15]), VIP, "outer source");
+        assert_eq!(Ipv4Addr::new(outer[16], outer[17], outer[18], outer[19]), CLIENT, "outer destination");
+        assert_eq!(&f[0..6], &CLIENT_MAC);
+        assert_eq!(&f[34..36], &[3, 4], "still frag-needed");
+        assert_eq!(&f[40..42], &[0x05, 0xdc], "MTU kept");
+        let inner = &f[42..62];
+        assert_eq!(csum(inner), 0, "inner IP checksum invalid");
+        assert_eq!(Ipv4Addr::new(inner[12], inner[13], inner[14], inner[15]), CLIENT);
+        assert_eq!(Ipv4Addr::new(inner[16], inner[17], inner[18], inner[19]), VIP);
+        let il4 = &f[62..82];
+        let orig_tcp = &syn[34..54];
+        assert_eq!(&il4[0..4], &orig_tcp[0..4], "inner ports are the client's");
+        assert_eq!(&il4[16..18], &orig_tcp[16..18], "inner TCP checksum equals the client's original");
+        let _ = p;
+        // An ICMP error about an unknown flow is not ours.
+        let mut stray = quoted.to_vec();
+        stray[22] ^= 0xff; // change the quoted destination port
+        let mut icmp2 = vec![3u8, 4, 0, 0, 0, 0, 0x05, 0xdc];
+        icmp2.extend_from_slice(&stray);
+        let err2 = eth(lbmac, EP1_MAC, &ipv4(EP1, LB_IP, 1, &icmp2));
+        assert_eq!(dp.prog_test_run(TestProgram::Floatlb, &err2, Some(ifindex), 1).unwrap().action, xdp_action::PASS);
+    });
+}
+
+#[test]
+fn udp_zero_checksum_stays_zero() {
+    in_netns(|dp, ifindex| {
+        let mut svc = web_service(vec![ep(EP1, 1)], 1);
+        svc.proto = PROTO_UDP;
+        svc.port = 53;
+        dp.upsert_service(&svc).unwrap();
+        let lbmac = lb_mac();
+        let zero = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 33000, 53, false);
+        let out = dp.prog_test_run(TestProgram::Floatlb, &zero, Some(ifindex), 1).unwrap();
+        assert_eq!(out.action, xdp_action::TX);
+        let p = parse(&out.packet);
+        assert_eq!((p.dst, p.dport), (EP1, 8080));
+        assert_eq!(p.l4_check, 0, "zero UDP checksum must stay zero");
+        assert_eq!(csum(&out.packet[14..34]), 0, "IP header checksum invalid");
+        // With a checksum, it is updated and valid.
+        let with = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 33001, 53, true);
+        let out = dp.prog_test_run(TestProgram::Floatlb, &with, Some(ifindex), 1).unwrap();
+        assert_ne!(parse(&out.packet).l4_check, 0);
+        assert_checksums_valid(&out.packet);
+    });
+}
+
+#[test]
+fn echo_to_vip_is_answered() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1)).unwrap();
+        let lbmac = lb_mac();
+        let mut icmp = vec![8u8, 0, 0, 0, 0x12, 0x34, 0, 1, b'p', b'i', b'n', b'g'];
+        let c = csum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let req = eth(lbmac, CLIENT_MAC, &ipv4(CLIENT, VIP, 1, &icmp));
+        let out = dp.prog_test_run(TestProgram::Floatlb, &req, Some(ifindex), 1).unwrap();
+        assert_eq!(out.action, xdp_action::TX);
+        let f = &out.packet;
+        assert_checksums_valid(f);
+        assert_eq!(f[34], 0, "echo reply");
+        assert_eq!((&f[0..6], &f[6..12]), (&CLIENT_MAC[..], &lbmac[..]));
+        assert_eq!(&f[26..30], &VIP.octets());
+        assert_eq!(&f[30..34], &CLIENT.octets());
+        // Echo to a non-VIP address goes to the stack.
+        let req2 = eth(lbmac, CLIENT_MAC, &ipv4(CLIENT, LB_IP, 1, &icmp));
+        assert_eq!(dp.prog_test_run(TestProgram::Floatlb, &req2, Some(ifindex), 1).unwrap().action, xdp_action::PASS);
+    });
+}
+
+#[test]
+fn missing_neighbour_drops_counts_and_reports_next_hop() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP_NO_NEIGH, 1)], 1)).unwrap();
+        let lbmac = lb_mac();
+        let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, SYN);
+        let out = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap();
+        assert_eq!(out.action, xdp_action::DROP, "never handed to the stack (it would reset)");
+        assert_eq!(dp.counters().unwrap().drops.no_neigh, 1);
+        assert_eq!(dp.take_unresolved_neighbours(), vec![EP_NO_NEIGH]);
+        // Once resolved, the retransmitted SYN goes through on the same mapping.
+        sh(&["ip", "neigh", "replace", &EP_NO_NEIGH.to_string(), "lladdr", "02:00:00:00:00:13", "dev", LB_IF, "nud", "permanent"]);
+        let out = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap();
+        assert_eq!(out.action, xdp_action::TX);
+        assert_eq!(parse(&out.packet).dst, EP_NO_NEIGH);
+    });
+}
+
+#[test]
+fn weighted_maglev_spreads_new_flows_by_weight() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1), ep(EP2, 3)], 1)).unwrap();
+        let lbmac = lb_mac();
+        let (mut n1, mut n2) = (0u32, 0u32);
+        for i in 0..2000u16 {
+            let src = Ipv4Addr::new(10, 0, 0, 2 + (i % 7) as u8);
+            let syn = tcp_frame(lbmac, CLIENT_MAC, src, VIP, 10000 + i, 80, SYN);
+            let p = parse(&dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap().packet);
+            if p.dst == EP1 { n1 += 1 } else { n2 += 1 }
+        }
+        let share = f64::from(n2) / 2000.0;
+        println!("maglev weights 1:3 -> flows {n1}:{n2} (weight-3 share {share:.3}, want 0.75 +- 0.05)");
+        assert!((share - 0.75).abs() < 0.05, "share {share}");
+    });
+}
+
+#[test]
+fn restart_keeps_link_conntrack_and_services() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1)).unwrap();
+        let mode = dp.attach(LB_IF, XdpMode::Auto).expect("attach");
+        assert_eq!(dp.attach(LB_IF, XdpMode::Auto).unwrap(), mode, "attach is idempotent");
+        let lbmac = lb_mac();
+        let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, SYN);
+        let first = parse(&dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap().packet);
+        let opts = dp.options().clone();
+        dp.0.take().unwrap().release();
+        // "Restarted agent": everything is re-opened from the pins.
+        let mut dp2 = DpGuard(Some(Dataplane::open(&opts).expect("re-open")));
+        assert_eq!(dp2.attached(), vec![(LB_IF.to_string(), mode)]);
+        assert_eq!(dp2.services().unwrap().len(), 1);
+        assert_eq!(dp2.conntrack_dump().unwrap().len(), 1);
+        assert_eq!(dp2.attach(LB_IF, XdpMode::Auto).unwrap(), mode);
+        let again = parse(&dp2.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap().packet);
+        assert_eq!((again.dst, again.sport), (first.dst, first.sport), "flow kept its mapping");
+        dp2.detach(LB_IF).unwrap();
+        assert!(dp2.attached().is_empty());
+        let out = Command::new("ip").args(["link", "show", LB_IF]).output().unwrap();
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("xdp"), "XDP still attached after detach");
+    });
+}
