@@ -33,14 +33,27 @@ const EP1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 const EP2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x12];
 
 fn mac_str(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| {
-        panic!("{} not runnable ({e}); install iproute2/procps: apt-get install iproute2 procps", args[0])
-    });
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} not runnable ({e}); install iproute2/procps: apt-get install iproute2 procps",
+                args[0]
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn require_root() {
@@ -92,12 +105,25 @@ fn in_netns<F: FnOnce(&mut DpGuard, u32) + Send + 'static>(f: F) {
     let h = std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         sh(&["ip", "link", "set", "lo", "up"]);
-        sh(&["ip", "link", "add", LB_IF, "type", "veth", "peer", "name", PEER_IF]);
+        sh(&[
+            "ip", "link", "add", LB_IF, "type", "veth", "peer", "name", PEER_IF,
+        ]);
         sh(&["ip", "addr", "add", "10.0.0.1/24", "dev", LB_IF]);
         sh(&["ip", "link", "set", LB_IF, "up"]);
         sh(&["ip", "link", "set", PEER_IF, "up"]);
         for (ip, mac) in [(CLIENT, CLIENT_MAC), (EP1, EP1_MAC), (EP2, EP2_MAC)] {
-            sh(&["ip", "neigh", "replace", &ip.to_string(), "lladdr", &mac_str(&mac), "dev", LB_IF, "nud", "permanent"]);
+            sh(&[
+                "ip",
+                "neigh",
+                "replace",
+                &ip.to_string(),
+                "lladdr",
+                &mac_str(&mac),
+                "dev",
+                LB_IF,
+                "nud",
+                "permanent",
+            ]);
         }
         sh(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         sh(&["sysctl", "-qw", "net.ipv4.conf.lo.forwarding=1"]);
@@ -114,8 +140,15 @@ fn in_netns<F: FnOnce(&mut DpGuard, u32) + Send + 'static>(f: F) {
 fn lb_mac() -> [u8; 6] {
     let s = std::fs::read_to_string(format!("/sys/class/net/{LB_IF}/address")).unwrap_or_default();
     let s = if s.is_empty() {
-        let out = Command::new("ip").args(["-br", "link", "show", LB_IF]).output().expect("ip");
-        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2).unwrap_or_default().to_string()
+        let out = Command::new("ip")
+            .args(["-br", "link", "show", LB_IF])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
     } else {
         s
     };
@@ -131,7 +164,11 @@ fn lb_mac() -> [u8; 6] {
 fn csum(data: &[u8]) -> u16 {
     let mut s: u32 = 0;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
         s += u32::from(w);
     }
     while s >> 16 != 0 {
@@ -170,7 +207,14 @@ fn eth(dst: [u8; 6], src: [u8; 6], ip: &[u8]) -> Vec<u8> {
     f
 }
 
-fn tcp_seg(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+fn tcp_seg(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut t = vec![0u8; 20];
     t[0..2].copy_from_slice(&sport.to_be_bytes());
     t[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -184,11 +228,36 @@ fn tcp_seg(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, payl
     t
 }
 
-fn tcp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    eth(dst_mac, src_mac, &ipv4(src, dst, PROTO_TCP, &tcp_seg(src, dst, sport, dport, flags, b"hello")))
+fn tcp_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+) -> Vec<u8> {
+    eth(
+        dst_mac,
+        src_mac,
+        &ipv4(
+            src,
+            dst,
+            PROTO_TCP,
+            &tcp_seg(src, dst, sport, dport, flags, b"hello"),
+        ),
+    )
 }
 
-fn udp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, with_csum: bool) -> Vec<u8> {
+fn udp_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    with_csum: bool,
+) -> Vec<u8> {
     let payload = b"query";
     let mut u = vec![0u8; 8];
     u[0..2].copy_from_slice(&sport.to_be_bytes());
@@ -240,7 +309,9 @@ fn assert_checksums_valid(f: &[u8]) {
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
     let seg = &ip[20..tot];
     match ip[9] {
-        PROTO_TCP | PROTO_UDP => assert_eq!(l4_csum(src, dst, ip[9], seg), 0, "L4 checksum invalid"),
+        PROTO_TCP | PROTO_UDP => {
+            assert_eq!(l4_csum(src, dst, ip[9], seg), 0, "L4 checksum invalid")
+        }
         1 => assert_eq!(csum(seg), 0, "ICMP checksum invalid"),
         p => panic!("unexpected protocol {p}"),
     }
@@ -259,7 +330,11 @@ fn web_service(endpoints: Vec<EndpointSpec>, sel: u8) -> ServiceSpec {
 }
 
 fn ep(ip: Ipv4Addr, weight: u8) -> EndpointSpec {
-    EndpointSpec { ip, port: 8080, weight }
+    EndpointSpec {
+        ip,
+        port: 8080,
+        weight,
+    }
 }
 
 const SYN: u8 = 0x02;
@@ -271,40 +346,82 @@ const ACK: u8 = 0x10;
 #[test]
 fn syn_is_fullnatted_and_reply_translated_back() {
     in_netns(|dp, ifindex| {
-        dp.upsert_service(&web_service(vec![ep(EP1, 1), ep(EP2, 1)], 1)).unwrap();
+        dp.upsert_service(&web_service(vec![ep(EP1, 1), ep(EP2, 1)], 1))
+            .unwrap();
         let lbmac = lb_mac();
         let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, SYN);
-        let out = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap();
-        assert_eq!(out.action, xdp_action::TX, "one-arm: back out of the ingress interface");
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+            .unwrap();
+        assert_eq!(
+            out.action,
+            xdp_action::TX,
+            "one-arm: back out of the ingress interface"
+        );
         let p = parse(&out.packet);
         assert_eq!(p.src, LB_IP, "SNAT to the service's snat_ip");
-        assert!(p.dst == EP1 || p.dst == EP2, "DNAT to an endpoint, got {}", p.dst);
+        assert!(
+            p.dst == EP1 || p.dst == EP2,
+            "DNAT to an endpoint, got {}",
+            p.dst
+        );
         assert_eq!(p.dport, 8080);
-        assert!((1024..=32767).contains(&p.sport), "SNAT port {} outside the SNAT range", p.sport);
+        assert!(
+            (1024..=32767).contains(&p.sport),
+            "SNAT port {} outside the SNAT range",
+            p.sport
+        );
         assert_eq!(p.ttl, 63, "TTL decremented");
         assert_eq!(p.src_mac, lbmac);
-        assert_eq!(p.dst_mac, if p.dst == EP1 { EP1_MAC } else { EP2_MAC }, "next-hop MAC from the FIB");
+        assert_eq!(
+            p.dst_mac,
+            if p.dst == EP1 { EP1_MAC } else { EP2_MAC },
+            "next-hop MAC from the FIB"
+        );
         assert_checksums_valid(&out.packet);
-        assert_eq!(&out.packet[out.packet.len() - 5..], b"hello", "payload untouched");
+        assert_eq!(
+            &out.packet[out.packet.len() - 5..],
+            b"hello",
+            "payload untouched"
+        );
 
         // The endpoint answers to the SNAT address and port.
         let ep_mac = p.dst_mac;
         let reply = tcp_frame(lbmac, ep_mac, p.dst, LB_IP, 8080, p.sport, SYN_ACK);
-        let back = dp.prog_test_run(TestProgram::Floatlb, &reply, Some(ifindex), 1).unwrap();
+        let back = dp
+            .prog_test_run(TestProgram::Floatlb, &reply, Some(ifindex), 1)
+            .unwrap();
         assert_eq!(back.action, xdp_action::TX);
         let b = parse(&back.packet);
-        assert_eq!((b.src, b.sport, b.dst, b.dport), (VIP, 80, CLIENT, 40000), "reply seen by the client");
+        assert_eq!(
+            (b.src, b.sport, b.dst, b.dport),
+            (VIP, 80, CLIENT, 40000),
+            "reply seen by the client"
+        );
         assert_eq!(b.dst_mac, CLIENT_MAC);
         assert_checksums_valid(&back.packet);
 
         // The next client packet reuses the mapping.
         let ack = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, ACK);
-        let again = parse(&dp.prog_test_run(TestProgram::Floatlb, &ack, Some(ifindex), 1).unwrap().packet);
+        let again = parse(
+            &dp.prog_test_run(TestProgram::Floatlb, &ack, Some(ifindex), 1)
+                .unwrap()
+                .packet,
+        );
         assert_eq!((again.dst, again.sport), (p.dst, p.sport));
 
         let ct = dp.conntrack_dump().unwrap();
         assert_eq!(ct.len(), 1, "{ct:?}");
-        assert_eq!(ct[0].client, FlowKey { src: CLIENT, dst: VIP, sport: 40000, dport: 80, proto: PROTO_TCP });
+        assert_eq!(
+            ct[0].client,
+            FlowKey {
+                src: CLIENT,
+                dst: VIP,
+                sport: 40000,
+                dport: 80,
+                proto: PROTO_TCP
+            }
+        );
         assert_eq!(ct[0].nat_src, (LB_IP, p.sport));
         assert_eq!(ct[0].nat_dst, (p.dst, 8080));
         assert_eq!(ct[0].tcp_state, TcpState::Established);
@@ -319,19 +436,31 @@ fn syn_is_fullnatted_and_reply_translated_back() {
 #[test]
 fn two_clients_never_share_a_snat_tuple() {
     in_netns(|dp, ifindex| {
-        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 0)).unwrap();
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 0))
+            .unwrap();
         let lbmac = lb_mac();
         let mut seen = std::collections::HashSet::new();
         // Same source port from many clients, all to the single endpoint.
         for i in 0..200u16 {
             let client = Ipv4Addr::new(10, 0, 0, 2);
             let sport = 50000 + (i % 2);
-            let src = if i % 2 == 0 { client } else { Ipv4Addr::new(10, 0, 0, 3 + (i / 2 % 50) as u8) };
+            let src = if i % 2 == 0 {
+                client
+            } else {
+                Ipv4Addr::new(10, 0, 0, 3 + (i / 2 % 50) as u8)
+            };
             let syn = tcp_frame(lbmac, CLIENT_MAC, src, VIP, sport + i, 80, SYN);
-            let out = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap();
+            let out = dp
+                .prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+                .unwrap();
             assert_eq!(out.action, xdp_action::TX);
             let p = parse(&out.packet);
-            assert!(seen.insert(p.sport), "SNAT port {} reused for a second flow to {}", p.sport, p.dst);
+            assert!(
+                seen.insert(p.sport),
+                "SNAT port {} reused for a second flow to {}",
+                p.sport,
+                p.dst
+            );
         }
     });
 }
@@ -339,35 +468,52 @@ fn two_clients_never_share_a_snat_tuple() {
 #[test]
 fn packets_not_for_a_service_pass_untouched() {
     in_netns(|dp, ifindex| {
-        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1)).unwrap();
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1))
+            .unwrap();
         let lbmac = lb_mac();
         // SSH to the LB's own address, and to the VIP on a port with no service.
         for (dst, dport) in [(LB_IP, 22u16), (VIP, 22)] {
             let f = tcp_frame(lbmac, CLIENT_MAC, CLIENT, dst, 40001, dport, SYN);
-            let out = dp.prog_test_run(TestProgram::Floatlb, &f, Some(ifindex), 1).unwrap();
+            let out = dp
+                .prog_test_run(TestProgram::Floatlb, &f, Some(ifindex), 1)
+                .unwrap();
             assert_eq!(out.action, xdp_action::PASS, "to {dst}:{dport}");
             assert_eq!(out.packet, f, "passed packet modified");
         }
         // ARP.
         let mut arp = eth([0xff; 6], CLIENT_MAC, &[0u8; 28]);
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert_eq!(dp.prog_test_run(TestProgram::Floatlb, &arp, Some(ifindex), 1).unwrap().action, xdp_action::PASS);
+        assert_eq!(
+            dp.prog_test_run(TestProgram::Floatlb, &arp, Some(ifindex), 1)
+                .unwrap()
+                .action,
+            xdp_action::PASS
+        );
         // BACKUP: even service traffic passes.
         dp.set_active(false).unwrap();
         let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40002, 80, SYN);
-        let out = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap();
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+            .unwrap();
         assert_eq!((out.action, out.packet == syn), (xdp_action::PASS, true));
-        assert!(dp.conntrack_dump().unwrap().is_empty(), "BACKUP must not create flows");
+        assert!(
+            dp.conntrack_dump().unwrap().is_empty(),
+            "BACKUP must not create flows"
+        );
     });
 }
 
 #[test]
 fn icmp_frag_needed_for_a_tracked_flow_reaches_the_client() {
     in_netns(|dp, ifindex| {
-        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1)).unwrap();
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1))
+            .unwrap();
         let lbmac = lb_mac();
         let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, SYN);
-        let fwd = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap().packet;
+        let fwd = dp
+            .prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+            .unwrap()
+            .packet;
         let p = parse(&fwd);
         // A router on the endpoint side quotes the packet we sent (all 45 bytes).
         let quoted = &fwd[14..];
@@ -376,24 +522,44 @@ fn icmp_frag_needed_for_a_tracked_flow_reaches_the_client() {
         let c = csum(&icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         let err = eth(lbmac, EP1_MAC, &ipv4(EP1, LB_IP, 1, &icmp));
-        let out = dp.prog_test_run(TestProgram::Floatlb, &err, Some(ifindex), 1).unwrap();
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &err, Some(ifindex), 1)
+            .unwrap();
         assert_eq!(out.action, xdp_action::TX);
         let f = &out.packet;
         assert_checksums_valid(f);
         let outer = &f[14..34];
-        assert_eq!(Ipv4Addr::new(outer[12], outer[13], outer[14], outer[15]), VIP, "outer source");
-        assert_eq!(Ipv4Addr::new(outer[16], outer[17], outer[18], outer[19]), CLIENT, "outer destination");
+        assert_eq!(
+            Ipv4Addr::new(outer[12], outer[13], outer[14], outer[15]),
+            VIP,
+            "outer source"
+        );
+        assert_eq!(
+            Ipv4Addr::new(outer[16], outer[17], outer[18], outer[19]),
+            CLIENT,
+            "outer destination"
+        );
         assert_eq!(&f[0..6], &CLIENT_MAC);
         assert_eq!(&f[34..36], &[3, 4], "still frag-needed");
         assert_eq!(&f[40..42], &[0x05, 0xdc], "MTU kept");
         let inner = &f[42..62];
         assert_eq!(csum(inner), 0, "inner IP checksum invalid");
-        assert_eq!(Ipv4Addr::new(inner[12], inner[13], inner[14], inner[15]), CLIENT);
-        assert_eq!(Ipv4Addr::new(inner[16], inner[17], inner[18], inner[19]), VIP);
+        assert_eq!(
+            Ipv4Addr::new(inner[12], inner[13], inner[14], inner[15]),
+            CLIENT
+        );
+        assert_eq!(
+            Ipv4Addr::new(inner[16], inner[17], inner[18], inner[19]),
+            VIP
+        );
         let il4 = &f[62..82];
         let orig_tcp = &syn[34..54];
         assert_eq!(&il4[0..4], &orig_tcp[0..4], "inner ports are the client's");
-        assert_eq!(&il4[16..18], &orig_tcp[16..18], "inner TCP checksum equals the client's original");
+        assert_eq!(
+            &il4[16..18],
+            &orig_tcp[16..18],
+            "inner TCP checksum equals the client's original"
+        );
         let _ = p;
         // An ICMP error about an unknown flow is not ours.
         let mut stray = quoted.to_vec();
@@ -401,7 +567,12 @@ fn icmp_frag_needed_for_a_tracked_flow_reaches_the_client() {
         let mut icmp2 = vec![3u8, 4, 0, 0, 0, 0, 0x05, 0xdc];
         icmp2.extend_from_slice(&stray);
         let err2 = eth(lbmac, EP1_MAC, &ipv4(EP1, LB_IP, 1, &icmp2));
-        assert_eq!(dp.prog_test_run(TestProgram::Floatlb, &err2, Some(ifindex), 1).unwrap().action, xdp_action::PASS);
+        assert_eq!(
+            dp.prog_test_run(TestProgram::Floatlb, &err2, Some(ifindex), 1)
+                .unwrap()
+                .action,
+            xdp_action::PASS
+        );
     });
 }
 
@@ -414,7 +585,9 @@ fn udp_zero_checksum_stays_zero() {
         dp.upsert_service(&svc).unwrap();
         let lbmac = lb_mac();
         let zero = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 33000, 53, false);
-        let out = dp.prog_test_run(TestProgram::Floatlb, &zero, Some(ifindex), 1).unwrap();
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &zero, Some(ifindex), 1)
+            .unwrap();
         assert_eq!(out.action, xdp_action::TX);
         let p = parse(&out.packet);
         assert_eq!((p.dst, p.dport), (EP1, 8080));
@@ -422,7 +595,9 @@ fn udp_zero_checksum_stays_zero() {
         assert_eq!(csum(&out.packet[14..34]), 0, "IP header checksum invalid");
         // With a checksum, it is updated and valid.
         let with = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 33001, 53, true);
-        let out = dp.prog_test_run(TestProgram::Floatlb, &with, Some(ifindex), 1).unwrap();
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &with, Some(ifindex), 1)
+            .unwrap();
         assert_ne!(parse(&out.packet).l4_check, 0);
         assert_checksums_valid(&out.packet);
     });
@@ -431,13 +606,16 @@ fn udp_zero_checksum_stays_zero() {
 #[test]
 fn echo_to_vip_is_answered() {
     in_netns(|dp, ifindex| {
-        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1)).unwrap();
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1))
+            .unwrap();
         let lbmac = lb_mac();
         let mut icmp = vec![8u8, 0, 0, 0, 0x12, 0x34, 0, 1, b'p', b'i', b'n', b'g'];
         let c = csum(&icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         let req = eth(lbmac, CLIENT_MAC, &ipv4(CLIENT, VIP, 1, &icmp));
-        let out = dp.prog_test_run(TestProgram::Floatlb, &req, Some(ifindex), 1).unwrap();
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &req, Some(ifindex), 1)
+            .unwrap();
         assert_eq!(out.action, xdp_action::TX);
         let f = &out.packet;
         assert_checksums_valid(f);
@@ -447,23 +625,48 @@ fn echo_to_vip_is_answered() {
         assert_eq!(&f[30..34], &CLIENT.octets());
         // Echo to a non-VIP address goes to the stack.
         let req2 = eth(lbmac, CLIENT_MAC, &ipv4(CLIENT, LB_IP, 1, &icmp));
-        assert_eq!(dp.prog_test_run(TestProgram::Floatlb, &req2, Some(ifindex), 1).unwrap().action, xdp_action::PASS);
+        assert_eq!(
+            dp.prog_test_run(TestProgram::Floatlb, &req2, Some(ifindex), 1)
+                .unwrap()
+                .action,
+            xdp_action::PASS
+        );
     });
 }
 
 #[test]
 fn missing_neighbour_drops_counts_and_reports_next_hop() {
     in_netns(|dp, ifindex| {
-        dp.upsert_service(&web_service(vec![ep(EP_NO_NEIGH, 1)], 1)).unwrap();
+        dp.upsert_service(&web_service(vec![ep(EP_NO_NEIGH, 1)], 1))
+            .unwrap();
         let lbmac = lb_mac();
         let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, SYN);
-        let out = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap();
-        assert_eq!(out.action, xdp_action::DROP, "never handed to the stack (it would reset)");
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+            .unwrap();
+        assert_eq!(
+            out.action,
+            xdp_action::DROP,
+            "never handed to the stack (it would reset)"
+        );
         assert_eq!(dp.counters().unwrap().drops.no_neigh, 1);
         assert_eq!(dp.take_unresolved_neighbours(), vec![EP_NO_NEIGH]);
         // Once resolved, the retransmitted SYN goes through on the same mapping.
-        sh(&["ip", "neigh", "replace", &EP_NO_NEIGH.to_string(), "lladdr", "02:00:00:00:00:13", "dev", LB_IF, "nud", "permanent"]);
-        let out = dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap();
+        sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            &EP_NO_NEIGH.to_string(),
+            "lladdr",
+            "02:00:00:00:00:13",
+            "dev",
+            LB_IF,
+            "nud",
+            "permanent",
+        ]);
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+            .unwrap();
         assert_eq!(out.action, xdp_action::TX);
         assert_eq!(parse(&out.packet).dst, EP_NO_NEIGH);
     });
@@ -472,17 +675,24 @@ fn missing_neighbour_drops_counts_and_reports_next_hop() {
 #[test]
 fn weighted_maglev_spreads_new_flows_by_weight() {
     in_netns(|dp, ifindex| {
-        dp.upsert_service(&web_service(vec![ep(EP1, 1), ep(EP2, 3)], 1)).unwrap();
+        dp.upsert_service(&web_service(vec![ep(EP1, 1), ep(EP2, 3)], 1))
+            .unwrap();
         let lbmac = lb_mac();
         let (mut n1, mut n2) = (0u32, 0u32);
         for i in 0..2000u16 {
             let src = Ipv4Addr::new(10, 0, 0, 2 + (i % 7) as u8);
             let syn = tcp_frame(lbmac, CLIENT_MAC, src, VIP, 10000 + i, 80, SYN);
-            let p = parse(&dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap().packet);
+            let p = parse(
+                &dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+                    .unwrap()
+                    .packet,
+            );
             if p.dst == EP1 { n1 += 1 } else { n2 += 1 }
         }
         let share = f64::from(n2) / 2000.0;
-        println!("maglev weights 1:3 -> flows {n1}:{n2} (weight-3 share {share:.3}, want 0.75 +- 0.05)");
+        println!(
+            "maglev weights 1:3 -> flows {n1}:{n2} (weight-3 share {share:.3}, want 0.75 +- 0.05)"
+        );
         assert!((share - 0.75).abs() < 0.05, "share {share}");
     });
 }
@@ -490,12 +700,21 @@ fn weighted_maglev_spreads_new_flows_by_weight() {
 #[test]
 fn restart_keeps_link_conntrack_and_services() {
     in_netns(|dp, ifindex| {
-        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1)).unwrap();
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1))
+            .unwrap();
         let mode = dp.attach(LB_IF, XdpMode::Auto).expect("attach");
-        assert_eq!(dp.attach(LB_IF, XdpMode::Auto).unwrap(), mode, "attach is idempotent");
+        assert_eq!(
+            dp.attach(LB_IF, XdpMode::Auto).unwrap(),
+            mode,
+            "attach is idempotent"
+        );
         let lbmac = lb_mac();
         let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, SYN);
-        let first = parse(&dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap().packet);
+        let first = parse(
+            &dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+                .unwrap()
+                .packet,
+        );
         let opts = dp.options().clone();
         dp.0.take().unwrap().release();
         // "Restarted agent": everything is re-opened from the pins.
@@ -504,11 +723,25 @@ fn restart_keeps_link_conntrack_and_services() {
         assert_eq!(dp2.services().unwrap().len(), 1);
         assert_eq!(dp2.conntrack_dump().unwrap().len(), 1);
         assert_eq!(dp2.attach(LB_IF, XdpMode::Auto).unwrap(), mode);
-        let again = parse(&dp2.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1).unwrap().packet);
-        assert_eq!((again.dst, again.sport), (first.dst, first.sport), "flow kept its mapping");
+        let again = parse(
+            &dp2.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+                .unwrap()
+                .packet,
+        );
+        assert_eq!(
+            (again.dst, again.sport),
+            (first.dst, first.sport),
+            "flow kept its mapping"
+        );
         dp2.detach(LB_IF).unwrap();
         assert!(dp2.attached().is_empty());
-        let out = Command::new("ip").args(["link", "show", LB_IF]).output().unwrap();
-        assert!(!String::from_utf8_lossy(&out.stdout).contains("xdp"), "XDP still attached after detach");
+        let out = Command::new("ip")
+            .args(["link", "show", LB_IF])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("xdp"),
+            "XDP still attached after detach"
+        );
     });
 }
