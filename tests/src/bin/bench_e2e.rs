@@ -17,7 +17,8 @@
 //!
 //! Run as root: `cargo run --release -p floatlb-tests --bin bench_e2e`
 //! (or `make bench`). Prints a markdown table with the ratios.
-//! `BENCH_SECS` sets the duration of each measurement; `BENCH_PATHS`
+//! `BENCH_SECS` (default 2) sets the duration of each measurement and
+//! `BENCH_ROUNDS` (default 3) the number of interleaved rounds; `BENCH_PATHS`
 //! (comma-separated: direct,floatlb,ipvs,haproxy) runs a subset.
 
 use std::{net::Ipv4Addr, time::Duration};
@@ -33,44 +34,113 @@ const HTTP_PORT: u16 = 80;
 const IPERF_PORT: u16 = 5201;
 const ENDPOINTS: usize = 3;
 
+/// The paths compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Direct,
+    FloatlbNative,
+    FloatlbGeneric,
+    Ipvs,
+    NetfilterNat,
+    Haproxy,
+}
+
+impl Path {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Direct => "direct (no LB)",
+            Self::FloatlbNative => "floatlb XDP fullnat (native)",
+            Self::FloatlbGeneric => "floatlb XDP fullnat (generic)",
+            Self::Ipvs => "IPVS (NAT + MASQUERADE)",
+            Self::NetfilterNat => "iptables DNAT + MASQUERADE (IPVS stand-in)",
+            Self::Haproxy => "HAProxy (TCP mode)",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::FloatlbNative | Self::FloatlbGeneric => "floatlb",
+            Self::Ipvs => "ipvs",
+            Self::NetfilterNat => "ipvs",
+            Self::Haproxy => "haproxy",
+        }
+    }
+
+    fn target(self) -> Ipv4Addr {
+        if self == Self::Direct {
+            endpoint_ip(0)
+        } else {
+            VIP
+        }
+    }
+}
+
+/// Samples of one path across rounds.
 #[derive(Debug, Default, Clone)]
-struct Row {
-    path: String,
-    req_s: Option<f64>,
-    conn_s: Option<f64>,
-    gbit_s: Option<f64>,
-    note: String,
+struct Samples {
+    req_s: Vec<f64>,
+    conn_s: Vec<f64>,
+    gbit_s: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    (!v.is_empty()).then(|| v[v.len() / 2])
 }
 
 struct Bench {
     secs: u64,
     conns: u32,
     threads: u32,
+    rounds: usize,
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Everything the paths share: topology, servers, files.
+struct Lab {
+    bench: Bench,
+    topo: Topology,
+    dir: TempDir,
+    bpf: BpfMount,
 }
 
 fn main() -> Result<()> {
-    let secs = std::env::var("BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
     let bench = Bench {
-        secs,
+        secs: env_num("BENCH_SECS", 2),
         conns: 64,
         threads: 2,
+        rounds: env_num("BENCH_ROUNDS", 3),
     };
     require_root()?;
     require_tools(&[
         "ip", "ethtool", "sysctl", "mount", "nginx", "wrk", "iperf3", "haproxy", "iptables",
-        "ipvsadm",
+        "ipvsadm", "ss",
     ])?;
     let topo = Topology::new("flbbench", ENDPOINTS)?;
     let dir = TempDir::new("flbbench-files")?;
+    let bpf = BpfMount::new(dir.join("bpf"))?;
     topo.client
         .sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
     topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+    let lab = Lab {
+        bench,
+        topo,
+        dir,
+        bpf,
+    };
+    let topo = &lab.topo;
+    let dir = &lab.dir;
     let mut servers = Vec::new();
     for (i, ns) in topo.endpoints.iter().enumerate() {
-        servers.push(start_nginx(ns, &dir, i)?);
+        servers.push(start_nginx(ns, dir, i)?);
     }
     let _iperf = topo.endpoints[0].spawn(
         "iperf3",
@@ -81,139 +151,158 @@ fn main() -> Result<()> {
         wait_port(ns, endpoint_ip(i), HTTP_PORT)?;
     }
     wait_port(&topo.endpoints[0], endpoint_ip(0), IPERF_PORT)?;
+    write_floatlb_config(&dir.join("lb.json"))?;
 
-    let mut rows = Vec::new();
-    let paths =
+    // HAProxy listens on the VIP throughout; XDP, IPVS and DNAT all take
+    // VIP packets before they reach its sockets, so it only serves its own row.
+    let hap_cfg = dir.join("haproxy.cfg");
+    std::fs::write(&hap_cfg, haproxy_config())?;
+    let hap = topo.lb.spawn(
+        "haproxy",
+        &["-db", "-f", &hap_cfg.to_string_lossy()],
+        &dir.join("haproxy.log"),
+    )?;
+    wait_port(&topo.lb, VIP, HTTP_PORT)
+        .with_context(|| format!("haproxy did not start:\n{}", hap.log()))?;
+
+    let ipvs_missing = topo.lb.run("ipvsadm", &["-Ln"]).err().map(|e| {
+        format!("{e:#}")
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    });
+    if let Some(why) = &ipvs_missing {
+        eprintln!("IPVS unavailable ({why}); measuring iptables DNAT + MASQUERADE instead");
+    }
+    let wanted =
         std::env::var("BENCH_PATHS").unwrap_or_else(|_| "direct,floatlb,ipvs,haproxy".into());
-    let want = |p: &str| paths.split(',').any(|x| x.trim() == p);
+    let want = |p: Path| wanted.split(',').any(|x| x.trim() == p.key());
+    let mut paths: Vec<Path> = vec![Path::Direct, Path::FloatlbNative, Path::FloatlbGeneric];
+    paths.push(if ipvs_missing.is_some() {
+        Path::NetfilterNat
+    } else {
+        Path::Ipvs
+    });
+    paths.push(Path::Haproxy);
+    paths.retain(|&p| want(p));
 
-    // direct
-    if want("direct") {
-        topo.set_lb_forwarding(true)?;
-        rows.push(bench.measure(&topo, "direct (no LB)", endpoint_ip(0), "")?);
-        topo.set_lb_forwarding(false)?;
-    }
-
-    // floatlb
-    if want("floatlb") {
-        let bpf = BpfMount::new(dir.join("bpf"))?;
-        let cfg = dir.join("lb.json");
-        let eps = |port, n: usize| -> Vec<TestEndpoint> {
-            (0..n)
-                .map(|i| TestEndpoint {
-                    ip: endpoint_ip(i),
-                    port,
-                    weight: 1,
-                })
-                .collect()
-        };
-        write_config(
-            &cfg,
-            &[
-                TestService {
-                    vip: VIP,
-                    port: HTTP_PORT,
-                    protocol: "tcp",
-                    sel: 0,
-                    endpoints: eps(HTTP_PORT, ENDPOINTS),
-                },
-                TestService {
-                    vip: VIP,
-                    port: IPERF_PORT,
-                    protocol: "tcp",
-                    sel: 0,
-                    endpoints: eps(IPERF_PORT, 1),
-                },
-            ],
-        )?;
-        let (agent, _) = Agent::start(
-            &topo.lb,
-            &cfg,
-            &[LB_CLIENT_IF, LB_ENDPOINT_IF],
-            &bpf.path().join("floatlb"),
-            &[],
-            &dir.join("agent.log"),
-        )?;
-        let mode =
-            if agent.process.log().contains("Native") || agent.process.log().contains("native") {
-                "XDP native on veth"
-            } else {
-                "see agent log for XDP mode"
-            };
-        rows.push(bench.measure(&topo, "floatlb (XDP fullnat)", VIP, mode)?);
-        agent.stop()?;
-    }
-
-    // IPVS, or the netfilter NAT stand-in when the kernel has no IPVS.
-    let ipvs = topo.lb.run("ipvsadm", &["-Ln"]);
-    if want("ipvs") {
-        match ipvs {
-            Ok(_) => {
-                topo.set_lb_forwarding(true)?;
-                setup_ipvs(&topo.lb)?;
-                rows.push(bench.measure(&topo, "IPVS (NAT + MASQUERADE)", VIP, "")?);
-                topo.lb.run("ipvsadm", &["-C"])?;
-                topo.lb.run("iptables", &["-t", "nat", "-F"])?;
-                topo.set_lb_forwarding(false)?;
-            }
-            Err(e) => {
-                let why = format!("{e:#}");
-                let why = why.lines().last().unwrap_or("").trim().to_string();
-                eprintln!("IPVS unavailable: {why}");
-                rows.push(Row {
-                    path: "IPVS (NAT + MASQUERADE)".into(),
-                    note: format!("not measured: this kernel has no IPVS ({why})"),
-                    ..Row::default()
-                });
-                topo.set_lb_forwarding(true)?;
-                setup_netfilter_nat(&topo.lb)?;
-                rows.push(bench.measure(
-                    &topo,
-                    "iptables DNAT + MASQUERADE (stand-in for IPVS NAT)",
-                    VIP,
-                    "kernel conntrack NAT, the mechanism IPVS NAT + MASQUERADE uses",
-                )?);
-                topo.lb.run("iptables", &["-t", "nat", "-F"])?;
-                topo.set_lb_forwarding(false)?;
-            }
+    // Interleaved rounds: every path is measured once per round, so a burst
+    // of load from elsewhere on the machine hits all paths alike; the
+    // report uses each path's median.
+    let mut samples: Vec<Samples> = vec![Samples::default(); paths.len()];
+    for round in 0..lab.bench.rounds {
+        for (k, &path) in paths.iter().enumerate() {
+            eprintln!("round {}/{}: {}", round + 1, lab.bench.rounds, path.label());
+            let guard = lab.enter(path)?;
+            let s = &mut samples[k];
+            let url = format!("http://{}:{HTTP_PORT}/", path.target());
+            s.req_s.push(lab.bench.wrk(&topo.client, &url, false)?);
+            s.conn_s.push(lab.bench.wrk(&topo.client, &url, true)?);
+            s.gbit_s.push(lab.bench.iperf(&topo.client, path.target())?);
+            lab.leave(path, guard)?;
+            eprintln!(
+                "  {:.0} req/s, {:.0} conn/s, {:.2} Gbit/s",
+                s.req_s.last().unwrap_or(&0.0),
+                s.conn_s.last().unwrap_or(&0.0),
+                s.gbit_s.last().unwrap_or(&0.0)
+            );
         }
     }
-
-    // HAProxy
-    if want("haproxy") {
-        let cfg = dir.join("haproxy.cfg");
-        std::fs::write(&cfg, haproxy_config())?;
-        let _hap = topo.lb.spawn(
-            "haproxy",
-            &["-db", "-f", &cfg.to_string_lossy()],
-            &dir.join("haproxy.log"),
-        )?;
-        wait_port(&topo.lb, VIP, HTTP_PORT)
-            .with_context(|| format!("haproxy did not start:\n{}", _hap.log()))?;
-        rows.push(bench.measure(&topo, "HAProxy (TCP mode)", VIP, "")?);
-    }
+    drop(hap);
     drop(servers);
-    print_table(&rows, &bench);
+    print_table(&lab.bench, &paths, &samples, ipvs_missing.as_deref());
     Ok(())
 }
 
-impl Bench {
-    fn measure(&self, topo: &Topology, path: &str, target: Ipv4Addr, note: &str) -> Result<Row> {
-        eprintln!("measuring {path} ...");
-        let url = format!("http://{target}:{HTTP_PORT}/");
-        let req_s = self.wrk(&topo.client, &url, false)?;
-        let conn_s = self.wrk(&topo.client, &url, true)?;
-        let gbit_s = self.iperf(&topo.client, target)?;
-        eprintln!("  {req_s:.0} req/s, {conn_s:.0} conn/s, {gbit_s:.2} Gbit/s");
-        Ok(Row {
-            path: path.into(),
-            req_s: Some(req_s),
-            conn_s: Some(conn_s),
-            gbit_s: Some(gbit_s),
-            note: note.into(),
-        })
+fn write_floatlb_config(cfg: &std::path::Path) -> Result<()> {
+    let eps = |port, n: usize| -> Vec<TestEndpoint> {
+        (0..n)
+            .map(|i| TestEndpoint {
+                ip: endpoint_ip(i),
+                port,
+                weight: 1,
+            })
+            .collect()
+    };
+    write_config(
+        cfg,
+        &[
+            TestService {
+                vip: VIP,
+                port: HTTP_PORT,
+                protocol: "tcp",
+                sel: 0,
+                endpoints: eps(HTTP_PORT, ENDPOINTS),
+            },
+            TestService {
+                vip: VIP,
+                port: IPERF_PORT,
+                protocol: "tcp",
+                sel: 0,
+                endpoints: eps(IPERF_PORT, 1),
+            },
+        ],
+    )
+}
+
+impl Lab {
+    /// Sets the LB up for `path`; the returned agent (floatlb paths) must be
+    /// passed to [`Lab::leave`].
+    fn enter(&self, path: Path) -> Result<Option<Agent>> {
+        let lb = &self.topo.lb;
+        match path {
+            Path::Direct => self.topo.set_lb_forwarding(true)?,
+            Path::FloatlbNative | Path::FloatlbGeneric => {
+                let mode = if path == Path::FloatlbNative {
+                    "native"
+                } else {
+                    "generic"
+                };
+                let (agent, _) = Agent::start(
+                    lb,
+                    &self.dir.join("lb.json"),
+                    &[LB_CLIENT_IF, LB_ENDPOINT_IF],
+                    &self.bpf.path().join("floatlb"),
+                    &["--xdp-mode", mode],
+                    &self.dir.join("agent.log"),
+                )?;
+                return Ok(Some(agent));
+            }
+            Path::Ipvs => {
+                self.topo.set_lb_forwarding(true)?;
+                setup_ipvs(lb)?;
+            }
+            Path::NetfilterNat => {
+                self.topo.set_lb_forwarding(true)?;
+                setup_netfilter_nat(lb)?;
+            }
+            Path::Haproxy => {}
+        }
+        Ok(None)
     }
 
+    fn leave(&self, path: Path, agent: Option<Agent>) -> Result<()> {
+        let lb = &self.topo.lb;
+        if let Some(agent) = agent {
+            agent.stop()?;
+        }
+        match path {
+            Path::Ipvs => {
+                lb.run("ipvsadm", &["-C"])?;
+                lb.run("iptables", &["-t", "nat", "-F"])?;
+            }
+            Path::NetfilterNat => {
+                lb.run("iptables", &["-t", "nat", "-F"])?;
+            }
+            _ => {}
+        }
+        self.topo.set_lb_forwarding(false)
+    }
+}
+
+impl Bench {
     fn wrk(&self, client: &Netns, url: &str, close: bool) -> Result<f64> {
         let d = format!("{}s", self.secs);
         let t = self.threads.to_string();
@@ -426,78 +515,92 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-fn print_table(rows: &[Row], bench: &Bench) {
-    let find = |p: &str| rows.iter().find(|r| r.path.starts_with(p));
-    let direct = find("direct");
-    let flb = find("floatlb");
+fn spread(v: &[f64], prec: usize) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        "n/a".into()
+    } else {
+        format!("{lo:.prec$}-{hi:.prec$}")
+    }
+}
+
+fn print_table(bench: &Bench, paths: &[Path], samples: &[Samples], ipvs_missing: Option<&str>) {
+    let med = |p: Path, f: fn(&Samples) -> &Vec<f64>| {
+        paths
+            .iter()
+            .position(|&q| q == p)
+            .and_then(|k| median(f(&samples[k])))
+    };
+    let req = |p| med(p, |s| &s.req_s);
+    let conn = |p| med(p, |s| &s.conn_s);
+    let gbit = |p| med(p, |s| &s.gbit_s);
     println!(
-        "\nwrk -t{} -c{} -d{}s (keep-alive for req/s; `Connection: close` for conn/s), iperf3 -t {} (one stream)\n",
-        bench.threads, bench.conns, bench.secs, bench.secs
+        "\nmedian of {} interleaved rounds; wrk -t{} -c{} -d{}s (keep-alive for req/s, `Connection: close` for conn/s); iperf3 -t {} one stream\n",
+        bench.rounds, bench.threads, bench.conns, bench.secs, bench.secs
     );
-    println!(
-        "| path | req/s | conn/s | iperf3 Gbit/s | floatlb req/s ratio | floatlb conn/s ratio | note |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---|");
-    for r in rows {
-        let (rr, cr) = match flb {
-            Some(f) if !r.path.starts_with("floatlb") => {
-                (ratio(f.req_s, r.req_s), ratio(f.conn_s, r.conn_s))
-            }
-            _ => ("-".into(), "-".into()),
-        };
+    println!("| path | req/s | conn/s | iperf3 Gbit/s | req/s range | conn/s range |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (k, &p) in paths.iter().enumerate() {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            r.path,
-            fmt(r.req_s, 0),
-            fmt(r.conn_s, 0),
-            fmt(r.gbit_s, 2),
-            rr,
-            cr,
-            r.note
+            "| {} | {} | {} | {} | {} | {} |",
+            p.label(),
+            fmt(req(p), 0),
+            fmt(conn(p), 0),
+            fmt(gbit(p), 2),
+            spread(&samples[k].req_s, 0),
+            spread(&samples[k].conn_s, 0),
         );
     }
-    let target = |name: &str, got: String, goal: &str| println!("- {name}: {got} (target {goal})");
+    if let Some(why) = ipvs_missing {
+        println!("| IPVS (NAT + MASQUERADE) | n/a | n/a | n/a | | | not measured: {why} |");
+    }
     println!();
-    if let (Some(d), Some(f)) = (direct, flb) {
-        target(
-            "floatlb req/s / direct req/s",
-            ratio(f.req_s, d.req_s),
-            ">= 0.90x",
+    let line = |name: &str, r: String, goal: &str| println!("- {name}: {r} ({goal})");
+    for f in [Path::FloatlbNative, Path::FloatlbGeneric] {
+        if !paths.contains(&f) {
+            continue;
+        }
+        let l = f.label();
+        line(
+            &format!("{l} req/s vs direct"),
+            ratio(req(f), req(Path::Direct)),
+            "target >= 0.90x",
         );
-        target(
-            "floatlb iperf3 / direct iperf3",
-            ratio(f.gbit_s, d.gbit_s),
-            "none",
+        line(
+            &format!("{l} conn/s vs direct"),
+            ratio(conn(f), conn(Path::Direct)),
+            "no target",
         );
-    }
-    if let Some(f) = flb {
-        let ipvs = find("IPVS").filter(|r| r.conn_s.is_some());
-        match ipvs {
-            Some(i) => target(
-                "floatlb conn/s / IPVS conn/s",
-                ratio(f.conn_s, i.conn_s),
-                ">= 2x",
-            ),
-            None => println!(
-                "- floatlb conn/s / IPVS conn/s: n/a, IPVS not available on this kernel (target >= 2x)"
-            ),
-        }
-        if let Some(n) = find("iptables") {
-            target(
-                "floatlb conn/s / netfilter NAT conn/s",
-                ratio(f.conn_s, n.conn_s),
-                "stand-in for the IPVS target, >= 2x",
-            );
-        }
-        if let Some(h) = find("HAProxy") {
-            target(
-                "floatlb conn/s / HAProxy conn/s",
-                ratio(f.conn_s, h.conn_s),
-                "none",
-            );
-        }
-    }
-    if flb.is_none() {
-        eprintln!("floatlb row missing");
+        let base = if ipvs_missing.is_some() {
+            Path::NetfilterNat
+        } else {
+            Path::Ipvs
+        };
+        line(
+            &format!("{l} conn/s vs {}", base.label()),
+            ratio(conn(f), conn(base)),
+            "target >= 2x vs IPVS",
+        );
+        line(
+            &format!("{l} req/s vs {}", base.label()),
+            ratio(req(f), req(base)),
+            "no target",
+        );
+        line(
+            &format!("{l} conn/s vs HAProxy"),
+            ratio(conn(f), conn(Path::Haproxy)),
+            "no target",
+        );
+        line(
+            &format!("{l} req/s vs HAProxy"),
+            ratio(req(f), req(Path::Haproxy)),
+            "no target",
+        );
+        line(
+            &format!("{l} iperf3 vs direct"),
+            ratio(gbit(f), gbit(Path::Direct)),
+            "no target",
+        );
     }
 }
