@@ -2,7 +2,7 @@
 //!
 //! Paths from the client to nginx endpoints:
 //! - direct: the LB namespace only routes (kernel forwarding, no balancing)
-//!   and the client talks to endpoint 0 itself;
+//!   and the client talks to the endpoints themselves;
 //! - floatlb: the XDP fullnat datapath (round-robin over three endpoints),
 //!   LB forwarding off;
 //! - IPVS: NAT mode plus MASQUERADE, if the kernel has IPVS; otherwise the
@@ -11,14 +11,16 @@
 //! - HAProxy in TCP mode on the LB.
 //!
 //! Measures: wrk requests/s on keep-alive connections, wrk connections/s
-//! (`Connection: close`, one request per connection), and one iperf3 stream
+//! (`Connection: close`, one request per connection), both from three
+//! concurrent wrk processes (for direct, one per endpoint, so every path
+//! spreads the load over the same three nginx servers), and one iperf3 stream
 //! to endpoint 0 (every path has a service for port 5201 that only has
 //! endpoint 0). Every measurement is bounded (`--secs`, default 3).
 //!
 //! Run as root: `cargo run --release -p floatlb-tests --bin bench_e2e`
 //! (or `make bench`). Prints a markdown table with the ratios.
 //! `BENCH_SECS` (default 2) sets the duration of each measurement and
-//! `BENCH_ROUNDS` (default 3) the number of interleaved rounds; `BENCH_PATHS`
+//! `BENCH_ROUNDS` (default 5) the number of interleaved rounds; `BENCH_PATHS`
 //! (comma-separated: direct,floatlb,ipvs,haproxy) runs a subset.
 
 use std::{net::Ipv4Addr, time::Duration};
@@ -67,6 +69,22 @@ impl Path {
         }
     }
 
+    /// One URL per endpoint: the endpoints themselves for the direct path,
+    /// the VIP otherwise.
+    fn urls(self) -> Vec<String> {
+        (0..ENDPOINTS)
+            .map(|i| {
+                let host = if self == Self::Direct {
+                    endpoint_ip(i)
+                } else {
+                    VIP
+                };
+                format!("http://{host}:{HTTP_PORT}/")
+            })
+            .collect()
+    }
+
+    /// Where the iperf3 stream goes (it always ends at endpoint 0).
     fn target(self) -> Ipv4Addr {
         if self == Self::Direct {
             endpoint_ip(0)
@@ -115,9 +133,9 @@ struct Lab {
 fn main() -> Result<()> {
     let bench = Bench {
         secs: env_num("BENCH_SECS", 2),
-        conns: 64,
-        threads: 2,
-        rounds: env_num("BENCH_ROUNDS", 3),
+        conns: 63,
+        threads: 3,
+        rounds: env_num("BENCH_ROUNDS", 5),
     };
     require_root()?;
     require_tools(&[
@@ -197,9 +215,9 @@ fn main() -> Result<()> {
             eprintln!("round {}/{}: {}", round + 1, lab.bench.rounds, path.label());
             let guard = lab.enter(path)?;
             let s = &mut samples[k];
-            let url = format!("http://{}:{HTTP_PORT}/", path.target());
-            s.req_s.push(lab.bench.wrk(&topo.client, &url, false)?);
-            s.conn_s.push(lab.bench.wrk(&topo.client, &url, true)?);
+            let urls = path.urls();
+            s.req_s.push(lab.bench.wrk(&topo.client, &urls, false)?);
+            s.conn_s.push(lab.bench.wrk(&topo.client, &urls, true)?);
             s.gbit_s.push(lab.bench.iperf(&topo.client, path.target())?);
             lab.leave(path, guard)?;
             eprintln!(
@@ -303,32 +321,57 @@ impl Lab {
 }
 
 impl Bench {
-    fn wrk(&self, client: &Netns, url: &str, close: bool) -> Result<f64> {
+    /// Runs one wrk per target URL at the same time (`threads` threads and
+    /// `conns` connections in total, split evenly) and sums their rates.
+    /// The direct path gives each endpoint its own URL, the LB paths give the
+    /// VIP three times, so the client side is the same for every path.
+    fn wrk(&self, client: &Netns, urls: &[String], close: bool) -> Result<f64> {
+        let n = u32::try_from(urls.len())?;
         let d = format!("{}s", self.secs);
-        let t = self.threads.to_string();
-        let c = self.conns.to_string();
-        let mut args = vec!["-t", &t, "-c", &c, "-d", &d, "--timeout", "2s"];
-        if close {
-            args.extend_from_slice(&["-H", "Connection: close"]);
+        let t = (self.threads / n).max(1).to_string();
+        let c = (self.conns / n).max(1).to_string();
+        let children = urls
+            .iter()
+            .map(|url| {
+                let mut cmd = client.command("wrk");
+                cmd.args(["-t", &t, "-c", &c, "-d", &d, "--timeout", "2s"]);
+                if close {
+                    cmd.args(["-H", "Connection: close"]);
+                }
+                cmd.arg(url)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .context("spawn wrk")
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut total = 0.0;
+        for child in children {
+            let out = child.wait_with_output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let rate = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Requests/sec:"))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .with_context(|| {
+                    format!(
+                        "no Requests/sec in wrk output:\n{text}{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })?;
+            if let Some(errs) = text
+                .lines()
+                .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
+            {
+                eprintln!(
+                    "  wrk ({}): {}",
+                    if close { "close" } else { "keep-alive" },
+                    errs.trim()
+                );
+            }
+            total += rate;
         }
-        args.push(url);
-        let out = client.run("wrk", &args)?;
-        let rate = out
-            .lines()
-            .find_map(|l| l.strip_prefix("Requests/sec:"))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .with_context(|| format!("no Requests/sec in wrk output:\n{out}"))?;
-        if let Some(errs) = out
-            .lines()
-            .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
-        {
-            eprintln!(
-                "  wrk ({}): {}",
-                if close { "close" } else { "keep-alive" },
-                errs.trim()
-            );
-        }
-        Ok(rate)
+        Ok(total)
     }
 
     fn iperf(&self, client: &Netns, target: Ipv4Addr) -> Result<f64> {
@@ -536,8 +579,12 @@ fn print_table(bench: &Bench, paths: &[Path], samples: &[Samples], ipvs_missing:
     let conn = |p| med(p, |s| &s.conn_s);
     let gbit = |p| med(p, |s| &s.gbit_s);
     println!(
-        "\nmedian of {} interleaved rounds; wrk -t{} -c{} -d{}s (keep-alive for req/s, `Connection: close` for conn/s); iperf3 -t {} one stream\n",
-        bench.rounds, bench.threads, bench.conns, bench.secs, bench.secs
+        "\nmedian of {} interleaved rounds; {ENDPOINTS} concurrent `wrk -t{} -c{} -d{}s` (one per endpoint for direct, all to the VIP otherwise; keep-alive for req/s, `Connection: close` for conn/s); iperf3 -t {} one stream to endpoint 0\n",
+        bench.rounds,
+        bench.threads / ENDPOINTS as u32,
+        bench.conns / ENDPOINTS as u32,
+        bench.secs,
+        bench.secs
     );
     println!("| path | req/s | conn/s | iperf3 Gbit/s | req/s range | conn/s range |");
     println!("|---|---:|---:|---:|---:|---:|");
