@@ -6,7 +6,7 @@ set -euo pipefail
 
 LLVM_BIN=/usr/lib/llvm-22/bin
 APT_PKGS=(llvm-22-dev libpolly-22-dev frr ipvsadm haproxy nginx iperf3 wrk tcpdump ethtool
-          iproute2 iputils-ping netcat-openbsd socat)
+          iproute2 iputils-ping netcat-openbsd socat iptables)
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }

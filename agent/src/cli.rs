@@ -78,6 +78,35 @@ pub struct DatapathArgs {
     /// Interface to attach the XDP datapath to (repeatable).
     #[arg(long = "iface")]
     pub ifaces: Vec<String>,
+    /// bpffs directory holding the pinned program, links and maps. A restarted
+    /// agent re-opens what it finds there. Mounted as bpffs if it is not one.
+    #[arg(long, default_value = "/sys/fs/bpf/floatlb")]
+    pub pin_dir: PathBuf,
+    /// On SIGTERM/SIGINT leave the datapath attached and pinned, so traffic
+    /// keeps flowing and the next agent takes over the same maps.
+    #[arg(long)]
+    pub keep_pinned: bool,
+    /// XDP attach mode: native with generic fallback, or forced.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: crate::daemon::XdpModeArg,
+    /// Service map capacity (set at load time).
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_services: u32,
+    /// Conntrack map capacity (set at load time).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_conntrack: u32,
+    /// Device used as the input of the datapath's FIB lookups instead of the
+    /// ingress interface. The kernel refuses lookups on a device with
+    /// forwarding disabled: a node that keeps `ip_forward=0` (so that only
+    /// XDP forwards) enables `net.ipv4.conf.lo.forwarding` and passes `lo`.
+    #[arg(long)]
+    pub fib_lookup_iface: Option<String>,
+    /// Seconds between conntrack expiry passes.
+    #[arg(long, default_value_t = 2)]
+    pub ct_expiry_secs: u64,
+    /// Seconds between re-resolutions of the endpoints' next hops.
+    #[arg(long, default_value_t = 15)]
+    pub neigh_refresh_secs: u64,
 }
 
 /// Which provider moves the floating addresses, and how.

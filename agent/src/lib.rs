@@ -3,4 +3,8 @@
 pub mod bfd;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod ha;
+pub mod neigh;
+pub mod ratelimit;
+pub mod xdp;

@@ -1,18 +1,55 @@
 //! `floatlb`: the agent daemon and its one-shot commands.
 
+use std::{io::IsTerminal, time::Duration};
+
 use clap::Parser;
-use floatlb_agent::cli::{Cli, LogFormat};
+use floatlb_agent::{
+    cli::{Cli, LogFormat, RunArgs},
+    daemon::{self, Daemon, DaemonOptions},
+    neigh::Resolver,
+    xdp::XdpDatapath,
+};
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
+    let dp_args = run.datapath;
+    let opts = DaemonOptions {
+        config_path: run.config.ok_or(daemon::DaemonError::NoConfig)?,
+        ifaces: dp_args.ifaces,
+        xdp_mode: dp_args.xdp_mode,
+        fib_lookup_iface: dp_args.fib_lookup_iface,
+        keep_pinned: dp_args.keep_pinned,
+        initially_active: true,
+        conntrack_expiry_interval: Duration::from_secs(dp_args.ct_expiry_secs.max(1)),
+        neighbour_refresh_interval: Duration::from_secs(dp_args.neigh_refresh_secs.max(1)),
+        event_poll_interval: Duration::from_millis(200),
+    };
+    // Validate everything before touching the datapath.
+    let cfg = daemon::load_config(&opts)?;
+    let dp = XdpDatapath::open(&floatlb_dataplane::DataplaneOptions {
+        pin_dir: dp_args.pin_dir,
+        max_services: dp_args.max_services,
+        max_conntrack: dp_args.max_conntrack,
+        ..Default::default()
+    })?;
+    let resolver = Resolver::new()?;
+    let daemon = Daemon::start(opts, dp, cfg, Some(resolver))?;
+    daemon.spawn_feeders()?;
+    daemon.run().await?;
+    Ok(())
 }
 
 #[tokio::main]
@@ -22,11 +59,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(cmd) => anyhow::bail!("not implemented yet: {cmd:?}"),
         None => {
-            if let Some(path) = &cli.run.config {
-                let cfg = floatlb_agent::config::LbConfig::load(path)?;
-                tracing::info!(services = cfg.services.len(), "configuration loaded");
+            let res = run_daemon(cli.run).await;
+            if let Err(error) = &res {
+                tracing::error!(error = %format!("{error:#}"), "floatlb stopped");
             }
-            anyhow::bail!("the daemon is not implemented yet")
+            res
         }
     }
 }

@@ -1,0 +1,607 @@
+//! The `floatlb` daemon: one owner task that holds the datapath.
+//!
+//! Design: every change to the datapath is made by a single task,
+//! [`Daemon::run`], which owns the [`Datapath`] and reacts to [`Msg`]s. Signals
+//! and timers are small tasks that only send messages; other subsystems (the HA
+//! state machine) get a cloneable [`DaemonHandle`] and send messages too. No
+//! lock is ever taken on the datapath and the order of changes is the order of
+//! messages.
+//!
+//! Startup is all or nothing: the configuration is validated before the
+//! datapath is touched (a bad file exits non-zero with the field and the value,
+//! having changed nothing), then services are synced, interfaces attached and
+//! the datapath set active. Until HA exists the node is always active; HA
+//! starts the daemon with `initially_active = false` and toggles it through
+//! [`DaemonHandle::set_active`].
+//!
+//! Shutdown (SIGTERM/SIGINT): detach and remove every pin, unless
+//! `keep_pinned`, in which case the program stays attached and pinned so that
+//! a restarted agent re-opens it and established flows keep flowing.
+//!
+//! SIGHUP re-reads the configuration; a bad file is logged and the running
+//! services are kept unchanged.
+
+use std::{collections::BTreeSet, net::Ipv4Addr, path::PathBuf, time::Duration};
+
+use tokio::sync::mpsc;
+
+use crate::{
+    config::{ConfigError, LbConfig, Service},
+    neigh::{NeighError, Resolver},
+    ratelimit::RateLimit,
+};
+
+/// How to attach the XDP program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeArg {
+    /// Native (driver) mode, falling back to generic (skb) mode.
+    Auto,
+    Native,
+    Generic,
+}
+
+/// What the owner task needs from a datapath. Implemented for the XDP
+/// dataplane in [`crate::xdp`]; the trait keeps the owner loop testable.
+pub trait Datapath {
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Makes the live service set exactly `services`.
+    fn sync_services(&mut self, services: &[Service]) -> Result<(), Self::Error>;
+    /// Input device for the program's FIB lookups (None: the ingress interface).
+    fn set_fib_lookup_iface(&mut self, iface: Option<&str>) -> Result<(), Self::Error>;
+    /// Attaches to `iface` (idempotent); returns the mode actually used.
+    fn attach(&mut self, iface: &str, mode: XdpModeArg) -> Result<String, Self::Error>;
+    fn set_active(&mut self, active: bool) -> Result<(), Self::Error>;
+    /// Removes idle conntrack entries; returns how many.
+    fn expire_conntrack(&mut self) -> Result<usize, Self::Error>;
+    /// Next hops the program found unresolved since the last call.
+    fn take_unresolved_neighbours(&mut self) -> Vec<Ipv4Addr>;
+    /// Stops: detach and unpin everything, or (`keep_pinned`) leave it all
+    /// attached and pinned for the next agent.
+    fn shutdown(self, keep_pinned: bool) -> Result<(), Self::Error>;
+}
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("no configuration file given (--config FILE)")]
+    NoConfig,
+    #[error("no interface given (--iface IF)")]
+    NoInterface,
+    #[error("datapath: {op}: {source}")]
+    Datapath {
+        op: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("neighbour resolver: {0}")]
+    Neighbour(#[from] NeighError),
+    #[error("cannot install signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+fn dp_err<E: std::error::Error + Send + Sync + 'static>(
+    op: impl Into<String>,
+) -> impl FnOnce(E) -> DaemonError {
+    let op = op.into();
+    move |e| DaemonError::Datapath {
+        op,
+        source: Box::new(e),
+    }
+}
+
+/// Daemon settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub config_path: PathBuf,
+    pub ifaces: Vec<String>,
+    pub xdp_mode: XdpModeArg,
+    /// Input device of the datapath's FIB lookups (see the CLI flag).
+    pub fib_lookup_iface: Option<String>,
+    pub keep_pinned: bool,
+    /// Active (MASTER) from the start. True until HA decides otherwise.
+    pub initially_active: bool,
+    pub conntrack_expiry_interval: Duration,
+    pub neighbour_refresh_interval: Duration,
+    /// How often the datapath's unresolved-neighbour reports are drained.
+    pub event_poll_interval: Duration,
+}
+
+/// Messages to the owner task.
+#[derive(Debug)]
+pub enum Msg {
+    /// Stop (SIGTERM/SIGINT); `signal` names the cause for the log.
+    Shutdown {
+        signal: &'static str,
+    },
+    /// Re-read the configuration file (SIGHUP).
+    Reload,
+    /// MASTER (true) or BACKUP (false). Sent by HA.
+    SetActive(bool),
+    ExpireConntrack,
+    RefreshNeighbours,
+    PollDatapathEvents,
+    /// Answered once every message sent before it has been handled.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// A cloneable way to talk to the running daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl DaemonHandle {
+    /// Switches the datapath between active (forwarding VIP traffic) and
+    /// passive. Returns false if the daemon has stopped.
+    pub async fn set_active(&self, active: bool) -> bool {
+        self.tx.send(Msg::SetActive(active)).await.is_ok()
+    }
+
+    pub async fn send(&self, msg: Msg) -> bool {
+        self.tx.send(msg).await.is_ok()
+    }
+
+    /// Waits until every message sent before this call has been handled.
+    /// Returns false if the daemon has stopped.
+    pub async fn flush(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Msg::Flush(tx)).await.is_ok() && rx.await.is_ok()
+    }
+}
+
+/// The owner task's state.
+pub struct Daemon<D: Datapath> {
+    opts: DaemonOptions,
+    dp: D,
+    services: Vec<Service>,
+    active: bool,
+    rx: mpsc::Receiver<Msg>,
+    tx: mpsc::Sender<Msg>,
+    resolver: Option<Resolver>,
+    neigh_warn: RateLimit,
+}
+
+/// Endpoint addresses of all services, deduplicated.
+pub fn endpoint_addrs(services: &[Service]) -> Vec<Ipv4Addr> {
+    services
+        .iter()
+        .flat_map(|s| s.endpoints.iter().map(|e| e.ip))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Validates the configuration file named in `opts`, before any datapath work.
+pub fn load_config(opts: &DaemonOptions) -> Result<LbConfig, DaemonError> {
+    if opts.ifaces.is_empty() {
+        return Err(DaemonError::NoInterface);
+    }
+    let cfg = LbConfig::load(&opts.config_path)?;
+    tracing::info!(path = %opts.config_path.display(), services = cfg.services.len(), "configuration valid");
+    Ok(cfg)
+}
+
+impl<D: Datapath> Daemon<D> {
+    /// Applies `cfg` to the freshly opened datapath `dp`: services, interfaces,
+    /// active state. On failure the datapath is shut down again (keeping pins
+    /// only with `keep_pinned`, since they may belong to a running setup).
+    pub fn start(
+        opts: DaemonOptions,
+        mut dp: D,
+        cfg: LbConfig,
+        resolver: Option<Resolver>,
+    ) -> Result<Self, DaemonError> {
+        if let Err(e) = Self::apply_initial(&opts, &mut dp, &cfg) {
+            if let Err(error) = dp.shutdown(opts.keep_pinned) {
+                tracing::error!(%error, "datapath cleanup after failed start also failed");
+            }
+            return Err(e);
+        }
+        let (tx, rx) = mpsc::channel(64);
+        Ok(Self {
+            active: opts.initially_active,
+            opts,
+            dp,
+            services: cfg.services,
+            rx,
+            tx,
+            resolver,
+            neigh_warn: RateLimit::new(Duration::from_secs(10)),
+        })
+    }
+
+    fn apply_initial(opts: &DaemonOptions, dp: &mut D, cfg: &LbConfig) -> Result<(), DaemonError> {
+        dp.sync_services(&cfg.services)
+            .map_err(dp_err("sync services"))?;
+        tracing::info!(services = cfg.services.len(), "services synced");
+        dp.set_fib_lookup_iface(opts.fib_lookup_iface.as_deref())
+            .map_err(dp_err("set FIB lookup interface"))?;
+        for iface in &opts.ifaces {
+            let mode = dp
+                .attach(iface, opts.xdp_mode)
+                .map_err(dp_err(format!("attach to {iface}")))?;
+            tracing::info!(iface = %iface, mode = %mode, "XDP attached");
+        }
+        dp.set_active(opts.initially_active)
+            .map_err(dp_err("set active"))?;
+        tracing::info!(active = opts.initially_active, "datapath state set");
+        Ok(())
+    }
+
+    pub fn handle(&self) -> DaemonHandle {
+        DaemonHandle {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// Starts the signal and timer tasks that feed the owner loop.
+    pub fn spawn_feeders(&self) -> Result<(), DaemonError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = term.recv() => Msg::Shutdown { signal: "SIGTERM" },
+                    _ = int.recv() => Msg::Shutdown { signal: "SIGINT" },
+                    _ = hup.recv() => Msg::Reload,
+                };
+                if tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let timers: [(Duration, fn() -> Msg); 3] = [
+            (self.opts.conntrack_expiry_interval, || Msg::ExpireConntrack),
+            (self.opts.neighbour_refresh_interval, || {
+                Msg::RefreshNeighbours
+            }),
+            (self.opts.event_poll_interval, || Msg::PollDatapathEvents),
+        ];
+        for (every, msg) in timers {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if tx.send(msg()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs until a shutdown message, then shuts the datapath down.
+    pub async fn run(mut self) -> Result<(), DaemonError> {
+        let endpoints = endpoint_addrs(&self.services);
+        self.refresh_neighbours(&endpoints).await;
+        tracing::info!(active = self.active, "floatlb running");
+        while let Some(msg) = self.rx.recv().await {
+            if let Msg::Shutdown { signal } = msg {
+                tracing::info!(signal, keep_pinned = self.opts.keep_pinned, "shutting down");
+                break;
+            }
+            self.handle_msg(msg).await;
+        }
+        let keep = self.opts.keep_pinned;
+        self.dp.shutdown(keep).map_err(dp_err("shutdown"))?;
+        if keep {
+            tracing::info!("datapath left attached and pinned for the next agent");
+        } else {
+            tracing::info!("datapath detached and unpinned");
+        }
+        Ok(())
+    }
+
+    /// Handles one message. Errors are logged; the daemon keeps running.
+    pub async fn handle_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Shutdown { .. } => {}
+            Msg::Flush(done) => {
+                let _ = done.send(());
+            }
+            Msg::Reload => self.reload().await,
+            Msg::SetActive(active) => match self.dp.set_active(active) {
+                Ok(()) => {
+                    self.active = active;
+                    tracing::info!(active, "datapath state changed");
+                }
+                Err(error) => tracing::error!(active, %error, "cannot change datapath state"),
+            },
+            Msg::ExpireConntrack => match self.dp.expire_conntrack() {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(removed, "conntrack entries expired"),
+                Err(error) => tracing::warn!(%error, "conntrack expiry failed"),
+            },
+            Msg::RefreshNeighbours => {
+                let endpoints = endpoint_addrs(&self.services);
+                self.refresh_neighbours(&endpoints).await
+            }
+            Msg::PollDatapathEvents => {
+                let mut hops = self.dp.take_unresolved_neighbours();
+                hops.sort_unstable();
+                hops.dedup();
+                if !hops.is_empty() {
+                    self.refresh_neighbours(&hops).await;
+                }
+            }
+        }
+    }
+
+    async fn refresh_neighbours(&mut self, addrs: &[Ipv4Addr]) {
+        let Some(resolver) = &self.resolver else {
+            return;
+        };
+        let failed = resolver.resolve_all(addrs).await;
+        tracing::debug!(
+            addresses = addrs.len(),
+            failed = failed.len(),
+            "neighbour pre-resolution pass"
+        );
+        // Traffic can trigger this (unresolved next hops reported by the
+        // datapath), so the warning is rate-limited.
+        if let Some(first) = failed.first()
+            && let Some(suppressed) = self.neigh_warn.check()
+        {
+            tracing::warn!(
+                failed = failed.len(),
+                suppressed,
+                error = %first,
+                "neighbour pre-resolution failed"
+            );
+        }
+    }
+
+    async fn reload(&mut self) {
+        let cfg = match LbConfig::load(&self.opts.config_path) {
+            Ok(cfg) => cfg,
+            Err(error) => {
+                tracing::error!(%error, "reload rejected, running configuration kept");
+                return;
+            }
+        };
+        match self.dp.sync_services(&cfg.services) {
+            Ok(()) => {
+                tracing::info!(services = cfg.services.len(), "configuration reloaded");
+                self.services = cfg.services;
+                let endpoints = endpoint_addrs(&self.services);
+                self.refresh_neighbours(&endpoints).await;
+            }
+            Err(error) => tracing::error!(%error, "reload: cannot sync services"),
+        }
+    }
+
+    /// The services currently applied.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records every datapath call, so the owner loop's decisions can be checked.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        calls: Arc<Mutex<Vec<String>>>,
+        fail_attach: Option<&'static str>,
+        unresolved: Vec<Ipv4Addr>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("refused by test")]
+    struct Refused;
+
+    impl Recorder {
+        fn push(&self, s: String) {
+            self.calls.lock().unwrap().push(s);
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl Datapath for Recorder {
+        type Error = Refused;
+        fn sync_services(&mut self, services: &[Service]) -> Result<(), Refused> {
+            let keys: Vec<String> = services
+                .iter()
+                .map(|s| format!("{}:{}x{}", s.vip(), s.port, s.endpoints.len()))
+                .collect();
+            self.push(format!("sync {}", keys.join(",")));
+            Ok(())
+        }
+        fn set_fib_lookup_iface(&mut self, iface: Option<&str>) -> Result<(), Refused> {
+            self.push(format!("fib {iface:?}"));
+            Ok(())
+        }
+        fn attach(&mut self, iface: &str, mode: XdpModeArg) -> Result<String, Refused> {
+            self.push(format!("attach {iface} {mode:?}"));
+            if self.fail_attach == Some(iface) {
+                return Err(Refused);
+            }
+            Ok("native".into())
+        }
+        fn set_active(&mut self, active: bool) -> Result<(), Refused> {
+            self.push(format!("active {active}"));
+            Ok(())
+        }
+        fn expire_conntrack(&mut self) -> Result<usize, Refused> {
+            self.push("expire".into());
+            Ok(0)
+        }
+        fn take_unresolved_neighbours(&mut self) -> Vec<Ipv4Addr> {
+            self.push("take_unresolved".into());
+            std::mem::take(&mut self.unresolved)
+        }
+        fn shutdown(self, keep_pinned: bool) -> Result<(), Refused> {
+            self.push(format!("shutdown keep_pinned={keep_pinned}"));
+            Ok(())
+        }
+    }
+
+    const CFG: &str = r#"{"lbAttr":[{"serviceArguments":{"externalIP":"192.0.2.1","port":80,"protocol":"tcp","sel":1,"mode":2},
+        "endpoints":[{"endpointIP":"10.0.0.5","targetPort":8080,"weight":1},{"endpointIP":"10.0.0.6","targetPort":8080,"weight":2}]}]}"#;
+
+    fn opts(dir: &std::path::Path, keep_pinned: bool) -> DaemonOptions {
+        let path = dir.join("lb.json");
+        std::fs::write(&path, CFG).unwrap();
+        DaemonOptions {
+            config_path: path,
+            ifaces: vec!["eth0".into(), "eth1".into()],
+            xdp_mode: XdpModeArg::Auto,
+            fib_lookup_iface: Some("lo".into()),
+            keep_pinned,
+            initially_active: true,
+            conntrack_expiry_interval: Duration::from_secs(2),
+            neighbour_refresh_interval: Duration::from_secs(15),
+            event_poll_interval: Duration::from_millis(250),
+        }
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("floatlb-daemon-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn start_syncs_services_then_attaches_every_interface_then_activates() {
+        let dir = tempdir("start");
+        let o = opts(&dir, false);
+        let cfg = load_config(&o).unwrap();
+        let rec = Recorder::default();
+        let d = Daemon::start(o, rec.clone(), cfg, None).unwrap();
+        assert!(d.is_active());
+        assert_eq!(
+            rec.calls(),
+            [
+                "sync 192.0.2.1:80x2",
+                "fib Some(\"lo\")",
+                "attach eth0 Auto",
+                "attach eth1 Auto",
+                "active true"
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_attach_shuts_the_datapath_down_and_names_the_interface() {
+        let dir = tempdir("attachfail");
+        let o = opts(&dir, false);
+        let cfg = load_config(&o).unwrap();
+        let rec = Recorder {
+            fail_attach: Some("eth1"),
+            ..Recorder::default()
+        };
+        let err = Daemon::start(o, rec.clone(), cfg, None).err().unwrap();
+        assert!(err.to_string().contains("attach to eth1"), "{err}");
+        assert_eq!(
+            rec.calls().last().map(String::as_str),
+            Some("shutdown keep_pinned=false")
+        );
+    }
+
+    #[test]
+    fn bad_config_is_rejected_with_field_and_value_before_any_datapath_work() {
+        let dir = tempdir("badcfg");
+        let o = opts(&dir, false);
+        std::fs::write(
+            &o.config_path,
+            CFG.replace("\"weight\":2", "\"weight\":300"),
+        )
+        .unwrap();
+        let err = load_config(&o).unwrap_err().to_string();
+        assert!(err.contains("lbAttr[0].endpoints[1].weight = 300"), "{err}");
+        let no_iface = DaemonOptions {
+            ifaces: vec![],
+            ..opts(&dir, false)
+        };
+        assert!(matches!(
+            load_config(&no_iface),
+            Err(DaemonError::NoInterface)
+        ));
+    }
+
+    #[tokio::test]
+    async fn messages_drive_the_datapath_and_shutdown_honours_keep_pinned() {
+        for keep in [false, true] {
+            let dir = tempdir(&format!("run{keep}"));
+            let o = opts(&dir, keep);
+            let cfg = load_config(&o).unwrap();
+            let rec = Recorder {
+                unresolved: vec![Ipv4Addr::new(10, 0, 0, 5)],
+                ..Recorder::default()
+            };
+            let d = Daemon::start(o.clone(), rec.clone(), cfg, None).unwrap();
+            let h = d.handle();
+            let task = tokio::spawn(d.run());
+            assert!(h.set_active(false).await);
+            assert!(h.send(Msg::ExpireConntrack).await);
+            assert!(h.send(Msg::PollDatapathEvents).await);
+            // A reload with a bad file changes nothing; a good one re-syncs.
+            std::fs::write(&o.config_path, "{").unwrap();
+            assert!(h.send(Msg::Reload).await);
+            assert!(h.flush().await);
+            assert!(h.send(Msg::SetActive(true)).await);
+            let two = CFG.replace(
+                r#",{"endpointIP":"10.0.0.6","targetPort":8080,"weight":2}"#,
+                "",
+            );
+            std::fs::write(&o.config_path, two).unwrap();
+            assert!(h.send(Msg::Reload).await);
+            assert!(h.flush().await);
+            assert!(d_services_len(&rec) == 1);
+            assert!(h.send(Msg::Shutdown { signal: "test" }).await);
+            task.await.unwrap().unwrap();
+            assert_eq!(
+                rec.calls()[5..],
+                [
+                    "active false".to_string(),
+                    "expire".into(),
+                    "take_unresolved".into(),
+                    "active true".into(),
+                    "sync 192.0.2.1:80x1".into(),
+                    format!("shutdown keep_pinned={keep}"),
+                ]
+            );
+            assert!(!h.send(Msg::ExpireConntrack).await, "daemon must be gone");
+        }
+    }
+
+    fn d_services_len(rec: &Recorder) -> usize {
+        rec.calls()
+            .iter()
+            .rev()
+            .find_map(|c| c.strip_prefix("sync 192.0.2.1:80x"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn endpoint_addresses_are_deduplicated_across_services() {
+        let mut cfg = LbConfig::parse(CFG, false, "t").unwrap();
+        let mut other = cfg.services[0].clone();
+        other.port = 443;
+        cfg.services.push(other);
+        assert_eq!(
+            endpoint_addrs(&cfg.services),
+            [Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 6)]
+        );
+    }
+}
