@@ -98,6 +98,14 @@ impl CloudError {
         }
     }
 
+    /// The service's message (API errors only).
+    pub fn api_message(&self) -> Option<&str> {
+        match self {
+            Self::Api { message, .. } | Self::Denied { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
     pub(crate) fn invalid(
         field: impl Into<String>,
         value: impl std::fmt::Display,

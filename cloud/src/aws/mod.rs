@@ -99,6 +99,9 @@ pub struct AwsProvider {
     pub(crate) opts: AwsOptions,
     /// EIP public address -> allocation id (allocation ids never change).
     pub(crate) alloc_cache: Mutex<HashMap<Ipv4Addr, String>>,
+    /// Route mode: (route table, VIP) pairs known to have a route, so the
+    /// first promotion can go straight to CreateRoute where there is none.
+    pub(crate) routes_seen: Mutex<std::collections::HashSet<(String, Ipv4Addr)>>,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -182,6 +185,7 @@ impl AwsProvider {
             id,
             opts,
             alloc_cache: Mutex::new(HashMap::new()),
+            routes_seen: Mutex::new(std::collections::HashSet::new()),
         })
     }
 

@@ -26,6 +26,14 @@ fn private_ip(p: &AwsProvider) -> Result<Ipv4Addr, CloudError> {
     })
 }
 
+/// "There is no such route": EC2 answers ReplaceRoute on a missing route
+/// with InvalidParameterValue ("... Use CreateRoute instead") or InvalidRoute.NotFound.
+fn route_missing(e: &CloudError) -> bool {
+    e.code() == Some("InvalidRoute.NotFound")
+        || (e.code() == Some("InvalidParameterValue")
+            && e.api_message().is_some_and(|m| m.contains("no route")))
+}
+
 async fn point_route(p: &AwsProvider, rec: &Recorder, rtb: &str, vip: Ipv4Addr) -> Result<(), CloudError> {
     let dest = format!("{vip}/32");
     let target = format!("{rtb} {dest}");
@@ -38,31 +46,48 @@ async fn point_route(p: &AwsProvider, rec: &Recorder, rtb: &str, vip: Ipv4Addr) 
             .network_interface_id(&p.id.primary_eni)
             .send()
     };
-    match p.ec2.call(rec, "ec2:ReplaceRoute", &target, true, replace).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() && e.code() != Some("InvalidRouteTableID.NotFound") => {
-            let create = || {
-                p.ec2
-                    .client
-                    .create_route()
-                    .route_table_id(rtb)
-                    .destination_cidr_block(&dest)
-                    .network_interface_id(&p.id.primary_eni)
-                    .send()
-            };
-            match p.ec2.call(rec, "ec2:CreateRoute", &target, true, create).await {
-                Ok(_) => Ok(()),
-                // Raced with another writer: replace wins.
-                Err(e) if e.code() == Some("RouteAlreadyExists") => p
-                    .ec2
-                    .call(rec, "ec2:ReplaceRoute", &target, true, replace)
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
+    let create = || {
+        p.ec2
+            .client
+            .create_route()
+            .route_table_id(rtb)
+            .destination_cidr_block(&dest)
+            .network_interface_id(&p.id.primary_eni)
+            .send()
+    };
+    let key = (rtb.to_string(), vip);
+    let exists = p
+        .routes_seen
+        .lock()
+        .unwrap_or_else(|x| x.into_inner())
+        .contains(&key);
+    let mut use_replace = exists;
+    // At most three tries: a route that appears or vanishes in between flips the call.
+    for _ in 0..3 {
+        let r = if use_replace {
+            p.ec2.call(rec, "ec2:ReplaceRoute", &target, true, replace).await.map(|_| ())
+        } else {
+            p.ec2.call(rec, "ec2:CreateRoute", &target, true, create).await.map(|_| ())
+        };
+        match r {
+            Ok(()) => {
+                p.routes_seen
+                    .lock()
+                    .unwrap_or_else(|x| x.into_inner())
+                    .insert(key);
+                return Ok(());
             }
+            Err(e) if use_replace && route_missing(&e) => use_replace = false,
+            Err(e) if !use_replace && e.code() == Some("RouteAlreadyExists") => use_replace = true,
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    Err(CloudError::Api {
+        call: "ec2:ReplaceRoute".into(),
+        class: crate::ErrorClass::Fatal,
+        code: None,
+        message: format!("{target}: the route kept appearing and vanishing"),
+    })
 }
 
 pub(crate) async fn promote(
@@ -150,13 +175,20 @@ pub(crate) async fn reconcile(
 ) -> Result<(), CloudError> {
     let eips: Vec<Ipv4Addr> = pairs.iter().map(|(e, _)| *e).collect();
     let (_, tables) = tokio::try_join!(p.allocation_ids(rec, &eips), describe_tables(p, rec))?;
+    let mut seen = p.routes_seen.lock().unwrap_or_else(|x| x.into_inner());
     for rtb in &p.opts.route_tables {
-        if !tables.iter().any(|t| t.route_table_id() == Some(rtb.as_str())) {
+        let Some(t) = tables.iter().find(|t| t.route_table_id() == Some(rtb.as_str())) else {
             return Err(CloudError::invalid(
                 "--cloud-route-tables",
                 rtb,
                 format!("no such route table in {}", p.id.vpc_id),
             ));
+        };
+        for (_, vip) in pairs {
+            let dest = format!("{vip}/32");
+            if t.routes().iter().any(|r| r.destination_cidr_block() == Some(dest.as_str())) {
+                seen.insert((rtb.clone(), *vip));
+            }
         }
     }
     Ok(())
