@@ -134,9 +134,9 @@ pub fn classify_code(code: Option<&str>, http_status: Option<u16>) -> ErrorClass
             | "RequestTimeout"
             | "RequestTimeoutException",
         ) => ErrorClass::Transient,
-        Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" | "AuthFailure") => {
-            ErrorClass::Denied
-        }
+        Some(
+            "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" | "AuthFailure",
+        ) => ErrorClass::Denied,
         Some(
             "InvalidNetworkInterface.InUse"
             | "IncorrectState"
@@ -162,7 +162,11 @@ mod tests {
     #[test]
     fn classifies_ec2_codes() {
         let cases: &[(Option<&str>, Option<u16>, ErrorClass)] = &[
-            (Some("RequestLimitExceeded"), Some(503), ErrorClass::Transient),
+            (
+                Some("RequestLimitExceeded"),
+                Some(503),
+                ErrorClass::Transient,
+            ),
             (Some("InternalError"), Some(500), ErrorClass::Transient),
             (None, Some(500), ErrorClass::Transient),
             (None, Some(502), ErrorClass::Transient),
@@ -170,9 +174,21 @@ mod tests {
             (Some("AccessDenied"), Some(403), ErrorClass::Denied),
             (Some("InvalidParameterValue"), Some(400), ErrorClass::Fatal),
             (Some("InvalidSubnet.Conflict"), Some(400), ErrorClass::Fatal),
-            (Some("InvalidNetworkInterfaceID.NotFound"), Some(400), ErrorClass::NotFound),
-            (Some("InvalidRoute.NotFound"), Some(400), ErrorClass::NotFound),
-            (Some("InvalidNetworkInterface.InUse"), Some(400), ErrorClass::NotReady),
+            (
+                Some("InvalidNetworkInterfaceID.NotFound"),
+                Some(400),
+                ErrorClass::NotFound,
+            ),
+            (
+                Some("InvalidRoute.NotFound"),
+                Some(400),
+                ErrorClass::NotFound,
+            ),
+            (
+                Some("InvalidNetworkInterface.InUse"),
+                Some(400),
+                ErrorClass::NotReady,
+            ),
             (Some("DependencyViolation"), Some(400), ErrorClass::NotReady),
             (None, Some(400), ErrorClass::Fatal),
         ];
@@ -190,6 +206,9 @@ mod tests {
             message: "not authorized".into(),
         };
         let s = e.to_string();
-        assert!(s.contains("ec2:CreateSubnet") && s.contains("iam/policy.json"), "{s}");
+        assert!(
+            s.contains("ec2:CreateSubnet") && s.contains("iam/policy.json"),
+            "{s}"
+        );
     }
 }

@@ -20,8 +20,8 @@
 
 pub mod aws;
 mod error;
-pub mod netconf;
 pub mod garp;
+pub mod netconf;
 mod report;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -182,6 +182,9 @@ mod tests {
         let set = FloatingSet::new([b, a, b]);
         assert_eq!(set.entries(), &[a, b]);
         assert_eq!(set.vips().len(), 2);
-        assert_eq!(set.eip_pairs(), vec![(Ipv4Addr::new(203, 0, 113, 1), a.vip)]);
+        assert_eq!(
+            set.eip_pairs(),
+            vec![(Ipv4Addr::new(203, 0, 113, 1), a.vip)]
+        );
     }
 }

@@ -68,7 +68,11 @@ pub struct Link {
 pub async fn links(handle: &Handle) -> Result<Vec<Link>, CloudError> {
     let mut stream = handle.link().get().execute();
     let mut out = Vec::new();
-    while let Some(msg) = stream.try_next().await.map_err(|e| nl_err("list links", e))? {
+    while let Some(msg) = stream
+        .try_next()
+        .await
+        .map_err(|e| nl_err("list links", e))?
+    {
         let mut name = String::new();
         let mut mac = None;
         for a in &msg.attributes {
@@ -108,12 +112,30 @@ pub async fn wait_link_by_mac(
 ) -> Result<Link, CloudError> {
     let start = Instant::now();
     loop {
-        if let Some(l) = links(handle).await?.into_iter().find(|l| l.mac == Some(mac)) {
-            rec.record_span("os:WaitInterface", &l.name, false, 1, start, CallOutcome::Ok);
+        if let Some(l) = links(handle)
+            .await?
+            .into_iter()
+            .find(|l| l.mac == Some(mac))
+        {
+            rec.record_span(
+                "os:WaitInterface",
+                &l.name,
+                false,
+                1,
+                start,
+                CallOutcome::Ok,
+            );
             return Ok(l);
         }
         if start.elapsed() >= timeout {
-            rec.record_span("os:WaitInterface", fmt_mac(&mac), false, 1, start, CallOutcome::Failed("timeout".into()));
+            rec.record_span(
+                "os:WaitInterface",
+                fmt_mac(&mac),
+                false,
+                1,
+                start,
+                CallOutcome::Failed("timeout".into()),
+            );
             return Err(CloudError::Timeout {
                 what: format!("network interface with MAC {}", fmt_mac(&mac)),
                 state: "present".into(),
@@ -125,7 +147,10 @@ pub async fn wait_link_by_mac(
 }
 
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 pub async fn set_up(handle: &Handle, rec: &Recorder, link: &Link) -> Result<(), CloudError> {
@@ -135,7 +160,13 @@ pub async fn set_up(handle: &Handle, rec: &Recorder, link: &Link) -> Result<(), 
         .set(LinkUnspec::new_with_index(link.index).up().build())
         .execute()
         .await;
-    finish(rec, "netlink:SetLinkUp", &link.name, start, r.map_err(|e| nl_err("set link up", e)))
+    finish(
+        rec,
+        "netlink:SetLinkUp",
+        &link.name,
+        start,
+        r.map_err(|e| nl_err("set link up", e)),
+    )
 }
 
 fn finish(
@@ -167,7 +198,13 @@ pub async fn add_address(
         Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
         Err(e) => Err(nl_err(format!("add {ip}/{prefix} to {}", link.name), e)),
     };
-    finish(rec, "netlink:AddAddress", &format!("{ip}/{prefix} dev {}", link.name), start, r)
+    finish(
+        rec,
+        "netlink:AddAddress",
+        &format!("{ip}/{prefix} dev {}", link.name),
+        start,
+        r,
+    )
 }
 
 /// The addresses on `link`.
@@ -178,7 +215,11 @@ pub async fn addresses(handle: &Handle, link: &Link) -> Result<Vec<IpAddr>, Clou
         .set_link_index_filter(link.index)
         .execute();
     let mut out = Vec::new();
-    while let Some(msg) = stream.try_next().await.map_err(|e| nl_err("list addresses", e))? {
+    while let Some(msg) = stream
+        .try_next()
+        .await
+        .map_err(|e| nl_err("list addresses", e))?
+    {
         for a in &msg.attributes {
             if let AddressAttribute::Local(ip) | AddressAttribute::Address(ip) = a
                 && !out.contains(ip)
@@ -222,7 +263,13 @@ pub async fn del_address(
             }
         }
     }
-    finish(rec, "netlink:DelAddress", &format!("{ip} dev {}", link.name), start, r)
+    finish(
+        rec,
+        "netlink:DelAddress",
+        &format!("{ip} dev {}", link.name),
+        start,
+        r,
+    )
 }
 
 /// Policy routing for a secondary ENI: table `table` holds a default route
@@ -244,9 +291,18 @@ pub async fn source_route(
         .build();
     let r = match handle.route().add(route).replace().execute().await {
         Ok(()) => Ok(()),
-        Err(e) => Err(nl_err(format!("default via {gateway} dev {} table {table}", link.name), e)),
+        Err(e) => Err(nl_err(
+            format!("default via {gateway} dev {} table {table}", link.name),
+            e,
+        )),
     };
-    finish(rec, "netlink:AddRoute", &format!("default via {gateway} table {table}"), start, r)?;
+    finish(
+        rec,
+        "netlink:AddRoute",
+        &format!("default via {gateway} table {table}"),
+        start,
+        r,
+    )?;
     let start = Instant::now();
     let r = match handle
         .rule()
@@ -262,7 +318,13 @@ pub async fn source_route(
         Err(e) if matches!(errno(&e), Some(EEXIST | ESRCH)) => Ok(()),
         Err(e) => Err(nl_err(format!("rule from {vip} lookup {table}"), e)),
     };
-    finish(rec, "netlink:AddRule", &format!("from {vip} lookup {table}"), start, r)
+    finish(
+        rec,
+        "netlink:AddRule",
+        &format!("from {vip} lookup {table}"),
+        start,
+        r,
+    )
 }
 
 #[cfg(test)]

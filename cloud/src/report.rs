@@ -306,7 +306,14 @@ mod tests {
     #[test]
     fn recorder_keeps_calls_and_error() {
         let r = Recorder::new(Action::Demote, "test");
-        r.record_span("ec2:A", "x", true, 1, Instant::now(), CallOutcome::Retried("Throttling".into()));
+        r.record_span(
+            "ec2:A",
+            "x",
+            true,
+            1,
+            Instant::now(),
+            CallOutcome::Retried("Throttling".into()),
+        );
         let rep = r.finish(Err(CloudError::invalid("f", "v", "bad")));
         assert!(!rep.ok);
         assert_eq!(rep.retries(), 1);

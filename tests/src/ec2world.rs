@@ -29,7 +29,13 @@ pub const ROUTE_VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 255, 10);
 
 /// Static test credentials (moto accepts any unless IAM is enforced).
 pub fn test_credentials() -> Credentials {
-    Credentials::new("AKIATESTFLOATLB00001", "secret", None, None, "floatlb-tests")
+    Credentials::new(
+        "AKIATESTFLOATLB00001",
+        "secret",
+        None,
+        None,
+        "floatlb-tests",
+    )
 }
 
 /// An EC2 client for `endpoint`.
@@ -78,14 +84,16 @@ impl World {
             .create_vpc()
             .cidr_block(VPC_CIDR)
             .send()
-            .await?
+            .await
+            .context("create_vpc")?
             .vpc
             .and_then(|v| v.vpc_id)
             .context("vpc id")?;
         let igw = ec2
             .create_internet_gateway()
             .send()
-            .await?
+            .await
+            .context("create_internet_gateway")?
             .internet_gateway
             .and_then(|g| g.internet_gateway_id)
             .context("igw id")?;
@@ -93,13 +101,15 @@ impl World {
             .internet_gateway_id(&igw)
             .vpc_id(&vpc)
             .send()
-            .await?;
+            .await
+            .context("attach_internet_gateway")?;
         let rtb = ec2
             .create_route_table()
             .vpc_id(&vpc)
             .tag_specifications(ctag(ResourceType::RouteTable))
             .send()
-            .await?
+            .await
+            .context("create_route_table")?
             .route_table
             .and_then(|r| r.route_table_id)
             .context("rtb id")?;
@@ -108,7 +118,8 @@ impl World {
             .destination_cidr_block("0.0.0.0/0")
             .gateway_id(&igw)
             .send()
-            .await?;
+            .await
+            .context("create_route")?;
         let mut route_tables = Vec::new();
         for _ in 0..2 {
             route_tables.push(
@@ -116,7 +127,8 @@ impl World {
                     .vpc_id(&vpc)
                     .tag_specifications(ctag(ResourceType::RouteTable))
                     .send()
-                    .await?
+                    .await
+                    .context("create_route_table")?
                     .route_table
                     .and_then(|r| r.route_table_id)
                     .context("rtb id")?,
@@ -125,16 +137,18 @@ impl World {
         let sg = ec2
             .create_security_group()
             .group_name(format!("floatlb-{cluster}"))
-            .description("floatlb test")
+            .description("floatlb-test")
             .vpc_id(&vpc)
             .send()
-            .await?
+            .await
+            .context("create_security_group")?
             .group_id
             .context("sg id")?;
         let image = ec2
             .describe_images()
             .send()
-            .await?
+            .await
+            .context("describe_images")?
             .images()
             .first()
             .and_then(|i| i.image_id().map(str::to_string))
@@ -144,7 +158,8 @@ impl World {
             .domain(aws_sdk_ec2::types::DomainType::Vpc)
             .tag_specifications(ctag(ResourceType::ElasticIp))
             .send()
-            .await?;
+            .await
+            .context("allocate_address")?;
         let eip: Ipv4Addr = alloc.public_ip().context("eip")?.parse()?;
         let eip_alloc = alloc.allocation_id().context("alloc")?.to_string();
         let mut nodes: Vec<InstanceMeta> = Vec::new();
@@ -155,7 +170,8 @@ impl World {
                 .cidr_block(format!("10.0.{}.0/24", i + 1))
                 .availability_zone(*az)
                 .send()
-                .await?
+                .await
+                .context("create_subnet")?
                 .subnet
                 .and_then(|s| s.subnet_id)
                 .context("subnet id")?;
@@ -163,7 +179,8 @@ impl World {
                 .route_table_id(&rtb)
                 .subnet_id(&subnet)
                 .send()
-                .await?;
+                .await
+                .context("associate_route_table")?;
             let inst = ec2
                 .run_instances()
                 .image_id(&image)
@@ -174,7 +191,8 @@ impl World {
                 .security_group_ids(&sg)
                 .tag_specifications(ctag(ResourceType::Instance))
                 .send()
-                .await?;
+                .await
+                .context("run_instances")?;
             let inst = inst.instances().first().context("instance")?;
             let nic = inst.network_interfaces().first().context("primary eni")?;
             let eni = nic.network_interface_id().context("eni id")?.to_string();
@@ -182,7 +200,8 @@ impl World {
                 .resources(&eni)
                 .tags(tag("floatlb:cluster", cluster))
                 .send()
-                .await?;
+                .await
+                .context("create_tags")?;
             nodes.push(InstanceMeta {
                 instance_id: inst.instance_id().context("instance id")?.into(),
                 region: REGION.into(),
@@ -195,9 +214,8 @@ impl World {
                 security_groups: vec![sg.clone()],
             });
         }
-        let nodes: [InstanceMeta; 2] = nodes
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("two nodes"))?;
+        let nodes: [InstanceMeta; 2] =
+            nodes.try_into().map_err(|_| anyhow::anyhow!("two nodes"))?;
         Ok(Self {
             ec2,
             cluster: cluster.into(),
@@ -226,7 +244,13 @@ impl World {
     }
 
     /// Provider options for node `i` (API-only: no OS configuration).
-    pub fn options(&self, mode: AwsMode, endpoint: &str, imds: &ImdsServer, creds: Credentials) -> AwsOptions {
+    pub fn options(
+        &self,
+        mode: AwsMode,
+        endpoint: &str,
+        imds: &ImdsServer,
+        creds: Credentials,
+    ) -> AwsOptions {
         let mut o = AwsOptions::new(mode, self.cluster.clone());
         o.cidr_block = Some(VIP_BLOCK.parse().expect("block"));
         o.route_tables = self.route_tables.clone();
@@ -245,7 +269,13 @@ impl World {
     }
 
     /// Starts node `i`'s IMDS and connects its provider.
-    pub async fn node(&self, i: usize, mode: AwsMode, endpoint: &str, creds: Credentials) -> Result<Node> {
+    pub async fn node(
+        &self,
+        i: usize,
+        mode: AwsMode,
+        endpoint: &str,
+        creds: Credentials,
+    ) -> Result<Node> {
         let imds = ImdsServer::start(&self.nodes[i]).await?;
         let provider = AwsProvider::connect(self.options(mode, endpoint, &imds, creds)).await?;
         Ok(Node { imds, provider })
@@ -265,7 +295,11 @@ impl World {
             .send()
             .await?;
         let subnets = subnets.subnets();
-        ensure!(subnets.len() == 1, "want 1 VIP subnet, found {}", subnets.len());
+        ensure!(
+            subnets.len() == 1,
+            "want 1 VIP subnet, found {}",
+            subnets.len()
+        );
         ensure!(
             subnets[0].availability_zone() == Some(node.az.as_str()),
             "VIP subnet in {:?}, want {}",
@@ -282,8 +316,15 @@ impl World {
         let enis = enis.network_interfaces();
         ensure!(enis.len() == 1, "want 1 loxi-eni, found {}", enis.len());
         let eni = &enis[0];
-        ensure!(eni.availability_zone() == Some(node.az.as_str()), "loxi-eni in {:?}", eni.availability_zone());
-        ensure!(eni.subnet_id() == subnets[0].subnet_id(), "loxi-eni not in the VIP subnet");
+        ensure!(
+            eni.availability_zone() == Some(node.az.as_str()),
+            "loxi-eni in {:?}",
+            eni.availability_zone()
+        );
+        ensure!(
+            eni.subnet_id() == subnets[0].subnet_id(),
+            "loxi-eni not in the VIP subnet"
+        );
         let att = eni.attachment().context("loxi-eni not attached")?;
         ensure!(
             att.instance_id() == Some(node.instance_id.as_str()),
@@ -291,7 +332,11 @@ impl World {
             att.instance_id(),
             node.instance_id
         );
-        ensure!(eni.source_dest_check() == Some(false), "source/dest check is {:?}", eni.source_dest_check());
+        ensure!(
+            eni.source_dest_check() == Some(false),
+            "source/dest check is {:?}",
+            eni.source_dest_check()
+        );
         let addr = self.address().await?;
         ensure!(
             addr.network_interface_id() == eni.network_interface_id(),
@@ -299,7 +344,11 @@ impl World {
             addr.network_interface_id(),
             eni.network_interface_id()
         );
-        ensure!(addr.private_ip_address() == Some(VIP.to_string().as_str()), "EIP -> {:?}", addr.private_ip_address());
+        ensure!(
+            addr.private_ip_address() == Some(VIP.to_string().as_str()),
+            "EIP -> {:?}",
+            addr.private_ip_address()
+        );
         Ok(())
     }
 
@@ -315,14 +364,22 @@ impl World {
             .set_route_table_ids(Some(self.route_tables.clone()))
             .send()
             .await?;
-        ensure!(tables.route_tables().len() == self.route_tables.len(), "route tables missing");
+        ensure!(
+            tables.route_tables().len() == self.route_tables.len(),
+            "route tables missing"
+        );
         for t in tables.route_tables() {
             let routes: Vec<_> = t
                 .routes()
                 .iter()
                 .filter(|r| r.destination_cidr_block() == Some(dest.as_str()))
                 .collect();
-            ensure!(routes.len() == 1, "{:?}: {} routes for {dest}", t.route_table_id(), routes.len());
+            ensure!(
+                routes.len() == 1,
+                "{:?}: {} routes for {dest}",
+                t.route_table_id(),
+                routes.len()
+            );
             ensure!(
                 routes[0].network_interface_id() == Some(node.eni.as_str()),
                 "{:?}: {dest} -> {:?}, want {}",
@@ -332,16 +389,31 @@ impl World {
             );
         }
         let addr = self.address().await?;
-        ensure!(addr.network_interface_id() == Some(node.eni.as_str()), "EIP on {:?}", addr.network_interface_id());
-        ensure!(addr.private_ip_address() == Some(node.private_ip.as_str()), "EIP -> {:?}", addr.private_ip_address());
+        ensure!(
+            addr.network_interface_id() == Some(node.eni.as_str()),
+            "EIP on {:?}",
+            addr.network_interface_id()
+        );
+        ensure!(
+            addr.private_ip_address() == Some(node.private_ip.as_str()),
+            "EIP -> {:?}",
+            addr.private_ip_address()
+        );
         let eni = self
             .ec2
             .describe_network_interfaces()
             .network_interface_ids(&node.eni)
             .send()
             .await?;
-        let sdc = eni.network_interfaces().first().and_then(|e| e.source_dest_check());
-        ensure!(sdc == Some(false), "source/dest check on {} is {sdc:?}", node.eni);
+        let sdc = eni
+            .network_interfaces()
+            .first()
+            .and_then(|e| e.source_dest_check());
+        ensure!(
+            sdc == Some(false),
+            "source/dest check on {} is {sdc:?}",
+            node.eni
+        );
         Ok(())
     }
 
@@ -357,7 +429,12 @@ impl World {
 
     /// Counts what could leak: (subnets, network interfaces, addresses, routes in all tables).
     pub async fn census(&self) -> Result<Census> {
-        let subnets = self.ec2.describe_subnets().filters(filter("vpc-id", &self.vpc)).send().await?;
+        let subnets = self
+            .ec2
+            .describe_subnets()
+            .filters(filter("vpc-id", &self.vpc))
+            .send()
+            .await?;
         let enis = self
             .ec2
             .describe_network_interfaces()
@@ -376,7 +453,11 @@ impl World {
             enis: enis.network_interfaces().len(),
             addresses: addrs.addresses().len(),
             routes: rtbs.route_tables().iter().map(|t| t.routes().len()).sum(),
-            rtb_associations: rtbs.route_tables().iter().map(|t| t.associations().len()).sum(),
+            rtb_associations: rtbs
+                .route_tables()
+                .iter()
+                .map(|t| t.associations().len())
+                .sum(),
         })
     }
 }

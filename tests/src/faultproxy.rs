@@ -99,8 +99,18 @@ impl FaultProxy {
                     };
                     let forward = || roundtrip(&upstream, &req, Duration::from_secs(30));
                     let resp = match fault {
-                        Some(Fault::Throttle) => ec2_error(503, "Service Unavailable", "RequestLimitExceeded", "Request limit exceeded."),
-                        Some(Fault::ServerError) => ec2_error(500, "Internal Server Error", "InternalError", "An internal error has occurred."),
+                        Some(Fault::Throttle) => ec2_error(
+                            503,
+                            "Service Unavailable",
+                            "RequestLimitExceeded",
+                            "Request limit exceeded.",
+                        ),
+                        Some(Fault::ServerError) => ec2_error(
+                            500,
+                            "Internal Server Error",
+                            "InternalError",
+                            "An internal error has occurred.",
+                        ),
                         Some(Fault::Delay(d)) => {
                             tokio::time::sleep(d).await;
                             match forward().await {
@@ -110,7 +120,12 @@ impl FaultProxy {
                         }
                         Some(Fault::AbortAfter) => {
                             let _ = forward().await;
-                            ec2_error(400, "Bad Request", "InvalidParameterValue", "injected abort after the step took effect")
+                            ec2_error(
+                                400,
+                                "Bad Request",
+                                "InvalidParameterValue",
+                                "injected abort after the step took effect",
+                            )
                         }
                         None => match forward().await {
                             Ok(r) => r,
@@ -144,12 +159,24 @@ impl FaultProxy {
 
     /// Faults injected so far for `action`.
     pub fn injected(&self, action: &str) -> u32 {
-        self.state.lock().unwrap().injected.get(action).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .unwrap()
+            .injected
+            .get(action)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Requests seen so far for `action`.
     pub fn seen(&self, action: &str) -> u32 {
-        self.state.lock().unwrap().seen.get(action).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .unwrap()
+            .seen
+            .get(action)
+            .copied()
+            .unwrap_or(0)
     }
 }
 

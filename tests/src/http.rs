@@ -130,7 +130,10 @@ fn dechunk(raw: &[u8]) -> Option<Vec<u8>> {
     loop {
         let line_end = raw[i..].windows(2).position(|w| w == b"\r\n")? + i;
         let size = usize::from_str_radix(
-            String::from_utf8_lossy(&raw[i..line_end]).split(';').next()?.trim(),
+            String::from_utf8_lossy(&raw[i..line_end])
+                .split(';')
+                .next()?
+                .trim(),
             16,
         )
         .ok()?;
@@ -158,7 +161,12 @@ pub async fn roundtrip(addr: &str, req: &Message, timeout: Duration) -> Result<M
 }
 
 /// A response with a body.
-pub fn response(status: u16, reason: &str, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> Message {
+pub fn response(
+    status: u16,
+    reason: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Vec<u8>>,
+) -> Message {
     Message {
         start: format!("HTTP/1.1 {status} {reason}"),
         headers: headers

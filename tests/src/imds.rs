@@ -38,7 +38,10 @@ impl InstanceMeta {
             (format!("{base}/interface-id"), self.eni.clone()),
             (format!("{base}/subnet-id"), self.subnet.clone()),
             (format!("{base}/vpc-id"), self.vpc.clone()),
-            (format!("{base}/security-group-ids"), self.security_groups.join("\n")),
+            (
+                format!("{base}/security-group-ids"),
+                self.security_groups.join("\n"),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (format!("/latest/meta-data/{k}"), v))
@@ -82,7 +85,12 @@ impl ImdsServer {
                                 response(401, "Unauthorized", &[], "")
                             } else {
                                 match paths.get(p) {
-                                    Some(v) => response(200, "OK", &[("Content-Type", "text/plain")], v.clone()),
+                                    Some(v) => response(
+                                        200,
+                                        "OK",
+                                        &[("Content-Type", "text/plain")],
+                                        v.clone(),
+                                    ),
                                     None => response(404, "Not Found", &[], ""),
                                 }
                             }

@@ -73,7 +73,10 @@ impl Moto {
                 return Ok(());
             }
             if start.elapsed() > limit {
-                bail!("moto_server did not answer on {} within {limit:?}", self.addr());
+                bail!(
+                    "moto_server did not answer on {} within {limit:?}",
+                    self.addr()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -134,7 +137,9 @@ pub fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

@@ -10,11 +10,17 @@ use floatlb_tests::{
 #[tokio::test]
 async fn cloud_route_failover_a_b_a_and_fifty() -> Result<()> {
     let moto = Moto::start().await?;
-    let w = World::build(client(&moto.endpoint(), test_credentials()), &cluster_name("route")).await?;
+    let w = World::build(
+        client(&moto.endpoint(), test_credentials()),
+        &cluster_name("route"),
+    )
+    .await?;
     let set = w.route_set();
     let nodes = [
-        w.node(0, AwsMode::Route, &moto.endpoint(), test_credentials()).await?,
-        w.node(1, AwsMode::Route, &moto.endpoint(), test_credentials()).await?,
+        w.node(0, AwsMode::Route, &moto.endpoint(), test_credentials())
+            .await?,
+        w.node(1, AwsMode::Route, &moto.endpoint(), test_credentials())
+            .await?,
     ];
     for n in &nodes {
         check(&n.provider.reconcile(&set).await)?;
@@ -38,32 +44,55 @@ async fn cloud_route_failover_a_b_a_and_fifty() -> Result<()> {
             r.duration_us as f64 / 1000.0
         );
         // Allocation ids were resolved at reconcile: one parallel round.
-        ensure!(all.calls.len() == 1, "route-mode promotion is not one round: {:?}", all.calls);
+        ensure!(
+            all.calls.len() == 1,
+            "route-mode promotion is not one round: {:?}",
+            all.calls
+        );
     }
     let start = std::time::Instant::now();
     for k in 0..50 {
         check(&nodes[k % 2].provider.promote(&set).await)?;
     }
-    println!("route mode: 50 alternating failovers on moto took {:?}", start.elapsed());
+    println!(
+        "route mode: 50 alternating failovers on moto took {:?}",
+        start.elapsed()
+    );
     w.assert_route_master(1).await?;
     let end = w.census().await?;
     println!("route mode census after reconcile {baseline:?}, after 50 failovers {end:?}");
     // One VIP route per table, nothing else.
-    ensure!(end.routes == baseline.routes + w.route_tables.len(), "{baseline:?} -> {end:?}");
-    ensure!(end.subnets == baseline.subnets && end.enis == baseline.enis && end.addresses == baseline.addresses);
+    ensure!(
+        end.routes == baseline.routes + w.route_tables.len(),
+        "{baseline:?} -> {end:?}"
+    );
+    ensure!(
+        end.subnets == baseline.subnets
+            && end.enis == baseline.enis
+            && end.addresses == baseline.addresses
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn cloud_route_rejects_unknown_route_table() -> Result<()> {
     let moto = Moto::start().await?;
-    let mut w = World::build(client(&moto.endpoint(), test_credentials()), &cluster_name("rtbad")).await?;
+    let mut w = World::build(
+        client(&moto.endpoint(), test_credentials()),
+        &cluster_name("rtbad"),
+    )
+    .await?;
     w.route_tables.push("rtb-0000000000000dead".into());
-    let n = w.node(0, AwsMode::Route, &moto.endpoint(), test_credentials()).await?;
+    let n = w
+        .node(0, AwsMode::Route, &moto.endpoint(), test_credentials())
+        .await?;
     let r = n.provider.reconcile(&w.route_set()).await;
     ensure!(!r.ok);
     let err = r.error.unwrap_or_default();
-    ensure!(err.contains("--cloud-route-tables") && err.contains("rtb-0000000000000dead"), "{err}");
+    ensure!(
+        err.contains("--cloud-route-tables") && err.contains("rtb-0000000000000dead"),
+        "{err}"
+    );
     println!("unknown route table: {err}");
     Ok(())
 }

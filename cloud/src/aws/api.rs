@@ -11,11 +11,7 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use crate::{
-    CloudError, ErrorClass, Recorder,
-    error::classify_code,
-    report::CallOutcome,
-};
+use crate::{CloudError, ErrorClass, Recorder, error::classify_code, report::CallOutcome};
 
 /// Retry and polling bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -148,12 +144,26 @@ impl Ec2 {
                     let label = e.code().unwrap_or("transient").to_string();
                     match delay {
                         Some(d) => {
-                            rec.record_span(call, target, mutating, attempt, start, CallOutcome::Retried(label));
+                            rec.record_span(
+                                call,
+                                target,
+                                mutating,
+                                attempt,
+                                start,
+                                CallOutcome::Retried(label),
+                            );
                             tracing::warn!(call, target, attempt, delay_ms = d.as_millis() as u64, error = %e, "transient EC2 error, retrying");
                             tokio::time::sleep(d).await;
                         }
                         None => {
-                            rec.record_span(call, target, mutating, attempt, start, CallOutcome::Failed(label));
+                            rec.record_span(
+                                call,
+                                target,
+                                mutating,
+                                attempt,
+                                start,
+                                CallOutcome::Failed(label),
+                            );
                             return Err(e);
                         }
                     }
@@ -175,7 +185,12 @@ impl Ec2 {
 
     /// Polls `check` every `poll_interval` until it returns `Some`, at most
     /// `poll_timeout`. `what`/`state` name the wait in the timeout error.
-    pub async fn poll<T, F, Fut>(&self, what: &str, state: &str, mut check: F) -> Result<T, CloudError>
+    pub async fn poll<T, F, Fut>(
+        &self,
+        what: &str,
+        state: &str,
+        mut check: F,
+    ) -> Result<T, CloudError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>, CloudError>>,

@@ -88,9 +88,15 @@ fn eni_view(n: &NetworkInterface) -> EniV {
         id: n.network_interface_id().unwrap_or_default().to_string(),
         subnet: n.subnet_id().unwrap_or_default().to_string(),
         az: n.availability_zone().unwrap_or_default().to_string(),
-        status: n.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        status: n
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
         attach: n.attachment().and_then(|a| {
-            let status = a.status().map(|s| s.as_str().to_string()).unwrap_or_default();
+            let status = a
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
             (status != "detached").then(|| AttachV {
                 id: a.attachment_id().unwrap_or_default().to_string(),
                 instance: a.instance_id().unwrap_or_default().to_string(),
@@ -156,7 +162,10 @@ pub(crate) async fn describe_addresses(
     Ok(m)
 }
 
-pub(crate) async fn describe_enis(p: &AwsProvider, rec: &Recorder) -> Result<Vec<EniV>, CloudError> {
+pub(crate) async fn describe_enis(
+    p: &AwsProvider,
+    rec: &Recorder,
+) -> Result<Vec<EniV>, CloudError> {
     let filters = [
         AwsProvider::filter("vpc-id", [p.id.vpc_id.clone()]),
         p.cluster_filter(),
@@ -164,27 +173,47 @@ pub(crate) async fn describe_enis(p: &AwsProvider, rec: &Recorder) -> Result<Vec
     ];
     let out = p
         .ec2
-        .call(rec, "ec2:DescribeNetworkInterfaces", ENI_NAME, false, || {
-            p.ec2
-                .client
-                .describe_network_interfaces()
-                .set_filters(Some(filters.to_vec()))
-                .send()
-        })
+        .call(
+            rec,
+            "ec2:DescribeNetworkInterfaces",
+            ENI_NAME,
+            false,
+            || {
+                p.ec2
+                    .client
+                    .describe_network_interfaces()
+                    .set_filters(Some(filters.to_vec()))
+                    .send()
+            },
+        )
         .await?;
     Ok(out.network_interfaces().iter().map(eni_view).collect())
 }
 
-async fn describe_subnets(p: &AwsProvider, rec: &Recorder, block: Ipv4Net) -> Result<Vec<SubnetV>, CloudError> {
+async fn describe_subnets(
+    p: &AwsProvider,
+    rec: &Recorder,
+    block: Ipv4Net,
+) -> Result<Vec<SubnetV>, CloudError> {
     let filters = [
         AwsProvider::filter("vpc-id", [p.id.vpc_id.clone()]),
         AwsProvider::filter("cidr-block", [block.to_string()]),
     ];
     let out = p
         .ec2
-        .call(rec, "ec2:DescribeSubnets", &block.to_string(), false, || {
-            p.ec2.client.describe_subnets().set_filters(Some(filters.to_vec())).send()
-        })
+        .call(
+            rec,
+            "ec2:DescribeSubnets",
+            &block.to_string(),
+            false,
+            || {
+                p.ec2
+                    .client
+                    .describe_subnets()
+                    .set_filters(Some(filters.to_vec()))
+                    .send()
+            },
+        )
         .await?;
     Ok(out
         .subnets()
@@ -192,15 +221,17 @@ async fn describe_subnets(p: &AwsProvider, rec: &Recorder, block: Ipv4Net) -> Re
         .map(|s| SubnetV {
             id: s.subnet_id().unwrap_or_default().to_string(),
             az: s.availability_zone().unwrap_or_default().to_string(),
-            ours: s
-                .tags()
-                .iter()
-                .any(|t| t.key() == Some(TAG_CLUSTER) && t.value() == Some(p.opts.cluster.as_str())),
+            ours: s.tags().iter().any(|t| {
+                t.key() == Some(TAG_CLUSTER) && t.value() == Some(p.opts.cluster.as_str())
+            }),
         })
         .collect())
 }
 
-async fn describe_vpc_cidrs(p: &AwsProvider, rec: &Recorder) -> Result<Vec<(Ipv4Net, String)>, CloudError> {
+async fn describe_vpc_cidrs(
+    p: &AwsProvider,
+    rec: &Recorder,
+) -> Result<Vec<(Ipv4Net, String)>, CloudError> {
     let out = p
         .ec2
         .call(rec, "ec2:DescribeVpcs", &p.id.vpc_id, false, || {
@@ -236,7 +267,11 @@ async fn describe_route_tables(
     let out = p
         .ec2
         .call(rec, "ec2:DescribeRouteTables", &p.id.vpc_id, false, || {
-            p.ec2.client.describe_route_tables().filters(f.clone()).send()
+            p.ec2
+                .client
+                .describe_route_tables()
+                .filters(f.clone())
+                .send()
         })
         .await?;
     let mut main = None;
@@ -254,7 +289,9 @@ async fn describe_route_tables(
                 assoc.insert(
                     sn.to_string(),
                     (
-                        a.route_table_association_id().unwrap_or_default().to_string(),
+                        a.route_table_association_id()
+                            .unwrap_or_default()
+                            .to_string(),
                         rtb.clone(),
                     ),
                 );
@@ -380,7 +417,11 @@ async fn remove_eni(p: &AwsProvider, rec: &Recorder, eni: &EniV) -> Result<(), C
 
 /// Removes a subnet's explicit route-table association (EC2 drops it with the
 /// subnet, but saying so explicitly keeps the route table clean everywhere).
-async fn disassociate_rtb(p: &AwsProvider, rec: &Recorder, assoc_id: &str) -> Result<(), CloudError> {
+async fn disassociate_rtb(
+    p: &AwsProvider,
+    rec: &Recorder,
+    assoc_id: &str,
+) -> Result<(), CloudError> {
     match p
         .ec2
         .call(rec, "ec2:DisassociateRouteTable", assoc_id, true, || {
@@ -416,21 +457,32 @@ async fn delete_subnet(p: &AwsProvider, rec: &Recorder, id: &str) -> Result<(), 
         .await
 }
 
-async fn ensure_vpc_cidr(p: &AwsProvider, rec: &Recorder, view: &View, block: Ipv4Net) -> Result<(), CloudError> {
+async fn ensure_vpc_cidr(
+    p: &AwsProvider,
+    rec: &Recorder,
+    view: &View,
+    block: Ipv4Net,
+) -> Result<(), CloudError> {
     let covering = view.vpc_cidrs.iter().find(|(net, _)| net.contains(&block));
     match covering {
         Some((_, state)) if state == "associated" => return Ok(()),
         Some(_) => {}
         None => {
             p.ec2
-                .call(rec, "ec2:AssociateVpcCidrBlock", &block.to_string(), true, || {
-                    p.ec2
-                        .client
-                        .associate_vpc_cidr_block()
-                        .vpc_id(&p.id.vpc_id)
-                        .cidr_block(block.to_string())
-                        .send()
-                })
+                .call(
+                    rec,
+                    "ec2:AssociateVpcCidrBlock",
+                    &block.to_string(),
+                    true,
+                    || {
+                        p.ec2
+                            .client
+                            .associate_vpc_cidr_block()
+                            .vpc_id(&p.id.vpc_id)
+                            .cidr_block(block.to_string())
+                            .send()
+                    },
+                )
                 .await?;
         }
     }
@@ -445,7 +497,11 @@ async fn ensure_vpc_cidr(p: &AwsProvider, rec: &Recorder, view: &View, block: Ip
         .await
 }
 
-async fn create_subnet(p: &AwsProvider, rec: &Recorder, block: Ipv4Net) -> Result<String, CloudError> {
+async fn create_subnet(
+    p: &AwsProvider,
+    rec: &Recorder,
+    block: Ipv4Net,
+) -> Result<String, CloudError> {
     let tags = p.tags(ResourceType::Subnet, SUBNET_NAME, ROLE_SUBNET);
     p.ec2
         .poll(&format!("VIP subnet {block}"), "created", || async {
@@ -503,7 +559,7 @@ async fn create_eni(
                 .client
                 .create_network_interface()
                 .subnet_id(subnet)
-                .description(format!("floatlb VIP interface ({})", p.opts.cluster))
+                .description(format!("floatlb-vip-eni-{}", p.opts.cluster))
                 .set_private_ip_addresses(Some(specs.clone()))
                 .set_groups(Some(p.id.security_groups.clone()))
                 .tag_specifications(tags.clone())
@@ -539,7 +595,12 @@ async fn create_eni(
 }
 
 /// Gives the VIP subnet the instance subnet's route table (internet egress).
-async fn ensure_rtb(p: &AwsProvider, rec: &Recorder, view: &View, subnet: &str) -> Result<(), CloudError> {
+async fn ensure_rtb(
+    p: &AwsProvider,
+    rec: &Recorder,
+    view: &View,
+    subnet: &str,
+) -> Result<(), CloudError> {
     let Some((rtb, is_main)) = &view.instance_rtb else {
         return Ok(());
     };
@@ -547,14 +608,20 @@ async fn ensure_rtb(p: &AwsProvider, rec: &Recorder, view: &View, subnet: &str) 
         Some((_, cur)) if cur == rtb => Ok(()),
         Some((assoc_id, _)) => p
             .ec2
-            .call(rec, "ec2:ReplaceRouteTableAssociation", subnet, true, || {
-                p.ec2
-                    .client
-                    .replace_route_table_association()
-                    .association_id(assoc_id)
-                    .route_table_id(rtb)
-                    .send()
-            })
+            .call(
+                rec,
+                "ec2:ReplaceRouteTableAssociation",
+                subnet,
+                true,
+                || {
+                    p.ec2
+                        .client
+                        .replace_route_table_association()
+                        .association_id(assoc_id)
+                        .route_table_id(rtb)
+                        .send()
+                },
+            )
             .await
             .map(|_| ()),
         // Implicitly on the main table, like the instance subnet.
@@ -602,19 +669,29 @@ async fn associate_eip(
 
 async fn disable_src_dst(p: &AwsProvider, rec: &Recorder, eni: &str) -> Result<(), CloudError> {
     p.ec2
-        .call(rec, "ec2:ModifyNetworkInterfaceAttribute", eni, true, || {
-            p.ec2
-                .client
-                .modify_network_interface_attribute()
-                .network_interface_id(eni)
-                .source_dest_check(AttributeBooleanValue::builder().value(false).build())
-                .send()
-        })
+        .call(
+            rec,
+            "ec2:ModifyNetworkInterfaceAttribute",
+            eni,
+            true,
+            || {
+                p.ec2
+                    .client
+                    .modify_network_interface_attribute()
+                    .network_interface_id(eni)
+                    .source_dest_check(AttributeBooleanValue::builder().value(false).build())
+                    .send()
+            },
+        )
         .await
         .map(|_| ())
 }
 
-async fn describe_eni(p: &AwsProvider, rec: &Recorder, id: &str) -> Result<Option<EniV>, CloudError> {
+async fn describe_eni(
+    p: &AwsProvider,
+    rec: &Recorder,
+    id: &str,
+) -> Result<Option<EniV>, CloudError> {
     match p
         .ec2
         .call(rec, "ec2:DescribeNetworkInterfaces", id, false, || {
@@ -635,7 +712,9 @@ async fn describe_eni(p: &AwsProvider, rec: &Recorder, id: &str) -> Result<Optio
 /// Whether this ENI belongs here: in this AZ and not attached elsewhere.
 fn is_local(p: &AwsProvider, e: &EniV) -> bool {
     e.az == p.id.availability_zone
-        && e.attach.as_ref().is_none_or(|a| a.instance == p.id.instance_id)
+        && e.attach
+            .as_ref()
+            .is_none_or(|a| a.instance == p.id.instance_id)
 }
 
 pub(crate) async fn promote(
@@ -643,9 +722,10 @@ pub(crate) async fn promote(
     rec: &Recorder,
     pairs: &[(Ipv4Addr, Ipv4Addr)],
 ) -> Result<(), CloudError> {
-    let block = p.opts.cidr_block.ok_or_else(|| {
-        CloudError::invalid("--cloudcidrblock", "(missing)", "ENI mode needs it")
-    })?;
+    let block = p
+        .opts
+        .cidr_block
+        .ok_or_else(|| CloudError::invalid("--cloudcidrblock", "(missing)", "ENI mode needs it"))?;
     let (vips, eips) = split(pairs);
     validate_vips(block, &vips)?;
     if vips.is_empty() {
@@ -811,9 +891,10 @@ pub(crate) async fn demote(
     rec: &Recorder,
     pairs: &[(Ipv4Addr, Ipv4Addr)],
 ) -> Result<(), CloudError> {
-    let block = p.opts.cidr_block.ok_or_else(|| {
-        CloudError::invalid("--cloudcidrblock", "(missing)", "ENI mode needs it")
-    })?;
+    let block = p
+        .opts
+        .cidr_block
+        .ok_or_else(|| CloudError::invalid("--cloudcidrblock", "(missing)", "ENI mode needs it"))?;
     let (vips, eips) = split(pairs);
     let (enis, addrs, subnets, (_, assoc)) = tokio::try_join!(
         describe_enis(p, rec),
@@ -824,7 +905,9 @@ pub(crate) async fn demote(
     let mine: Vec<&EniV> = enis
         .iter()
         .filter(|e| {
-            e.attach.as_ref().is_some_and(|a| a.instance == p.id.instance_id)
+            e.attach
+                .as_ref()
+                .is_some_and(|a| a.instance == p.id.instance_id)
                 || (e.az == p.id.availability_zone && e.attach.is_none())
         })
         .collect();
@@ -847,7 +930,11 @@ pub(crate) async fn demote(
             match p
                 .ec2
                 .call(rec, "ec2:DisassociateAddress", assoc, true, || {
-                    p.ec2.client.disassociate_address().association_id(assoc).send()
+                    p.ec2
+                        .client
+                        .disassociate_address()
+                        .association_id(assoc)
+                        .send()
                 })
                 .await
             {
@@ -882,9 +969,11 @@ pub(crate) async fn reconcile(
     let (enis, _) = tokio::try_join!(describe_enis(p, rec), describe_addresses(p, rec, &eips))?;
     // Half-built ENIs in our AZ (created, never attached) are ours to remove;
     // ENIs in the other AZ are the peer's business.
-    let mut attached = enis
-        .iter()
-        .filter(|e| e.attach.as_ref().is_some_and(|a| a.instance == p.id.instance_id));
+    let mut attached = enis.iter().filter(|e| {
+        e.attach
+            .as_ref()
+            .is_some_and(|a| a.instance == p.id.instance_id)
+    });
     let adopt = attached.next();
     let extra = attached.map(|e| e.id.clone());
     let orphans = enis
@@ -905,9 +994,10 @@ pub(crate) async fn status(
     rec: &Recorder,
     pairs: &[(Ipv4Addr, Ipv4Addr)],
 ) -> Result<CloudStatus, CloudError> {
-    let block = p.opts.cidr_block.ok_or_else(|| {
-        CloudError::invalid("--cloudcidrblock", "(missing)", "ENI mode needs it")
-    })?;
+    let block = p
+        .opts
+        .cidr_block
+        .ok_or_else(|| CloudError::invalid("--cloudcidrblock", "(missing)", "ENI mode needs it"))?;
     let (vips, eips) = split(pairs);
     let view = describe_view(p, rec, block, &eips).await?;
     let mut facts = Vec::new();
@@ -929,7 +1019,10 @@ pub(crate) async fn status(
             e.id,
             e.status,
             e.az,
-            e.attach.as_ref().map(|a| a.instance.as_str()).unwrap_or("nothing"),
+            e.attach
+                .as_ref()
+                .map(|a| a.instance.as_str())
+                .unwrap_or("nothing"),
             e.attach.as_ref().map(|a| a.status.as_str()).unwrap_or("-"),
             e.ips,
             e.src_dst
@@ -938,7 +1031,11 @@ pub(crate) async fn status(
     let mine: Vec<&EniV> = view
         .enis
         .iter()
-        .filter(|e| e.attach.as_ref().is_some_and(|a| a.instance == p.id.instance_id))
+        .filter(|e| {
+            e.attach
+                .as_ref()
+                .is_some_and(|a| a.instance == p.id.instance_id)
+        })
         .collect();
     if view.enis.len() != 1 || mine.len() != 1 {
         missing.push(format!(
@@ -963,11 +1060,14 @@ pub(crate) async fn status(
         let target = a.map(|a| (a.eni.clone(), a.private_ip));
         facts.push(format!("EIP {eip} -> {:?}", target));
         let here = a.is_some_and(|a| {
-            mine.first().is_some_and(|m| a.eni.as_deref() == Some(m.id.as_str()))
+            mine.first()
+                .is_some_and(|m| a.eni.as_deref() == Some(m.id.as_str()))
         });
         holds_eip |= here;
         if !(here && a.is_some_and(|a| a.private_ip == Some(*vip))) {
-            missing.push(format!("EIP {eip} does not point at VIP {vip} on this node"));
+            missing.push(format!(
+                "EIP {eip} does not point at VIP {vip} on this node"
+            ));
         }
     }
     Ok(CloudStatus {

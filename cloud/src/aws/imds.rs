@@ -71,9 +71,6 @@ pub async fn discover(endpoint: Option<&str>) -> Result<NodeIdentity, CloudError
         primary_eni: eni,
         mac,
         private_ip: local_ip.parse().ok(),
-        security_groups: sgs
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
+        security_groups: sgs.split_whitespace().map(str::to_string).collect(),
     })
 }

@@ -205,7 +205,10 @@ impl AwsProvider {
     }
 
     /// A filter for `Describe*` calls.
-    pub(crate) fn filter(name: &str, values: impl IntoIterator<Item = String>) -> aws_sdk_ec2::types::Filter {
+    pub(crate) fn filter(
+        name: &str,
+        values: impl IntoIterator<Item = String>,
+    ) -> aws_sdk_ec2::types::Filter {
         aws_sdk_ec2::types::Filter::builder()
             .name(name)
             .set_values(Some(values.into_iter().collect()))
@@ -216,12 +219,22 @@ impl AwsProvider {
         Self::filter(&format!("tag:{TAG_CLUSTER}"), [self.opts.cluster.clone()])
     }
 
-    pub(crate) fn tags(&self, resource: aws_sdk_ec2::types::ResourceType, name: &str, role: &str) -> aws_sdk_ec2::types::TagSpecification {
+    pub(crate) fn tags(
+        &self,
+        resource: aws_sdk_ec2::types::ResourceType,
+        name: &str,
+        role: &str,
+    ) -> aws_sdk_ec2::types::TagSpecification {
         use aws_sdk_ec2::types::{Tag, TagSpecification};
         TagSpecification::builder()
             .resource_type(resource)
             .tags(Tag::builder().key("Name").value(name).build())
-            .tags(Tag::builder().key(TAG_CLUSTER).value(&self.opts.cluster).build())
+            .tags(
+                Tag::builder()
+                    .key(TAG_CLUSTER)
+                    .value(&self.opts.cluster)
+                    .build(),
+            )
             .tags(Tag::builder().key(TAG_ROLE).value(role).build())
             .build()
     }
@@ -234,7 +247,10 @@ impl AwsProvider {
     ) -> Result<HashMap<Ipv4Addr, String>, CloudError> {
         let missing: Vec<Ipv4Addr> = {
             let cache = self.alloc_cache.lock().unwrap_or_else(|p| p.into_inner());
-            eips.iter().filter(|e| !cache.contains_key(e)).copied().collect()
+            eips.iter()
+                .filter(|e| !cache.contains_key(e))
+                .copied()
+                .collect()
         };
         if !missing.is_empty() {
             let addrs = eni::describe_addresses(self, rec, &missing).await?;

@@ -22,7 +22,11 @@ use crate::{CloudError, CloudStatus, Recorder, netconf};
 
 fn private_ip(p: &AwsProvider) -> Result<Ipv4Addr, CloudError> {
     p.id.private_ip.ok_or_else(|| {
-        CloudError::invalid("local-ipv4", "(missing)", "IMDS did not report this instance's private IPv4")
+        CloudError::invalid(
+            "local-ipv4",
+            "(missing)",
+            "IMDS did not report this instance's private IPv4",
+        )
     })
 }
 
@@ -34,7 +38,12 @@ fn route_missing(e: &CloudError) -> bool {
             && e.api_message().is_some_and(|m| m.contains("no route")))
 }
 
-async fn point_route(p: &AwsProvider, rec: &Recorder, rtb: &str, vip: Ipv4Addr) -> Result<(), CloudError> {
+async fn point_route(
+    p: &AwsProvider,
+    rec: &Recorder,
+    rtb: &str,
+    vip: Ipv4Addr,
+) -> Result<(), CloudError> {
     let dest = format!("{vip}/32");
     let target = format!("{rtb} {dest}");
     let replace = || {
@@ -65,9 +74,15 @@ async fn point_route(p: &AwsProvider, rec: &Recorder, rtb: &str, vip: Ipv4Addr) 
     // At most three tries: a route that appears or vanishes in between flips the call.
     for _ in 0..3 {
         let r = if use_replace {
-            p.ec2.call(rec, "ec2:ReplaceRoute", &target, true, replace).await.map(|_| ())
+            p.ec2
+                .call(rec, "ec2:ReplaceRoute", &target, true, replace)
+                .await
+                .map(|_| ())
         } else {
-            p.ec2.call(rec, "ec2:CreateRoute", &target, true, create).await.map(|_| ())
+            p.ec2
+                .call(rec, "ec2:CreateRoute", &target, true, create)
+                .await
+                .map(|_| ())
         };
         match r {
             Ok(()) => {
@@ -177,7 +192,10 @@ pub(crate) async fn reconcile(
     let (_, tables) = tokio::try_join!(p.allocation_ids(rec, &eips), describe_tables(p, rec))?;
     let mut seen = p.routes_seen.lock().unwrap_or_else(|x| x.into_inner());
     for rtb in &p.opts.route_tables {
-        let Some(t) = tables.iter().find(|t| t.route_table_id() == Some(rtb.as_str())) else {
+        let Some(t) = tables
+            .iter()
+            .find(|t| t.route_table_id() == Some(rtb.as_str()))
+        else {
             return Err(CloudError::invalid(
                 "--cloud-route-tables",
                 rtb,
@@ -186,7 +204,10 @@ pub(crate) async fn reconcile(
         };
         for (_, vip) in pairs {
             let dest = format!("{vip}/32");
-            if t.routes().iter().any(|r| r.destination_cidr_block() == Some(dest.as_str())) {
+            if t.routes()
+                .iter()
+                .any(|r| r.destination_cidr_block() == Some(dest.as_str()))
+            {
                 seen.insert((rtb.clone(), *vip));
             }
         }
@@ -194,12 +215,19 @@ pub(crate) async fn reconcile(
     Ok(())
 }
 
-async fn describe_tables(p: &AwsProvider, rec: &Recorder) -> Result<Vec<aws_sdk_ec2::types::RouteTable>, CloudError> {
+async fn describe_tables(
+    p: &AwsProvider,
+    rec: &Recorder,
+) -> Result<Vec<aws_sdk_ec2::types::RouteTable>, CloudError> {
     let f = AwsProvider::filter("vpc-id", [p.id.vpc_id.clone()]);
     let out = p
         .ec2
         .call(rec, "ec2:DescribeRouteTables", &p.id.vpc_id, false, || {
-            p.ec2.client.describe_route_tables().filters(f.clone()).send()
+            p.ec2
+                .client
+                .describe_route_tables()
+                .filters(f.clone())
+                .send()
         })
         .await?;
     Ok(out.route_tables().to_vec())
@@ -220,7 +248,9 @@ pub(crate) async fn status(
     let mut missing = Vec::new();
     let mut holds_any = false;
     for rtb in &p.opts.route_tables {
-        let table = tables.iter().find(|t| t.route_table_id() == Some(rtb.as_str()));
+        let table = tables
+            .iter()
+            .find(|t| t.route_table_id() == Some(rtb.as_str()));
         for (_, vip) in pairs {
             let dest = format!("{vip}/32");
             let target = table.and_then(|t| {
@@ -229,11 +259,17 @@ pub(crate) async fn status(
                     .find(|r| r.destination_cidr_block() == Some(dest.as_str()))
                     .map(|r| r.network_interface_id().unwrap_or("-").to_string())
             });
-            facts.push(format!("{rtb}: {dest} -> {}", target.as_deref().unwrap_or("(none)")));
+            facts.push(format!(
+                "{rtb}: {dest} -> {}",
+                target.as_deref().unwrap_or("(none)")
+            ));
             if target.as_deref() == Some(p.id.primary_eni.as_str()) {
                 holds_any = true;
             } else {
-                missing.push(format!("{rtb}: {dest} does not point at {}", p.id.primary_eni));
+                missing.push(format!(
+                    "{rtb}: {dest} does not point at {}",
+                    p.id.primary_eni
+                ));
             }
         }
     }
@@ -248,7 +284,10 @@ pub(crate) async fn status(
         });
         holds_any |= here;
         if !here {
-            missing.push(format!("EIP {eip} does not point at {me} on {}", p.id.primary_eni));
+            missing.push(format!(
+                "EIP {eip} does not point at {me} on {}",
+                p.id.primary_eni
+            ));
         }
     }
     Ok(CloudStatus {
