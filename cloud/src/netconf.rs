@@ -11,7 +11,10 @@ use std::{
 };
 
 use futures::TryStreamExt;
-use netlink_packet_route::{address::AddressAttribute, link::LinkAttribute};
+use netlink_packet_route::{
+    address::{AddressAttribute, AddressFlags, AddressHeaderFlags},
+    link::LinkAttribute,
+};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::{CloudError, Recorder, report::CallOutcome};
@@ -193,7 +196,15 @@ pub async fn add_address(
     prefix: u8,
 ) -> Result<(), CloudError> {
     let start = Instant::now();
-    let r = match handle.address().add(link.index, ip, prefix).execute().await {
+    let mut req = handle.address().add(link.index, ip, prefix);
+    if ip.is_ipv6() {
+        // A VIP moving between hosts must be usable at once: no DAD.
+        req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    let r = match req.execute().await {
         Ok(()) => Ok(()),
         Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
         Err(e) => Err(nl_err(format!("add {ip}/{prefix} to {}", link.name), e)),

@@ -1,5 +1,6 @@
 //! Shared harness for floatlb's integration tests.
 
+pub mod cloudbin;
 pub mod ec2world;
 pub mod faultproxy;
 pub mod http;

@@ -165,11 +165,12 @@ impl AwsProvider {
                 });
             }
             Some(p) => {
-                p.provide_credentials()
-                    .await
-                    .map_err(|e| CloudError::NoCredentials {
-                        reason: aws_sdk_ec2::error::DisplayErrorContext(e).to_string(),
-                    })?;
+                p.provide_credentials().await.map_err(|e| {
+                    tracing::debug!(error = %aws_sdk_ec2::error::DisplayErrorContext(&e), "credential chain");
+                    CloudError::NoCredentials {
+                        reason: "none of the SDK's sources (environment, profile, web identity, ECS, instance role) has any".into(),
+                    }
+                })?;
             }
         }
         let client = aws_sdk_ec2::Client::new(&conf);
