@@ -33,6 +33,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the cloud provider once for this node and print its report.
+    /// Exit status 0 only when the cloud state is what was asked: promote ->
+    /// this node holds every floating address; demote -> it holds none;
+    /// reconcile -> done; status -> this node is MASTER (1 otherwise).
     Cloud(CloudCommand),
 }
 
@@ -118,6 +121,36 @@ pub struct CloudArgs {
     /// Block the VIP subnet is carved from (AWS ENI mode).
     #[arg(long)]
     pub cloudcidrblock: Option<String>,
+    /// AWS mode: `eni` (VIP subnet + loxi-eni follow the MASTER across AZs)
+    /// or `route` (VPC route tables point VIP/32 at the MASTER).
+    #[arg(long, value_enum, default_value = "eni")]
+    pub cloud_mode: CloudMode,
+    /// Route mode: route tables that get the VIP/32 routes (comma-separated rtb ids).
+    #[arg(long, value_delimiter = ',')]
+    pub cloud_route_tables: Vec<String>,
+    /// Value of the `floatlb:cluster` tag on every AWS resource this cluster
+    /// owns; two clusters in one VPC need different names.
+    #[arg(long, default_value = "floatlb")]
+    pub cloud_cluster_name: String,
+    /// Skip host configuration (interface up, VIPs, routes): API-only runs.
+    #[arg(long)]
+    pub no_os_config: bool,
+    /// gARP mode: the client-facing interface that carries the VIPs.
+    #[arg(long)]
+    pub garp_iface: Option<String>,
+    /// gARP mode: announcements per VIP on promotion.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub garp_count: u32,
+    /// gARP mode: time from the first to the last announcement, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub garp_span_ms: u64,
+}
+
+/// How the AWS provider moves the VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloudMode {
+    Eni,
+    Route,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -2,6 +2,7 @@
 
 pub mod bfd;
 pub mod cli;
+pub mod cloudctl;
 pub mod config;
 pub mod daemon;
 pub mod ha;

@@ -4,7 +4,7 @@ use std::{io::IsTerminal, time::Duration};
 
 use clap::Parser;
 use floatlb_agent::{
-    cli::{Cli, LogFormat, RunArgs},
+    cli::{Cli, Command, LogFormat, RunArgs},
     daemon::{self, Daemon, DaemonOptions},
     neigh::Resolver,
     xdp::XdpDatapath,
@@ -12,7 +12,13 @@ use floatlb_agent::{
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The AWS SDK warns about missing optional sources (profile files,
+        // instance roles); floatlb reports what is missing itself.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,aws_config=error,aws_runtime=error,aws_smithy_runtime=error",
+            )
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -57,7 +63,20 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
-        Some(cmd) => anyhow::bail!("not implemented yet: {cmd:?}"),
+        Some(Command::Cloud(cmd)) => match floatlb_agent::cloudctl::run(&cmd).await {
+            Ok(run) => {
+                if cmd.json {
+                    println!("{}", serde_json::to_string_pretty(&run)?);
+                } else {
+                    print!("{}", floatlb_agent::cloudctl::render(&run));
+                }
+                std::process::exit(if run.as_asked { 0 } else { 1 });
+            }
+            Err(e) => {
+                eprintln!("floatlb cloud: {e}");
+                std::process::exit(2);
+            }
+        },
         None => {
             let res = run_daemon(cli.run).await;
             if let Err(error) = &res {

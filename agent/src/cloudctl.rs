@@ -1,0 +1,205 @@
+//! `floatlb cloud promote|demote|reconcile|status`: runs this node's cloud
+//! provider once and prints the report, for runbooks and tests.
+//!
+//! The floating set comes from the load-balancer list: each service's
+//! `externalIP` is an Elastic IP's public address and its `privateIP` the
+//! private VIP (on bare metal only the VIP, [`Service::vip`], matters).
+
+use std::{net::IpAddr, time::Duration};
+
+use floatlb_cloud::{
+    CloudError, CloudProvider, CloudStatus, FloatingIp, FloatingSet, NoneProvider,
+    TransitionReport,
+    aws::{AwsMode, AwsOptions, AwsProvider},
+    garp::{GarpOptions, GarpProvider},
+};
+
+use crate::{
+    cli::{CloudAction, CloudArgs, CloudCommand, CloudKind, CloudMode},
+    config::{ConfigError, LbConfig, Service},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloudCtlError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error("invalid {flag} = {value}: {reason}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The floating set of a service list: the EIP (when the service has a
+/// separate private VIP) and the VIP.
+pub fn floating_set(services: &[Service]) -> FloatingSet {
+    FloatingSet::new(services.iter().map(|s| FloatingIp {
+        eip: s.private_ip.map(|_| s.external_ip),
+        vip: IpAddr::V4(s.vip()),
+    }))
+}
+
+/// Builds the provider the flags select.
+pub async fn build_provider(args: &CloudArgs) -> Result<Box<dyn CloudProvider>, CloudCtlError> {
+    match args.cloud {
+        CloudKind::None => Ok(Box::new(NoneProvider)),
+        CloudKind::Garp => {
+            let iface = args.garp_iface.clone().ok_or_else(|| CloudCtlError::Flag {
+                flag: "--garp-iface",
+                value: "(missing)".into(),
+                reason: "--cloud=garp needs the interface that carries the VIPs".into(),
+            })?;
+            let mut o = GarpOptions::new(iface);
+            o.count = args.garp_count;
+            o.span = Duration::from_millis(args.garp_span_ms);
+            Ok(Box::new(GarpProvider::new(o)))
+        }
+        CloudKind::Aws => {
+            let mode = match args.cloud_mode {
+                CloudMode::Eni => AwsMode::Eni,
+                CloudMode::Route => AwsMode::Route,
+            };
+            let mut o = AwsOptions::new(mode, args.cloud_cluster_name.clone());
+            o.cidr_block = args
+                .cloudcidrblock
+                .as_deref()
+                .map(|b| {
+                    b.parse().map_err(|e| CloudCtlError::Flag {
+                        flag: "--cloudcidrblock",
+                        value: b.into(),
+                        reason: format!("not an IPv4 CIDR block: {e}"),
+                    })
+                })
+                .transpose()?;
+            o.route_tables = args.cloud_route_tables.clone();
+            o.os_config = !args.no_os_config;
+            Ok(Box::new(AwsProvider::connect(o).await?))
+        }
+    }
+}
+
+/// What one run produced.
+#[derive(Debug, serde::Serialize)]
+pub struct CloudRun {
+    pub action: &'static str,
+    pub provider: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<TransitionReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<CloudStatus>,
+    /// True when the cloud state is what was asked (the exit status).
+    pub as_asked: bool,
+}
+
+/// Runs the command. The cloud state is read back after promote/demote.
+pub async fn run(cmd: &CloudCommand) -> Result<CloudRun, CloudCtlError> {
+    let cfg = LbConfig::load(&cmd.config)?;
+    let set = floating_set(&cfg.services);
+    let provider = build_provider(&cmd.cloud).await?;
+    let name = provider.name().to_string();
+    let (action, report) = match cmd.action {
+        CloudAction::Promote => ("promote", Some(provider.promote(&set).await)),
+        CloudAction::Demote => ("demote", Some(provider.demote(&set).await)),
+        CloudAction::Reconcile => ("reconcile", Some(provider.reconcile(&set).await)),
+        CloudAction::Status => ("status", None),
+    };
+    let status = provider.status(&set).await?;
+    let ok = report.as_ref().is_none_or(|r| r.ok);
+    let as_asked = ok
+        && match cmd.action {
+            CloudAction::Promote | CloudAction::Status => status.is_master,
+            CloudAction::Demote => !status.holds_any,
+            CloudAction::Reconcile => true,
+        };
+    Ok(CloudRun {
+        action,
+        provider: name,
+        report,
+        status: Some(status),
+        as_asked,
+    })
+}
+
+/// Human-readable rendering: one line per call, then the status.
+pub fn render(run: &CloudRun) -> String {
+    let mut out = String::new();
+    if let Some(r) = &run.report {
+        out.push_str(&format!(
+            "{} via {}: {} in {:.1} ms ({} calls, {} retried)\n",
+            run.action,
+            run.provider,
+            if r.ok { "ok" } else { "FAILED" },
+            r.duration_us as f64 / 1000.0,
+            r.calls.len(),
+            r.retries()
+        ));
+        for c in &r.calls {
+            out.push_str(&format!(
+                "  +{:>9.1} ms {:>8.1} ms  {:<40} {:<30} {:?}\n",
+                c.start_us as f64 / 1000.0,
+                c.duration_us as f64 / 1000.0,
+                c.call,
+                c.target,
+                c.outcome
+            ));
+        }
+        if let Some(e) = &r.error {
+            out.push_str(&format!("error: {e}\n"));
+        }
+    }
+    if let Some(s) = &run.status {
+        out.push_str(&format!(
+            "status ({}): {}\n",
+            s.provider,
+            if s.is_master {
+                "MASTER (holds every floating address)"
+            } else if s.holds_any {
+                "holds some floating addresses"
+            } else {
+                "holds nothing"
+            }
+        ));
+        for f in &s.facts {
+            out.push_str(&format!("  {f}\n"));
+        }
+        for m in &s.missing {
+            out.push_str(&format!("  missing: {m}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floating_set_pairs_eip_with_private_vip() {
+        let cfg = LbConfig::parse(
+            r#"{"lbAttr":[
+              {"serviceArguments":{"externalIP":"203.0.113.10","privateIP":"10.0.100.10","port":80},"endpoints":[]},
+              {"serviceArguments":{"externalIP":"203.0.113.10","privateIP":"10.0.100.10","port":443},"endpoints":[]},
+              {"serviceArguments":{"externalIP":"192.0.2.7","port":53,"protocol":"udp"},"endpoints":[]}]}"#,
+            false,
+            "test",
+        )
+        .unwrap();
+        let set = floating_set(&cfg.services);
+        assert_eq!(
+            set.entries(),
+            &[
+                FloatingIp {
+                    eip: None,
+                    vip: "192.0.2.7".parse().unwrap()
+                },
+                FloatingIp {
+                    eip: Some("203.0.113.10".parse().unwrap()),
+                    vip: "10.0.100.10".parse().unwrap()
+                },
+            ]
+        );
+    }
+}
