@@ -249,9 +249,8 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
         pad1: 0,
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-
     if let Some(ct) = CT.get_ptr_mut(&key) {
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
         if frag != 0 {
             return Ok(drop_with(DROP_FRAGMENT));
         }
@@ -317,6 +316,7 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
     if unsafe { (*ip).ttl } <= 1 {
         return Ok(drop_with(DROP_TTL));
     }
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     unsafe {
         new_flow(
             ctx, eth, ip, head, csum, cfg, &key, &svc, tcp_flags, bytes, now,
