@@ -626,3 +626,12 @@ impl Dataplane {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dataplane_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::Dataplane>();
+    }
+}
