@@ -89,14 +89,29 @@ impl std::ops::DerefMut for DpGuard {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn test_opts() -> DataplaneOptions {
+/// Removes the test's pin directory (and its bpffs mount) whatever happened.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let bpf = self.0.join("bpf");
+        if bpf.exists() {
+            let _ = nix::mount::umount2(&bpf, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn test_opts() -> (DataplaneOptions, DirGuard) {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    DataplaneOptions {
-        pin_dir: PathBuf::from(format!("/run/floatlb-test-{}-{n}/bpf", std::process::id())),
+    let root = PathBuf::from(format!("/run/floatlb-test-{}-{n}", std::process::id()));
+    let opts = DataplaneOptions {
+        pin_dir: root.join("bpf"),
         max_services: 64,
         max_conntrack: 4096,
         ..DataplaneOptions::default()
-    }
+    };
+    (opts, DirGuard(root))
 }
 
 /// Run `f` in a thread inside a fresh network namespace set up for the LB.
@@ -128,7 +143,8 @@ fn in_netns<F: FnOnce(&mut DpGuard, u32) + Send + 'static>(f: F) {
         sh(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         sh(&["sysctl", "-qw", "net.ipv4.conf.lo.forwarding=1"]);
         let ifindex = nix::net::if_::if_nametoindex(LB_IF).expect("ifindex");
-        let mut dp = DpGuard(Some(Dataplane::open(&test_opts()).expect("open datapath")));
+        let (opts, _dir) = test_opts();
+        let mut dp = DpGuard(Some(Dataplane::open(&opts).expect("open datapath")));
         dp.set_fib_lookup_iface(Some("lo")).expect("fib iface");
         f(&mut dp, ifindex);
     });
@@ -742,6 +758,151 @@ fn restart_keeps_link_conntrack_and_services() {
         assert!(
             !String::from_utf8_lossy(&out.stdout).contains("xdp"),
             "XDP still attached after detach"
+        );
+    });
+}
+
+#[test]
+fn conntrack_insert_delete_and_expire() {
+    in_netns(|dp, ifindex| {
+        let mut svc = web_service(vec![ep(EP1, 1), ep(EP2, 1)], 1);
+        svc.idle_timeout_secs = Some(20);
+        dp.upsert_service(&svc).unwrap();
+        let lbmac = lb_mac();
+        let now = floatlb_dataplane::monotonic_ns();
+        let rec = |sport: u16, last_seen_ns: u64| floatlb_dataplane::CtRecord {
+            client: FlowKey {
+                src: CLIENT,
+                dst: VIP,
+                sport,
+                dport: 80,
+                proto: PROTO_TCP,
+            },
+            nat_src: (LB_IP, 20000 + sport / 1000),
+            nat_dst: (EP2, 8080),
+            tcp_state: TcpState::Established,
+            packets: 10,
+            bytes: 1000,
+            last_seen_ns,
+        };
+        // A flow synced from the peer is used as is, in both directions.
+        dp.conntrack_insert(&rec(41000, now)).unwrap();
+        let pkt = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 41000, 80, ACK);
+        let p = parse(
+            &dp.prog_test_run(TestProgram::Floatlb, &pkt, Some(ifindex), 1)
+                .unwrap()
+                .packet,
+        );
+        assert_eq!((p.src, p.sport, p.dst, p.dport), (LB_IP, 20041, EP2, 8080));
+        let reply = tcp_frame(lbmac, EP2_MAC, EP2, LB_IP, 8080, 20041, ACK);
+        let b = parse(
+            &dp.prog_test_run(TestProgram::Floatlb, &reply, Some(ifindex), 1)
+                .unwrap()
+                .packet,
+        );
+        assert_eq!((b.src, b.sport, b.dst, b.dport), (VIP, 80, CLIENT, 41000));
+        let dumped = dp.conntrack_dump().unwrap();
+        assert_eq!(dumped.len(), 1);
+        assert_eq!(dumped[0].packets, 12, "synced counters plus two packets");
+
+        // Idle for a minute while the service's idle timeout is 20 s: expired.
+        dp.conntrack_insert(&rec(42000, now.saturating_sub(60 * 1_000_000_000)))
+            .unwrap();
+        // A SYN-state flow idle for 45 s (SYN timeout 30 s): expired too.
+        let mut syn = rec(43000, now.saturating_sub(45 * 1_000_000_000));
+        syn.tcp_state = TcpState::Syn;
+        dp.conntrack_insert(&syn).unwrap();
+        assert_eq!(dp.conntrack_dump().unwrap().len(), 3);
+        assert_eq!(dp.expire_conntrack().unwrap(), 2);
+        let left = dp.conntrack_dump().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].client.sport, 41000);
+
+        // Delete by the reply tuple removes both directions.
+        dp.conntrack_delete(&FlowKey {
+            src: EP2,
+            dst: LB_IP,
+            sport: 8080,
+            dport: 20041,
+            proto: PROTO_TCP,
+        })
+        .unwrap();
+        assert!(dp.conntrack_dump().unwrap().is_empty());
+        dp.conntrack_delete(&rec(41000, now).client)
+            .expect("deleting an unknown flow is not an error");
+        // Bad input is rejected with the field named.
+        let mut bad = rec(44000, now);
+        bad.nat_dst.1 = 0;
+        let e = dp.conntrack_insert(&bad).unwrap_err().to_string();
+        assert!(e.contains("nat port"), "{e}");
+    });
+}
+
+#[test]
+fn endpoint_set_update_keeps_flows_and_moves_only_removed_share() {
+    in_netns(|dp, ifindex| {
+        let eps: Vec<_> = (0..4)
+            .map(|i| ep(Ipv4Addr::new(10, 0, 0, 11 + i), 1))
+            .collect();
+        for i in 13..15u8 {
+            sh(&[
+                "ip",
+                "neigh",
+                "replace",
+                &format!("10.0.0.{i}"),
+                "lladdr",
+                &format!("02:00:00:00:00:{i}"),
+                "dev",
+                LB_IF,
+                "nud",
+                "permanent",
+            ]);
+        }
+        dp.upsert_service(&web_service(eps.clone(), 1)).unwrap();
+        let lbmac = lb_mac();
+        let pick = |dp: &mut DpGuard, sport: u16| {
+            let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, sport, 80, SYN);
+            parse(
+                &dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+                    .unwrap()
+                    .packet,
+            )
+            .dst
+        };
+        let before: Vec<_> = (0..400u16).map(|i| pick(dp, 20000 + i)).collect();
+        // Drop endpoint 10.0.0.14; new flows (fresh ports) are compared.
+        let mut fewer = eps.clone();
+        fewer.retain(|e| e.ip != Ipv4Addr::new(10, 0, 0, 14));
+        dp.upsert_service(&web_service(fewer, 1)).unwrap();
+        assert_eq!(dp.services().unwrap()[0].endpoints.len(), 3);
+        // Existing flows keep their endpoint (conntrack), even the removed one.
+        assert_eq!(pick(dp, 20000), before[0]);
+        let after: Vec<_> = (0..400u16).map(|i| pick(dp, 30000 + i)).collect();
+        let again: Vec<_> = (0..400u16)
+            .map(|i| {
+                dp.conntrack_delete(&FlowKey {
+                    src: CLIENT,
+                    dst: VIP,
+                    sport: 20000 + i,
+                    dport: 80,
+                    proto: PROTO_TCP,
+                })
+                .unwrap();
+                pick(dp, 20000 + i)
+            })
+            .collect();
+        let moved = before
+            .iter()
+            .zip(&again)
+            .filter(|(b, a)| **b != Ipv4Addr::new(10, 0, 0, 14) && b != a)
+            .count();
+        println!(
+            "maglev in the datapath: flows of surviving endpoints that moved after removing 1 of 4: {moved}/400"
+        );
+        assert!(moved <= 12, "{moved} flows of surviving endpoints moved");
+        assert!(
+            after.iter().all(|d| *d != Ipv4Addr::new(10, 0, 0, 14)),
+            "removed endpoint still chosen"
         );
     });
 }

@@ -74,7 +74,7 @@ pub const SNAT_PORT_MIN: u16 = 1024;
 /// See [`SNAT_PORT_MIN`].
 pub const SNAT_PORT_MAX: u16 = 32767;
 /// How many candidate SNAT ports a new flow probes before giving up.
-pub const SNAT_PROBES: u32 = 8;
+pub const SNAT_PROBES: u32 = 16;
 
 /// Lookup key of the service map: (VIP, port, protocol).
 #[repr(C)]
@@ -178,7 +178,9 @@ pub struct FlowKeyRaw {
     /// IP protocol.
     pub proto: u8,
     /// Explicit padding, always zero.
-    pub pad: [u8; 3],
+    pub pad0: u8,
+    /// Explicit padding, always zero.
+    pub pad1: u16,
 }
 
 /// Conntrack value: how to rewrite a packet whose tuple equals the key.
@@ -246,6 +248,21 @@ pub struct Config {
     pub nh_max_age_ns: u64,
 }
 
+/// Next hop cached per destination address, so that new flows to an
+/// endpoint resolved recently skip `bpf_fib_lookup`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NhEntry {
+    /// Egress interface index.
+    pub ifindex: u32,
+    /// Source MAC.
+    pub smac: [u8; 6],
+    /// Destination MAC.
+    pub dmac: [u8; 6],
+    /// When it was resolved (`bpf_ktime_get_coarse_ns`).
+    pub resolved_ns: u64,
+}
+
 /// Event pushed to the ring buffer when a next hop has no neighbour entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -263,11 +280,13 @@ const _: () = assert!(core::mem::size_of::<Endpoint>() == 8);
 const _: () = assert!(core::mem::size_of::<EndpointSet>() == 8 + 8 * MAX_ENDPOINTS);
 const _: () = assert!(core::mem::size_of::<MaglevTable>() == MAGLEV_CAPACITY);
 const _: () = assert!(core::mem::size_of::<FlowKeyRaw>() == 16);
-const _: () = assert!(core::mem::size_of::<CtValue>() == 4 + 4 + 2 + 2 + 4 + 4 + 4 + 4 + 12 + 8 * 4);
+const _: () =
+    assert!(core::mem::size_of::<CtValue>() == 4 + 4 + 2 + 2 + 4 + 4 + 4 + 4 + 12 + 8 * 4);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<NeighEvent>() == 8);
-const _: () = assert!(MAGLEV_CAPACITY >= MAGLEV_LEN as usize && MAGLEV_CAPACITY % 8 == 0);
+const _: () = assert!(core::mem::size_of::<NhEntry>() == 4 + 6 + 6 + 8);
+const _: () = assert!(MAGLEV_CAPACITY >= MAGLEV_LEN as usize && MAGLEV_CAPACITY.is_multiple_of(8));
 
 #[cfg(feature = "user")]
 mod pod {
@@ -295,4 +314,6 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for NeighEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for NhEntry {}
 }

@@ -19,7 +19,13 @@ impl Delta {
     #[inline(always)]
     pub const fn u32(self, old: u32, new: u32) -> Self {
         let o = !old;
-        Self(self.0 + (o >> 16) as u64 + (o & 0xffff) as u64 + (new >> 16) as u64 + (new & 0xffff) as u64)
+        Self(
+            self.0
+                + (o >> 16) as u64
+                + (o & 0xffff) as u64
+                + (new >> 16) as u64
+                + (new & 0xffff) as u64,
+        )
     }
 
     /// Account for a 16-bit field changing from `old` to `new`.

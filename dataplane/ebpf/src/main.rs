@@ -26,21 +26,24 @@ mod maps;
 use core::mem::size_of;
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{BPF_ANY, BPF_NOEXIST, bpf_fib_lookup as FibParams, xdp_action},
-    helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
+    helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::xdp,
     programs::XdpContext,
-    EbpfContext as _,
 };
 use csum::Delta;
 use floatlb_common::{
-    CT_CLOSED, CT_EST, CT_FIN, CT_SYN, Config, CtValue, DIR_FORWARD, DIR_REPLY,
-    DROP_CT_INSERT, DROP_FIB, DROP_FRAGMENT, DROP_NO_ENDPOINT, DROP_NO_NEIGH,
-    DROP_PORT_EXHAUSTED, DROP_REDIRECT, DROP_TTL, Endpoint, FlowKeyRaw, MAGLEV_LEN,
-    MAX_ENDPOINTS, NeighEvent, SEL_MAGLEV, SEL_PERSIST, SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX,
-    SNAT_PORT_MIN, SNAT_PROBES, ServiceKey, ServiceValue,
+    CT_CLOSED, CT_EST, CT_FIN, CT_SYN, Config, CtValue, DIR_FORWARD, DIR_REPLY, DROP_CT_INSERT,
+    DROP_FIB, DROP_FRAGMENT, DROP_NO_ENDPOINT, DROP_NO_NEIGH, DROP_PORT_EXHAUSTED, DROP_REDIRECT,
+    DROP_TTL, Endpoint, FlowKeyRaw, MAGLEV_LEN, MAX_ENDPOINTS, NeighEvent, NhEntry, SEL_MAGLEV,
+    SEL_PERSIST, SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES, ServiceKey,
+    ServiceValue,
 };
-use maps::{CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, MAGLEV, NEIGH_RB, NEIGH_SEEN, RR, SERVICES, SVC_STATS, VIPS};
+use maps::{
+    CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, MAGLEV, NEIGH_RB, NEIGH_SEEN, NH_CACHE, RR,
+    SERVICES, SVC_STATS, VIPS,
+};
 
 const ETH_HLEN: usize = 14;
 const IP_HLEN: usize = 20;
@@ -192,7 +195,9 @@ unsafe fn bump_stats(svc_id: u32, ep_idx: u8, bytes: u64) {
             (*c).bytes += bytes;
         }
     }
-    let ep_slot = svc_id.wrapping_mul(MAX_ENDPOINTS as u32).wrapping_add(ep_idx as u32);
+    let ep_slot = svc_id
+        .wrapping_mul(MAX_ENDPOINTS as u32)
+        .wrapping_add(ep_idx as u32);
     if let Some(c) = EP_STATS.get_ptr_mut(ep_slot) {
         unsafe {
             (*c).packets += 1;
@@ -228,7 +233,9 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
     let frag = unsafe { (*ip).frag_off } & IP_FRAG_MASK_BE;
     let (csum, tcp_flags) = if proto == PROTO_TCP {
         let tcp = ptr_at::<TcpHdr>(ctx, L4_OFF)?;
-        (unsafe { core::ptr::addr_of_mut!((*tcp).check) }, unsafe { (*tcp).flags })
+        (unsafe { core::ptr::addr_of_mut!((*tcp).check) }, unsafe {
+            (*tcp).flags
+        })
     } else {
         (unsafe { core::ptr::addr_of_mut!((*head).w3) }, 0)
     };
@@ -238,10 +245,11 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
         sport: unsafe { (*head).sport },
         dport: unsafe { (*head).dport },
         proto,
-        pad: [0; 3],
+        pad0: 0,
+        pad1: 0,
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     if let Some(ct) = CT.get_ptr_mut(&key) {
         if frag != 0 {
@@ -261,10 +269,23 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
             return Ok(drop_with(DROP_TTL));
         }
         unsafe {
-            rewrite(ip, head, csum, proto, v.nat_src, v.nat_dst, v.nat_sport, v.nat_dport);
+            rewrite(
+                ip,
+                head,
+                csum,
+                proto,
+                v.nat_src,
+                v.nat_dst,
+                v.nat_sport,
+                v.nat_dport,
+            );
         }
         let nh = if v.nh_ifindex != 0 && now.wrapping_sub(v.nh_ns) < cfg.nh_max_age_ns {
-            Nexthop { ifindex: v.nh_ifindex, smac: v.nh_smac, dmac: v.nh_dmac }
+            Nexthop {
+                ifindex: v.nh_ifindex,
+                smac: v.nh_smac,
+                dmac: v.nh_dmac,
+            }
         } else {
             match unsafe { fib(ctx, cfg, ip, now) } {
                 Ok(nh) => {
@@ -280,7 +301,12 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
         return Ok(unsafe { emit(ctx, eth, &nh) });
     }
 
-    let skey = ServiceKey { vip: key.dst, port: key.dport, proto, pad: 0 };
+    let skey = ServiceKey {
+        vip: key.dst,
+        port: key.dport,
+        proto,
+        pad: 0,
+    };
     let svc = match unsafe { SERVICES.get(&skey) } {
         Some(s) => *s,
         None => return Ok(xdp_action::XDP_PASS),
@@ -291,7 +317,11 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
     if unsafe { (*ip).ttl } <= 1 {
         return Ok(drop_with(DROP_TTL));
     }
-    unsafe { new_flow(ctx, eth, ip, head, csum, cfg, &key, &svc, tcp_flags, bytes, now) }
+    unsafe {
+        new_flow(
+            ctx, eth, ip, head, csum, cfg, &key, &svc, tcp_flags, bytes, now,
+        )
+    }
 }
 
 /// Advance the TCP state of a flow on this packet's flags; mirror any change
@@ -319,7 +349,8 @@ unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8) {
             sport: v.nat_dport,
             dport: v.nat_sport,
             proto: key.proto,
-            pad: [0; 3],
+            pad0: 0,
+            pad1: 0,
         };
         if let Some(p) = CT.get_ptr_mut(&peer) {
             unsafe { (*p).tcp_state = next };
@@ -353,7 +384,10 @@ unsafe fn rewrite(
 
         let old = *csum;
         if !(proto == PROTO_UDP && old == 0) {
-            let mut c = addrs.u16((*head).sport, nsport).u16((*head).dport, ndport).apply(old);
+            let mut c = addrs
+                .u16((*head).sport, nsport)
+                .u16((*head).dport, ndport)
+                .apply(old);
             if proto == PROTO_UDP && c == 0 {
                 c = 0xffff;
             }
@@ -364,11 +398,62 @@ unsafe fn rewrite(
     }
 }
 
-/// FIB lookup for the (already rewritten) packet.
+/// Zero `*p` with volatile u64 stores, in place: the compiler can neither
+/// turn them into a call to `memset` (a byte loop on BPF) nor copy a known-
+/// zero value around with one. Returns `p` as a reference.
+///
+/// # Safety
+/// `p` must be valid for writes; `T` plain old data, size a multiple of 8,
+/// 8-byte aligned.
+#[inline(always)]
+unsafe fn zero_in_place<'a, T>(p: *mut T) -> &'a mut T {
+    let w = p as *mut u64;
+    let mut i = 0;
+    while i < size_of::<T>() / 8 {
+        // SAFETY: within `*p` per the function's contract.
+        unsafe { w.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // SAFETY: every byte is initialised; all-zero is valid for plain old data.
+    unsafe { &mut *p }
+}
+
+/// Next hop for the (already rewritten) packet: from the per-destination
+/// cache when fresher than `cfg.nh_max_age_ns`, else from the FIB.
 #[inline(always)]
 unsafe fn fib(ctx: &XdpContext, cfg: &Config, ip: *const IpHdr, now: u64) -> Result<Nexthop, u32> {
-    // SAFETY: bpf_fib_lookup is plain old data; all-zero is a valid value.
-    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    let dst = unsafe { (*ip).dst };
+    if let Some(e) = NH_CACHE.get_ptr(&dst) {
+        let e = unsafe { &*e };
+        if e.ifindex != 0 && now.wrapping_sub(e.resolved_ns) < cfg.nh_max_age_ns {
+            return Ok(Nexthop {
+                ifindex: e.ifindex,
+                smac: e.smac,
+                dmac: e.dmac,
+            });
+        }
+    }
+    let nh = unsafe { fib_lookup(ctx, cfg, ip, now) }?;
+    let entry = NhEntry {
+        ifindex: nh.ifindex,
+        smac: nh.smac,
+        dmac: nh.dmac,
+        resolved_ns: now,
+    };
+    let _ = NH_CACHE.insert(&dst, &entry, BPF_ANY as u64);
+    Ok(nh)
+}
+
+/// FIB lookup for the (already rewritten) packet.
+#[inline(always)]
+unsafe fn fib_lookup(
+    ctx: &XdpContext,
+    cfg: &Config,
+    ip: *const IpHdr,
+    now: u64,
+) -> Result<Nexthop, u32> {
+    let mut buf = core::mem::MaybeUninit::<FibParams>::uninit();
+    let p = unsafe { zero_in_place(buf.as_mut_ptr()) };
     p.family = AF_INET;
     unsafe {
         p.l4_protocol = (*ip).proto;
@@ -377,12 +462,18 @@ unsafe fn fib(ctx: &XdpContext, cfg: &Config, ip: *const IpHdr, now: u64) -> Res
         p.__bindgen_anon_3.ipv4_src = (*ip).src;
         p.__bindgen_anon_4.ipv4_dst = (*ip).dst;
     }
-    p.ifindex = if cfg.fib_ifindex != 0 { cfg.fib_ifindex } else { ctx.ingress_ifindex() as u32 };
-    let ret = unsafe {
-        bpf_fib_lookup(ctx.as_ptr(), &mut p, size_of::<FibParams>() as i32, 0)
+    p.ifindex = if cfg.fib_ifindex != 0 {
+        cfg.fib_ifindex
+    } else {
+        ctx.ingress_ifindex() as u32
     };
+    let ret = unsafe { bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0) };
     if ret == FIB_RET_SUCCESS {
-        return Ok(Nexthop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac });
+        return Ok(Nexthop {
+            ifindex: p.ifindex,
+            smac: p.smac,
+            dmac: p.dmac,
+        });
     }
     if ret == FIB_RET_NO_NEIGH {
         // SAFETY: the kernel wrote the next-hop address into ipv4_dst.
@@ -425,14 +516,24 @@ unsafe fn emit(ctx: &XdpContext, eth: *mut EthHdr, nh: &Nexthop) -> u32 {
         Ok(action) => action,
         Err(_) => {
             let r = unsafe { bpf_redirect(nh.ifindex, 0) } as u32;
-            if r == xdp_action::XDP_REDIRECT { r } else { drop_with(DROP_REDIRECT) }
+            if r == xdp_action::XDP_REDIRECT {
+                r
+            } else {
+                drop_with(DROP_REDIRECT)
+            }
         }
     }
 }
 
 /// Pick an endpoint index for a new flow, or `None` when none is usable.
 #[inline(always)]
-unsafe fn select(svc: &ServiceValue, slot: u32, count: u32, maglev_len: u32, key: &FlowKeyRaw) -> Option<u32> {
+unsafe fn select(
+    svc: &ServiceValue,
+    slot: u32,
+    count: u32,
+    maglev_len: u32,
+    key: &FlowKeyRaw,
+) -> Option<u32> {
     if count == 0 {
         return None;
     }
@@ -507,20 +608,23 @@ unsafe fn new_flow(
     };
     let ep: Endpoint = unsafe { *(*set).endpoints.as_ptr().add((idx & 63) as usize) };
 
-    let state = if key.proto == PROTO_TCP && tcp_flags & TCP_SYN != 0 { CT_SYN } else { CT_EST };
-    let reply = CtValue {
-        nat_src: key.dst,
-        nat_dst: key.src,
-        nat_sport: key.dport,
-        nat_dport: key.sport,
-        svc_id: svc.id,
-        idle_timeout_s: svc.idle_timeout_s,
-        dir: DIR_REPLY,
-        tcp_state: state,
-        ep_idx: idx as u8,
-        last_seen_ns: now,
-        ..CtValue::default()
+    let state = if key.proto == PROTO_TCP && tcp_flags & TCP_SYN != 0 {
+        CT_SYN
+    } else {
+        CT_EST
     };
+    let mut reply_buf = core::mem::MaybeUninit::<CtValue>::uninit();
+    let reply = unsafe { zero_in_place(reply_buf.as_mut_ptr()) };
+    reply.nat_src = key.dst;
+    reply.nat_dst = key.src;
+    reply.nat_sport = key.dport;
+    reply.nat_dport = key.sport;
+    reply.svc_id = svc.id;
+    reply.idle_timeout_s = svc.idle_timeout_s;
+    reply.dir = DIR_REPLY;
+    reply.tcp_state = state;
+    reply.ep_idx = idx as u8;
+    reply.last_seen_ns = now;
     // Claim a SNAT port: the reply tuple (endpoint -> snat_ip:port) must be
     // unique, so the first candidate whose reply entry can be created with
     // BPF_NOEXIST wins. The first candidate is a pure function of the client
@@ -532,13 +636,20 @@ unsafe fn new_flow(
         sport: ep.port,
         dport: 0,
         proto: key.proto,
-        pad: [0; 3],
+        pad0: 0,
+        pad1: 0,
     };
     let mut claimed = false;
     for i in 0..SNAT_PROBES {
-        let port = SNAT_PORT_MIN as u32 + base.wrapping_add(i.wrapping_mul(4099)) % SNAT_RANGE;
+        // Candidate 0 is a pure function of the flow; later ones rehash.
+        let h = if i == 0 {
+            base
+        } else {
+            mix(base.wrapping_add(i))
+        };
+        let port = SNAT_PORT_MIN as u32 + h % SNAT_RANGE;
         rkey.dport = (port as u16).to_be();
-        if CT.insert(&rkey, &reply, BPF_NOEXIST as u64).is_ok() {
+        if CT.insert(&rkey, &*reply, BPF_NOEXIST as u64).is_ok() {
             claimed = true;
             break;
         }
@@ -546,18 +657,33 @@ unsafe fn new_flow(
     if !claimed {
         return Ok(drop_with(DROP_PORT_EXHAUSTED));
     }
-    let mut fwd = CtValue {
-        nat_src: svc.snat_ip,
-        nat_dst: ep.ip,
-        nat_sport: rkey.dport,
-        nat_dport: ep.port,
-        dir: DIR_FORWARD,
-        packets: 1,
-        bytes,
-        ..reply
-    };
+    let mut fwd_buf = core::mem::MaybeUninit::<CtValue>::uninit();
+    let fwd = unsafe { zero_in_place(fwd_buf.as_mut_ptr()) };
+    fwd.svc_id = svc.id;
+    fwd.idle_timeout_s = svc.idle_timeout_s;
+    fwd.tcp_state = state;
+    fwd.ep_idx = idx as u8;
+    fwd.last_seen_ns = now;
+    fwd.nat_src = svc.snat_ip;
+    fwd.nat_dst = ep.ip;
+    fwd.nat_sport = rkey.dport;
+    fwd.nat_dport = ep.port;
+    fwd.dir = DIR_FORWARD;
+    fwd.packets = 1;
+    fwd.bytes = bytes;
     unsafe { bump_stats(svc.id, idx as u8, bytes) };
-    unsafe { rewrite(ip, head, csum, key.proto, fwd.nat_src, fwd.nat_dst, fwd.nat_sport, fwd.nat_dport) };
+    unsafe {
+        rewrite(
+            ip,
+            head,
+            csum,
+            key.proto,
+            fwd.nat_src,
+            fwd.nat_dst,
+            fwd.nat_sport,
+            fwd.nat_dport,
+        )
+    };
     let nh = unsafe { fib(ctx, cfg, ip, now) };
     if let Ok(nh) = &nh {
         fwd.nh_ifindex = nh.ifindex;
@@ -565,7 +691,7 @@ unsafe fn new_flow(
         fwd.nh_dmac = nh.dmac;
         fwd.nh_ns = now;
     }
-    if CT.insert(key, &fwd, BPF_NOEXIST as u64).is_err() {
+    if CT.insert(key, &*fwd, BPF_NOEXIST as u64).is_err() {
         // Another CPU created this flow concurrently: give our port back.
         let _ = CT.remove(&rkey);
         return Ok(drop_with(DROP_CT_INSERT));
@@ -577,7 +703,12 @@ unsafe fn new_flow(
 }
 
 /// ICMP: answer echo requests to a VIP; translate errors about tracked flows.
-unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -> Result<u32, ()> {
+unsafe fn icmp(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut IpHdr,
+    cfg: &Config,
+) -> Result<u32, ()> {
     let icmp = ptr_at::<IcmpHdr>(ctx, L4_OFF)?;
     let ty = unsafe { (*icmp).ty };
     if ty == 8 {
@@ -620,7 +751,8 @@ unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config)
         sport: unsafe { (*ihead).dport },
         dport: unsafe { (*ihead).sport },
         proto: iproto,
-        pad: [0; 3],
+        pad0: 0,
+        pad1: 0,
     };
     let Some(ct) = CT.get_ptr(&rkey) else {
         return Ok(xdp_action::XDP_PASS);
@@ -632,7 +764,9 @@ unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config)
     // Original packet: src = nat_dst:nat_dport, dst = nat_src:nat_sport.
     unsafe {
         let mut icmp_delta = Delta::new();
-        let inner_addrs = Delta::new().u32((*inner).src, v.nat_dst).u32((*inner).dst, v.nat_src);
+        let inner_addrs = Delta::new()
+            .u32((*inner).src, v.nat_dst)
+            .u32((*inner).dst, v.nat_src);
         let old_icheck = (*inner).check;
         let new_icheck = inner_addrs.apply(old_icheck);
         icmp_delta = icmp_delta
@@ -642,11 +776,15 @@ unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config)
             .u16((*ihead).sport, v.nat_dport)
             .u16((*ihead).dport, v.nat_sport);
         // The quoted L4 checksum, when present, covers the pseudo header.
-        let l4_delta = inner_addrs.u16((*ihead).sport, v.nat_dport).u16((*ihead).dport, v.nat_sport);
+        let l4_delta = inner_addrs
+            .u16((*ihead).sport, v.nat_dport)
+            .u16((*ihead).dport, v.nat_sport);
         let qcsum: Option<*mut u16> = if iproto == PROTO_UDP {
             Some(core::ptr::addr_of_mut!((*ihead).w3))
         } else {
-            ptr_at::<TcpHdr>(ctx, INNER_L4).ok().map(|t| core::ptr::addr_of_mut!((*t).check))
+            ptr_at::<TcpHdr>(ctx, INNER_L4)
+                .ok()
+                .map(|t| core::ptr::addr_of_mut!((*t).check))
         };
         if let Some(q) = qcsum {
             let old = *q;
@@ -667,7 +805,9 @@ unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config)
         (*icmp).check = icmp_delta.apply((*icmp).check);
 
         // Outer header: from the VIP (or SNAT address) to the original sender.
-        let outer = Delta::new().u32((*ip).src, v.nat_src).u32((*ip).dst, v.nat_dst);
+        let outer = Delta::new()
+            .u32((*ip).src, v.nat_src)
+            .u32((*ip).dst, v.nat_dst);
         let ttl_word = (ip as *mut u8).add(8) as *mut u16;
         let old_w = *ttl_word;
         (*ip).ttl -= 1;
@@ -675,7 +815,7 @@ unsafe fn icmp(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config)
         (*ip).src = v.nat_src;
         (*ip).dst = v.nat_dst;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     match unsafe { fib(ctx, cfg, ip, now) } {
         Ok(nh) => Ok(unsafe { emit(ctx, eth, &nh) }),
         Err(action) => Ok(action),

@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use floatlb_common::{
-    Config, Counter, CtValue, DROP_REASONS, EndpointSet, FlowKeyRaw, MaglevTable, ServiceKey,
-    ServiceValue,
+    Config, Counter, CtValue, DROP_REASONS, EndpointSet, FlowKeyRaw, MaglevTable, NhEntry,
+    ServiceKey, ServiceValue,
 };
 
 /// Element 0: runtime configuration (active flag, FIB input device, ...).
@@ -67,3 +67,7 @@ pub static NEIGH_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096,
 /// Egress devices for XDP_REDIRECT, keyed by ifindex.
 #[map(name = "FLB_DEVMAP")]
 pub static DEVMAP: DevMapHash = DevMapHash::with_max_entries(256, 0);
+
+/// Next hop per destination address (see `NhEntry`).
+#[map(name = "FLB_NH_CACHE")]
+pub static NH_CACHE: LruHashMap<u32, NhEntry> = LruHashMap::with_max_entries(16 * 1024, 0);

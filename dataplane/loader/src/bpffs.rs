@@ -61,15 +61,22 @@ pub(crate) fn ensure(dir: &Path) -> Result<(), DataplaneError> {
     Ok(())
 }
 
-/// If `dir` is itself a bpffs mount point (its parent is not bpffs) and is
-/// empty, unmount it; then remove the directory. Best effort.
+/// If `dir` is itself a bpffs mount point (its parent is not bpffs) and holds
+/// nothing of ours, unmount it; then remove the directory. Best effort.
 pub(crate) fn remove_dir(dir: &Path) {
     let own_mount = is_bpffs(dir) && dir.parent().is_some_and(|p| !is_bpffs(p));
-    let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
-    if own_mount && empty {
-        if let Err(e) = umount2(dir, MntFlags::MNT_DETACH) {
-            tracing::warn!(path = %dir.display(), error = %e, "umount bpffs");
-        }
+    // A fresh bpffs mount holds the kernel's own `maps.debug`/`progs.debug`.
+    let empty = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .all(|e| matches!(e.file_name().to_str(), Some("maps.debug" | "progs.debug")))
+        })
+        .unwrap_or(false);
+    if own_mount
+        && empty
+        && let Err(e) = umount2(dir, MntFlags::MNT_DETACH)
+    {
+        tracing::warn!(path = %dir.display(), error = %e, "umount bpffs");
     }
     let _ = std::fs::remove_dir(dir);
 }

@@ -6,7 +6,9 @@
 use std::collections::HashMap as StdHashMap;
 
 use aya::maps::{HashMap, MapData, MapError};
-use floatlb_common::{CT_CLOSED, CT_EST, CT_FIN, CT_SYN, CtValue, DIR_FORWARD, DIR_REPLY, FlowKeyRaw, ServiceKey, ServiceValue};
+use floatlb_common::{
+    CT_EST, CT_FIN, CT_SYN, CtValue, DIR_FORWARD, DIR_REPLY, FlowKeyRaw, ServiceKey, ServiceValue,
+};
 
 use crate::{
     Dataplane, DataplaneError, M_CT, M_SERVICES, PROTO_UDP, monotonic_ns,
@@ -21,7 +23,8 @@ fn peer_key(k: &FlowKeyRaw, v: &CtValue) -> FlowKeyRaw {
         sport: v.nat_dport,
         dport: v.nat_sport,
         proto: k.proto,
-        pad: [0; 3],
+        pad0: 0,
+        pad1: 0,
     }
 }
 
@@ -35,7 +38,12 @@ impl Dataplane {
                 Ok(kv) => out.push(kv),
                 // An LRU entry evicted between get_next_key and lookup.
                 Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(DataplaneError::Map { map: M_CT, source: e }),
+                Err(e) => {
+                    return Err(DataplaneError::Map {
+                        map: M_CT,
+                        source: e,
+                    });
+                }
             }
         }
         Ok(out)
@@ -71,12 +79,19 @@ impl Dataplane {
     pub fn conntrack_insert(&mut self, rec: &CtRecord) -> Result<(), DataplaneError> {
         let c = &rec.client;
         if c.proto != spec::PROTO_TCP && c.proto != PROTO_UDP {
-            return Err(DataplaneError::invalid("conntrack client.proto", c.proto, "must be 6 or 17"));
+            return Err(DataplaneError::invalid(
+                "conntrack client.proto",
+                c.proto,
+                "must be 6 or 17",
+            ));
         }
         if rec.nat_src.1 == 0 || rec.nat_dst.1 == 0 {
             return Err(DataplaneError::invalid(
                 "conntrack nat port",
-                format!("{}:{} -> {}:{}", rec.nat_src.0, rec.nat_src.1, rec.nat_dst.0, rec.nat_dst.1),
+                format!(
+                    "{}:{} -> {}:{}",
+                    rec.nat_src.0, rec.nat_src.1, rec.nat_dst.0, rec.nat_dst.1
+                ),
                 "ports must be non-zero",
             ));
         }
@@ -88,7 +103,8 @@ impl Dataplane {
         };
         let svc: Option<ServiceValue> = {
             let m: HashMap<&MapData, ServiceKey, ServiceValue> =
-                HashMap::try_from(self.map_ref(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+                HashMap::try_from(self.map_ref(M_SERVICES)?)
+                    .map_err(DataplaneError::map(M_SERVICES))?;
             m.get(&skey, 0).ok()
         };
         let fkey = c.raw();
@@ -123,7 +139,10 @@ impl Dataplane {
         m.insert(rkey, rev, 0).map_err(DataplaneError::map(M_CT))?;
         if let Err(e) = m.insert(fkey, fwd, 0) {
             let _ = m.remove(&rkey);
-            return Err(DataplaneError::Map { map: M_CT, source: e });
+            return Err(DataplaneError::Map {
+                map: M_CT,
+                source: e,
+            });
         }
         Ok(())
     }
@@ -137,7 +156,12 @@ impl Dataplane {
         let v = match m.get(&raw, 0) {
             Ok(v) => v,
             Err(MapError::KeyNotFound) => return Ok(()),
-            Err(e) => return Err(DataplaneError::Map { map: M_CT, source: e }),
+            Err(e) => {
+                return Err(DataplaneError::Map {
+                    map: M_CT,
+                    source: e,
+                });
+            }
         };
         let _ = m.remove(&peer_key(&raw, &v));
         let _ = m.remove(&raw);
@@ -163,14 +187,22 @@ impl Dataplane {
             }
             let secs = match (k.proto, v.tcp_state) {
                 (p, _) if p == PROTO_UDP => {
-                    if v.idle_timeout_s != 0 { v.idle_timeout_s } else { t.udp_secs }
+                    if v.idle_timeout_s != 0 {
+                        v.idle_timeout_s
+                    } else {
+                        t.udp_secs
+                    }
                 }
                 (_, CT_SYN) => t.syn_secs,
                 (_, CT_EST) => {
-                    if v.idle_timeout_s != 0 { v.idle_timeout_s } else { t.established_secs }
+                    if v.idle_timeout_s != 0 {
+                        v.idle_timeout_s
+                    } else {
+                        t.established_secs
+                    }
                 }
                 (_, CT_FIN) => t.fin_secs,
-                (_, CT_CLOSED) | _ => t.closed_secs,
+                _ => t.closed_secs,
             };
             let last = v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns));
             if now.saturating_sub(last) > u64::from(secs) * 1_000_000_000 {

@@ -76,7 +76,11 @@ pub enum DataplaneError {
 }
 
 impl DataplaneError {
-    pub(crate) fn invalid(field: impl Into<String>, value: impl ToString, reason: &'static str) -> Self {
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: impl ToString,
+        reason: &'static str,
+    ) -> Self {
         Self::Invalid {
             field: field.into(),
             value: value.to_string(),

@@ -67,8 +67,19 @@ pub(crate) const M_NEIGH_RB: &str = "FLB_NEIGH_RB";
 pub(crate) const M_NEIGH_SEEN: &str = "FLB_NEIGH_SEEN";
 pub(crate) const M_DEVMAP: &str = "FLB_DEVMAP";
 const MAP_NAMES: [&str; 13] = [
-    M_CONFIG, M_SERVICES, M_EPSETS, M_MAGLEV, M_CT, M_SVC_STATS, M_EP_STATS, M_DROPS, M_RR, M_VIPS,
-    M_NEIGH_RB, M_NEIGH_SEEN, M_DEVMAP,
+    M_CONFIG,
+    M_SERVICES,
+    M_EPSETS,
+    M_MAGLEV,
+    M_CT,
+    M_SVC_STATS,
+    M_EP_STATS,
+    M_DROPS,
+    M_RR,
+    M_VIPS,
+    M_NEIGH_RB,
+    M_NEIGH_SEEN,
+    M_DEVMAP,
 ];
 
 /// XDP verdicts, as returned by [`Dataplane::prog_test_run`].
@@ -199,7 +210,9 @@ pub struct Dataplane {
 
 impl std::fmt::Debug for Dataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dataplane").field("pin_dir", &self.opts.pin_dir).finish_non_exhaustive()
+        f.debug_struct("Dataplane")
+            .field("pin_dir", &self.opts.pin_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -223,7 +236,10 @@ fn attach_err(iface: &str, e: impl std::fmt::Display) -> DataplaneError {
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -238,10 +254,18 @@ impl Dataplane {
             return Err(DataplaneError::NoObject);
         }
         if opts.max_services == 0 {
-            return Err(DataplaneError::invalid("max_services", 0, "must be positive"));
+            return Err(DataplaneError::invalid(
+                "max_services",
+                0,
+                "must be positive",
+            ));
         }
         if opts.max_conntrack < 2 {
-            return Err(DataplaneError::invalid("max_conntrack", opts.max_conntrack, "must be at least 2"));
+            return Err(DataplaneError::invalid(
+                "max_conntrack",
+                opts.max_conntrack,
+                "must be at least 2",
+            ));
         }
         bpffs::ensure(&opts.pin_dir)?;
         let maps_dir = opts.pin_dir.join("maps");
@@ -281,7 +305,9 @@ impl Dataplane {
             .pin(&prog_pin)
             .map_err(|e| pin_err(&prog_pin, e))?;
 
-        let neigh_map = ebpf.take_map(M_NEIGH_RB).ok_or(DataplaneError::MissingMap(M_NEIGH_RB))?;
+        let neigh_map = ebpf
+            .take_map(M_NEIGH_RB)
+            .ok_or(DataplaneError::MissingMap(M_NEIGH_RB))?;
         let neigh_rb = RingBuf::try_from(neigh_map).map_err(DataplaneError::map(M_NEIGH_RB))?;
         let mut dp = Self {
             ebpf,
@@ -313,7 +339,9 @@ impl Dataplane {
     }
 
     pub(crate) fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, DataplaneError> {
-        self.ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))
     }
 
     fn config(&self) -> Result<Config, DataplaneError> {
@@ -366,10 +394,12 @@ impl Dataplane {
 
     /// Pinned link of `iface`, if any, with its mode.
     fn find_link(&self, iface: &str) -> Option<(PathBuf, AttachedMode)> {
-        [AttachedMode::Native, AttachedMode::Generic].into_iter().find_map(|m| {
-            let p = self.links_dir().join(format!("{iface}@{}", m.suffix()));
-            p.exists().then_some((p, m))
-        })
+        [AttachedMode::Native, AttachedMode::Generic]
+            .into_iter()
+            .find_map(|m| {
+                let p = self.links_dir().join(format!("{iface}@{}", m.suffix()));
+                p.exists().then_some((p, m))
+            })
     }
 
     /// Interfaces with a pinned attachment, with their mode.
@@ -403,7 +433,11 @@ impl Dataplane {
             match self.update_link(&path) {
                 Ok(()) => {
                     self.devmap_add(ifindex)?;
-                    tracing::info!(iface, mode = attached.suffix(), "kept existing XDP link, program updated");
+                    tracing::info!(
+                        iface,
+                        mode = attached.suffix(),
+                        "kept existing XDP link, program updated"
+                    );
                     return Ok(attached);
                 }
                 Err(e) => {
@@ -428,7 +462,10 @@ impl Dataplane {
                 Ok(id) => {
                     let link = prog.take_link(id).map_err(|e| attach_err(iface, e))?;
                     let fd_link = FdLink::try_from(link).map_err(|e| {
-                        attach_err(iface, format!("kernel without bpf_link for XDP, cannot pin: {e}"))
+                        attach_err(
+                            iface,
+                            format!("kernel without bpf_link for XDP, cannot pin: {e}"),
+                        )
                     })?;
                     let path = links_dir.join(format!("{iface}@{}", attached.suffix()));
                     fd_link.pin(&path).map_err(|e| pin_err(&path, e))?;
@@ -450,7 +487,9 @@ impl Dataplane {
         let fd_link = pinned.unpin().map_err(|e| pin_err(path, e))?;
         let xdp_link = XdpLink::try_from(fd_link).map_err(|e| pin_err(path, e))?;
         let prog = Self::xdp_prog(&mut self.ebpf, PROG_FLOATLB)?;
-        let id = prog.attach_to_link(xdp_link).map_err(|e| pin_err(path, e))?;
+        let id = prog
+            .attach_to_link(xdp_link)
+            .map_err(|e| pin_err(path, e))?;
         let link = prog.take_link(id).map_err(|e| pin_err(path, e))?;
         let fd_link = FdLink::try_from(link).map_err(|e| pin_err(path, e))?;
         fd_link.pin(path).map_err(|e| pin_err(path, e))?;
@@ -460,10 +499,11 @@ impl Dataplane {
     fn devmap_add(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         let mut dm: DevMapHash<&mut MapData> =
             DevMapHash::try_from(self.map_mut(M_DEVMAP)?).map_err(DataplaneError::map(M_DEVMAP))?;
-        dm.insert(ifindex, ifindex, None, 0).map_err(|e| DataplaneError::Attach {
-            iface: format!("ifindex {ifindex}"),
-            reason: format!("devmap insert: {e}"),
-        })
+        dm.insert(ifindex, ifindex, None, 0)
+            .map_err(|e| DataplaneError::Attach {
+                iface: format!("ifindex {ifindex}"),
+                reason: format!("devmap insert: {e}"),
+            })
     }
 
     /// Detach from `iface` and remove its pin (no-op when not attached).
@@ -472,10 +512,10 @@ impl Dataplane {
             return Ok(());
         };
         Self::drop_link(&path)?;
-        if let Ok(ifindex) = nix::net::if_::if_nametoindex(iface) {
-            if let Ok(mut dm) = DevMapHash::<&mut MapData>::try_from(self.map_mut(M_DEVMAP)?) {
-                let _ = dm.remove(ifindex);
-            }
+        if let Ok(ifindex) = nix::net::if_::if_nametoindex(iface)
+            && let Ok(mut dm) = DevMapHash::<&mut MapData>::try_from(self.map_mut(M_DEVMAP)?)
+        {
+            let _ = dm.remove(ifindex);
         }
         tracing::info!(iface, "XDP detached");
         Ok(())
@@ -559,7 +599,14 @@ impl Dataplane {
             .try_into()
             .map_err(|e| DataplaneError::TestRun(format!("{e}")))?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
-        let md: [u32; 6] = [0, packet.len() as u32, 0, ingress_ifindex.unwrap_or(0), 0, 0];
+        let md: [u32; 6] = [
+            0,
+            packet.len() as u32,
+            0,
+            ingress_ifindex.unwrap_or(0),
+            0,
+            0,
+        ];
         let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
         let mut out = vec![0u8; packet.len() + 256];
         let res = prog

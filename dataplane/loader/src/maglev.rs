@@ -33,7 +33,7 @@ fn is_prime(n: u32) -> bool {
     }
     let mut d = 2u32;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -132,7 +132,11 @@ mod tests {
         assert_eq!(table_len(1), 101);
         assert_eq!(table_len(3), 307);
         assert_eq!(table_len(64), 6421);
-        assert_eq!(table_len(64), floatlb_common::MAGLEV_LEN, "datapath constant out of date");
+        assert_eq!(
+            table_len(64),
+            floatlb_common::MAGLEV_LEN,
+            "datapath constant out of date"
+        );
         assert!(table_len(64) as usize <= floatlb_common::MAGLEV_CAPACITY);
         for n in 1..=64 {
             let m = table_len(n);
@@ -145,7 +149,10 @@ mod tests {
         let e = eps(&[1, 0, 2]);
         let t = build_table(&e, table_len(e.len()));
         assert_eq!(t.len(), 307);
-        assert!(t.iter().all(|&i| i == 0 || i == 2), "drained endpoint got slots");
+        assert!(
+            t.iter().all(|&i| i == 0 || i == 2),
+            "drained endpoint got slots"
+        );
         assert!(build_table(&eps(&[0, 0]), 211).is_empty());
     }
 
@@ -157,7 +164,10 @@ mod tests {
         let total: f64 = w.iter().map(|&x| f64::from(x)).sum();
         for (i, s) in shares(&t, e.len()).iter().enumerate() {
             let want = f64::from(w[i]) / total;
-            assert!((s - want).abs() < 0.01, "endpoint {i}: share {s:.4}, want {want:.4}");
+            assert!(
+                (s - want).abs() < 0.01,
+                "endpoint {i}: share {s:.4}, want {want:.4}"
+            );
         }
         // Equal weights: equal shares within one slot per round.
         let e = eps(&[5; 10]);
@@ -188,7 +198,10 @@ mod tests {
             }
         }
         let frac = moved_other as f64 / m as f64;
-        println!("maglev: slots of surviving endpoints that moved after removing 1 of 10: {:.2}%", frac * 100.0);
+        println!(
+            "maglev: slots of surviving endpoints that moved after removing 1 of 10: {:.2}%",
+            frac * 100.0
+        );
         assert!(frac < 0.03, "{:.2}% of other slots moved", frac * 100.0);
     }
 

@@ -15,7 +15,9 @@ use floatlb_common::{
 use crate::{
     Dataplane, DataplaneError, M_DROPS, M_EP_STATS, M_EPSETS, M_MAGLEV, M_RR, M_SERVICES,
     M_SVC_STATS, M_VIPS, maglev,
-    spec::{self, Counters, DropCounters, PacketCount, ServiceCounters, ServiceKeySpec, ServiceSpec},
+    spec::{
+        self, Counters, DropCounters, PacketCount, ServiceCounters, ServiceKeySpec, ServiceSpec,
+    },
 };
 
 /// Maglev table length used for every service: the smallest prime >= 100 x 64.
@@ -34,7 +36,8 @@ fn zero_percpu<V: aya::Pod + Default>() -> Result<PerCpuValues<V>, DataplaneErro
 impl Dataplane {
     pub(crate) fn load_used_ids(&self) -> Result<BTreeSet<u32>, DataplaneError> {
         let m: HashMap<&MapData, ServiceKey, ServiceValue> =
-            HashMap::try_from(self.map_ref(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+            HashMap::try_from(self.map_ref(M_SERVICES)?)
+                .map_err(DataplaneError::map(M_SERVICES))?;
         let mut ids = BTreeSet::new();
         for kv in m.iter() {
             let (_, v) = kv.map_err(DataplaneError::map(M_SERVICES))?;
@@ -45,11 +48,15 @@ impl Dataplane {
 
     fn service_raw(&self, key: &ServiceKey) -> Result<Option<ServiceValue>, DataplaneError> {
         let m: HashMap<&MapData, ServiceKey, ServiceValue> =
-            HashMap::try_from(self.map_ref(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+            HashMap::try_from(self.map_ref(M_SERVICES)?)
+                .map_err(DataplaneError::map(M_SERVICES))?;
         match m.get(key, 0) {
             Ok(v) => Ok(Some(v)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(DataplaneError::Map { map: M_SERVICES, source: e }),
+            Err(e) => Err(DataplaneError::Map {
+                map: M_SERVICES,
+                source: e,
+            }),
         }
     }
 
@@ -78,8 +85,10 @@ impl Dataplane {
             let mut raw = MaglevTable::default();
             raw.entries[..table.len().min(MAGLEV_CAPACITY)].copy_from_slice(&table);
             let mut m: HashMap<&mut MapData, u32, MaglevTable> =
-                HashMap::try_from(self.map_mut(M_MAGLEV)?).map_err(DataplaneError::map(M_MAGLEV))?;
-            m.insert(slot, raw, 0).map_err(DataplaneError::map(M_MAGLEV))?;
+                HashMap::try_from(self.map_mut(M_MAGLEV)?)
+                    .map_err(DataplaneError::map(M_MAGLEV))?;
+            m.insert(slot, raw, 0)
+                .map_err(DataplaneError::map(M_MAGLEV))?;
         }
         {
             let mut a: Array<&mut MapData, EndpointSet> =
@@ -100,17 +109,21 @@ impl Dataplane {
         {
             let mut vips: HashMap<&mut MapData, u32, u32> =
                 HashMap::try_from(self.map_mut(M_VIPS)?).map_err(DataplaneError::map(M_VIPS))?;
-            vips.insert(key.vip, 1, 0).map_err(DataplaneError::map(M_VIPS))?;
+            vips.insert(key.vip, 1, 0)
+                .map_err(DataplaneError::map(M_VIPS))?;
         }
         // The flip: one element replacement makes the new slot live.
         let mut m: HashMap<&mut MapData, ServiceKey, ServiceValue> =
-            HashMap::try_from(self.map_mut(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
-        m.insert(key, value, 0).map_err(DataplaneError::map(M_SERVICES))?;
+            HashMap::try_from(self.map_mut(M_SERVICES)?)
+                .map_err(DataplaneError::map(M_SERVICES))?;
+        m.insert(key, value, 0)
+            .map_err(DataplaneError::map(M_SERVICES))?;
         self.used_ids.insert(id);
         if existing.is_some() && !svc.needs_maglev() {
             // A service that left Maglev: drop both of its tables.
             let mut t: HashMap<&mut MapData, u32, MaglevTable> =
-                HashMap::try_from(self.map_mut(M_MAGLEV)?).map_err(DataplaneError::map(M_MAGLEV))?;
+                HashMap::try_from(self.map_mut(M_MAGLEV)?)
+                    .map_err(DataplaneError::map(M_MAGLEV))?;
             let _ = t.remove(&(id * 2));
             let _ = t.remove(&(id * 2 + 1));
         }
@@ -122,12 +135,15 @@ impl Dataplane {
     fn reset_stats(&mut self, id: u32) -> Result<(), DataplaneError> {
         {
             let mut s: PerCpuArray<&mut MapData, Counter> =
-                PerCpuArray::try_from(self.map_mut(M_SVC_STATS)?).map_err(DataplaneError::map(M_SVC_STATS))?;
-            s.set(id, zero_percpu()?, 0).map_err(DataplaneError::map(M_SVC_STATS))?;
+                PerCpuArray::try_from(self.map_mut(M_SVC_STATS)?)
+                    .map_err(DataplaneError::map(M_SVC_STATS))?;
+            s.set(id, zero_percpu()?, 0)
+                .map_err(DataplaneError::map(M_SVC_STATS))?;
         }
         {
             let mut e: PerCpuArray<&mut MapData, Counter> =
-                PerCpuArray::try_from(self.map_mut(M_EP_STATS)?).map_err(DataplaneError::map(M_EP_STATS))?;
+                PerCpuArray::try_from(self.map_mut(M_EP_STATS)?)
+                    .map_err(DataplaneError::map(M_EP_STATS))?;
             for i in 0..MAX_ENDPOINTS as u32 {
                 e.set(id * MAX_ENDPOINTS as u32 + i, zero_percpu()?, 0)
                     .map_err(DataplaneError::map(M_EP_STATS))?;
@@ -135,7 +151,8 @@ impl Dataplane {
         }
         let mut r: PerCpuArray<&mut MapData, u32> =
             PerCpuArray::try_from(self.map_mut(M_RR)?).map_err(DataplaneError::map(M_RR))?;
-        r.set(id, zero_percpu()?, 0).map_err(DataplaneError::map(M_RR))
+        r.set(id, zero_percpu()?, 0)
+            .map_err(DataplaneError::map(M_RR))
     }
 
     /// Remove a service. Its existing flows keep their conntrack entries until
@@ -151,13 +168,15 @@ impl Dataplane {
         };
         {
             let mut m: HashMap<&mut MapData, ServiceKey, ServiceValue> =
-                HashMap::try_from(self.map_mut(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+                HashMap::try_from(self.map_mut(M_SERVICES)?)
+                    .map_err(DataplaneError::map(M_SERVICES))?;
             m.remove(&raw).map_err(DataplaneError::map(M_SERVICES))?;
         }
         self.used_ids.remove(&v.id);
         {
             let mut t: HashMap<&mut MapData, u32, MaglevTable> =
-                HashMap::try_from(self.map_mut(M_MAGLEV)?).map_err(DataplaneError::map(M_MAGLEV))?;
+                HashMap::try_from(self.map_mut(M_MAGLEV)?)
+                    .map_err(DataplaneError::map(M_MAGLEV))?;
             let _ = t.remove(&(v.id * 2));
             let _ = t.remove(&(v.id * 2 + 1));
         }
@@ -174,13 +193,15 @@ impl Dataplane {
     fn live_set(&self, v: &ServiceValue) -> Result<EndpointSet, DataplaneError> {
         let a: Array<&MapData, EndpointSet> =
             Array::try_from(self.map_ref(M_EPSETS)?).map_err(DataplaneError::map(M_EPSETS))?;
-        a.get(&(v.id * 2 + (v.generation & 1)), 0).map_err(DataplaneError::map(M_EPSETS))
+        a.get(&(v.id * 2 + (v.generation & 1)), 0)
+            .map_err(DataplaneError::map(M_EPSETS))
     }
 
     /// The services as programmed in the datapath (sorted by key).
     pub fn services(&self) -> Result<Vec<ServiceSpec>, DataplaneError> {
         let m: HashMap<&MapData, ServiceKey, ServiceValue> =
-            HashMap::try_from(self.map_ref(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+            HashMap::try_from(self.map_ref(M_SERVICES)?)
+                .map_err(DataplaneError::map(M_SERVICES))?;
         let mut out = Vec::new();
         for kv in m.iter() {
             let (k, v) = kv.map_err(DataplaneError::map(M_SERVICES))?;
@@ -215,8 +236,15 @@ impl Dataplane {
             }
         }
         let current = self.services()?;
-        let new_count = svcs.iter().filter(|s| !current.iter().any(|c| c.key() == s.key())).count();
-        let stale: Vec<_> = current.iter().filter(|c| !seen.contains(&c.key())).map(|c| c.key()).collect();
+        let new_count = svcs
+            .iter()
+            .filter(|s| !current.iter().any(|c| c.key() == s.key()))
+            .count();
+        let stale: Vec<_> = current
+            .iter()
+            .filter(|c| !seen.contains(&c.key()))
+            .map(|c| c.key())
+            .collect();
         if current.len() - stale.len() + new_count > self.opts.max_services as usize {
             return Err(DataplaneError::ServicesFull(self.opts.max_services));
         }
@@ -235,21 +263,27 @@ impl Dataplane {
     /// Per-service, per-endpoint and drop counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
         let sum = |vals: PerCpuValues<Counter>| {
-            vals.iter().fold(PacketCount::default(), |a, c| PacketCount {
-                packets: a.packets + c.packets,
-                bytes: a.bytes + c.bytes,
-            })
+            vals.iter()
+                .fold(PacketCount::default(), |a, c| PacketCount {
+                    packets: a.packets + c.packets,
+                    bytes: a.bytes + c.bytes,
+                })
         };
         let svc_stats: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.map_ref(M_SVC_STATS)?).map_err(DataplaneError::map(M_SVC_STATS))?;
+            PerCpuArray::try_from(self.map_ref(M_SVC_STATS)?)
+                .map_err(DataplaneError::map(M_SVC_STATS))?;
         let ep_stats: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.map_ref(M_EP_STATS)?).map_err(DataplaneError::map(M_EP_STATS))?;
+            PerCpuArray::try_from(self.map_ref(M_EP_STATS)?)
+                .map_err(DataplaneError::map(M_EP_STATS))?;
         let m: HashMap<&MapData, ServiceKey, ServiceValue> =
-            HashMap::try_from(self.map_ref(M_SERVICES)?).map_err(DataplaneError::map(M_SERVICES))?;
+            HashMap::try_from(self.map_ref(M_SERVICES)?)
+                .map_err(DataplaneError::map(M_SERVICES))?;
         let mut services = Vec::new();
         for kv in m.iter() {
             let (k, v) = kv.map_err(DataplaneError::map(M_SERVICES))?;
-            let total = sum(svc_stats.get(&v.id, 0).map_err(DataplaneError::map(M_SVC_STATS))?);
+            let total = sum(svc_stats
+                .get(&v.id, 0)
+                .map_err(DataplaneError::map(M_SVC_STATS))?);
             let set = self.live_set(&v)?;
             let mut endpoints = Vec::new();
             for (i, ep) in spec::endpoints_from_set(&set).into_iter().enumerate() {

@@ -188,7 +188,8 @@ impl FlowKey {
             sport: self.sport.to_be(),
             dport: self.dport.to_be(),
             proto: self.proto,
-            pad: [0; 3],
+            pad0: 0,
+            pad1: 0,
         }
     }
 
@@ -244,10 +245,18 @@ impl ServiceSpec {
             ));
         }
         if self.port == 0 {
-            return Err(DataplaneError::invalid(format!("{svc} port"), 0, "must be 1-65535"));
+            return Err(DataplaneError::invalid(
+                format!("{svc} port"),
+                0,
+                "must be 1-65535",
+            ));
         }
         if self.vip.is_unspecified() || self.vip.is_broadcast() || self.vip.is_multicast() {
-            return Err(DataplaneError::invalid(format!("{svc} vip"), self.vip, "must be a unicast address"));
+            return Err(DataplaneError::invalid(
+                format!("{svc} vip"),
+                self.vip,
+                "must be a unicast address",
+            ));
         }
         if self.sel > SEL_PERSIST {
             return Err(DataplaneError::invalid(
@@ -256,7 +265,10 @@ impl ServiceSpec {
                 "must be 0 (rr), 1 (hash/maglev), 2 (priority) or 3 (persist)",
             ));
         }
-        if self.snat_ip.is_unspecified() || self.snat_ip.is_broadcast() || self.snat_ip.is_multicast() {
+        if self.snat_ip.is_unspecified()
+            || self.snat_ip.is_broadcast()
+            || self.snat_ip.is_multicast()
+        {
             return Err(DataplaneError::invalid(
                 format!("{svc} snat_ip"),
                 self.snat_ip,
@@ -279,9 +291,16 @@ impl ServiceSpec {
                 ));
             }
             if ep.port == 0 {
-                return Err(DataplaneError::invalid(format!("{svc} endpoints[{i}].port"), 0, "must be 1-65535"));
+                return Err(DataplaneError::invalid(
+                    format!("{svc} endpoints[{i}].port"),
+                    0,
+                    "must be 1-65535",
+                ));
             }
-            if self.endpoints[..i].iter().any(|o| o.ip == ep.ip && o.port == ep.port) {
+            if self.endpoints[..i]
+                .iter()
+                .any(|o| o.ip == ep.ip && o.port == ep.port)
+            {
                 return Err(DataplaneError::invalid(
                     format!("{svc} endpoints[{i}]"),
                     format!("{}:{}", ep.ip, ep.port),
@@ -297,7 +316,11 @@ impl ServiceSpec {
             ));
         }
         if self.idle_timeout_secs == Some(0) {
-            return Err(DataplaneError::invalid(format!("{svc} idle_timeout_secs"), 0, "must be positive"));
+            return Err(DataplaneError::invalid(
+                format!("{svc} idle_timeout_secs"),
+                0,
+                "must be positive",
+            ));
         }
         Ok(())
     }
@@ -350,7 +373,11 @@ mod tests {
             proto: PROTO_TCP,
             sel: 1,
             snat_ip: Ipv4Addr::new(10, 0, 0, 100),
-            endpoints: vec![EndpointSpec { ip: Ipv4Addr::new(10, 1, 0, 1), port: 8080, weight: 1 }],
+            endpoints: vec![EndpointSpec {
+                ip: Ipv4Addr::new(10, 1, 0, 1),
+                port: 8080,
+                weight: 1,
+            }],
             idle_timeout_secs: None,
         }
     }
