@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # floatlb benchmarks (run as root; `make bench` builds first).
 #
+# Per packet: BPF_PROG_TEST_RUN cost of the XDP program vs a MAC-swap baseline.
 # End to end: one namespace topology, one run; direct vs floatlb XDP vs IPVS
 # (or its netfilter NAT stand-in when the kernel lacks IPVS) vs HAProxy.
 # Set BENCH_SECS to change the duration of each measurement (default 3).
@@ -13,6 +14,10 @@ if [[ $EUID -ne 0 ]]; then
     exit 1
 fi
 
-echo "== End to end (tests/src/bin/bench_e2e.rs)"
 cargo build --release -p floatlb-agent -p floatlb-tests --bins
+
+echo "== Per packet (tests/src/bin/bench_xdp.rs)"
+target/release/bench_xdp
+
+echo "== End to end (tests/src/bin/bench_e2e.rs)"
 target/release/bench_e2e
