@@ -301,6 +301,14 @@ impl<D: Datapath> Daemon<D> {
         Ok(())
     }
 
+    /// Stops without running: shuts the datapath down as a shutdown would
+    /// (for a failure between [`Daemon::start`] and [`Daemon::run`]).
+    pub fn abort(self) -> Result<(), DaemonError> {
+        self.dp
+            .shutdown(self.opts.keep_pinned)
+            .map_err(dp_err("shutdown"))
+    }
+
     /// Handles one message. Errors are logged; the daemon keeps running.
     pub async fn handle_msg(&mut self, msg: Msg) {
         match msg {
