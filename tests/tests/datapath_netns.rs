@@ -381,6 +381,49 @@ fn removing_an_endpoint_moves_only_its_flows() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn sighup_reload_applies_a_new_endpoint_set_and_rejects_a_bad_file() -> Result<()> {
+    let mut lab = Lab::new("flbh")?;
+    lab.write_services(1, &[(0, 1), (1, 1), (2, 1)])?;
+    lab.start_agent(&[], "agent.log")?;
+    let before = counts(&udp_flows(&lab, vec![0; 90], 1)?);
+    ensure!(before.len() == 3, "all endpoints serve before: {before:?}");
+
+    // A bad file is rejected and the running services stay.
+    let good = std::fs::read_to_string(lab.config_path())?;
+    std::fs::write(
+        lab.config_path(),
+        good.replace("\"weight\":1", "\"weight\":0"),
+    )?;
+    let agent = lab.agent.as_mut().context("agent")?;
+    agent.reload()?;
+    agent
+        .process
+        .wait_for_log("reload rejected", Duration::from_secs(5))?;
+    let still = counts(&udp_flows(&lab, vec![0; 90], 1)?);
+    ensure!(
+        still.len() == 3,
+        "bad reload must change nothing: {still:?}"
+    );
+
+    // Drop endpoint 1: new flows avoid it.
+    lab.write_services(1, &[(0, 1), (2, 1)])?;
+    let agent = lab.agent.as_mut().context("agent")?;
+    agent.reload()?;
+    let took = agent
+        .process
+        .wait_for_log("configuration reloaded", Duration::from_secs(5))?;
+    let after = counts(&udp_flows(&lab, vec![0; 90], 1)?);
+    println!(
+        "SIGHUP reload: before {before:?}, after a rejected file {still:?}, after removing ep1 {after:?} (applied within {took:?})"
+    );
+    ensure!(
+        !after.contains_key(&1),
+        "new flows still reach the removed endpoint"
+    );
+    lab.stop_agent()
+}
+
 /// Paced bidirectional stream over one TCP connection: a writer sends a
 /// deterministic byte sequence, a reader checks the echo and counts bytes.
 struct Transfer {
