@@ -482,10 +482,26 @@ mod tests {
         }
     }
 
-    fn tempdir(tag: &str) -> PathBuf {
+    /// A scratch directory removed on drop.
+    struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tempdir(tag: &str) -> Scratch {
         let d = std::env::temp_dir().join(format!("floatlb-daemon-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        d
+        Scratch(d)
     }
 
     #[test]
