@@ -17,7 +17,7 @@ fi
 cargo build --release -p floatlb-agent -p floatlb-tests --bins
 
 echo "== Per packet (tests/src/bin/bench_xdp.rs)"
-target/release/bench_xdp
+scripts/bench-xdp.sh
 
 echo "== End to end (tests/src/bin/bench_e2e.rs)"
 target/release/bench_e2e

@@ -906,3 +906,41 @@ fn endpoint_set_update_keeps_flows_and_moves_only_removed_share() {
         );
     });
 }
+
+#[test]
+fn new_flows_pick_up_a_changed_neighbour_after_invalidation() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1))
+            .unwrap();
+        let lbmac = lb_mac();
+        let first = |dp: &mut DpGuard, sport: u16| {
+            let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, sport, 80, SYN);
+            parse(
+                &dp.prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+                    .unwrap()
+                    .packet,
+            )
+            .dst_mac
+        };
+        assert_eq!(first(dp, 40000), EP1_MAC);
+        let new_mac = [0x02, 0, 0, 0, 0x99, 0x11];
+        sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            &EP1.to_string(),
+            "lladdr",
+            &mac_str(&new_mac),
+            "dev",
+            LB_IF,
+            "nud",
+            "permanent",
+        ]);
+        dp.invalidate_nexthops().unwrap();
+        assert_eq!(
+            first(dp, 40001),
+            new_mac,
+            "new flow still uses the old next-hop MAC"
+        );
+    });
+}

@@ -21,7 +21,10 @@
 #![no_main]
 
 mod csum;
+mod forward;
+mod icmp;
 mod maps;
+mod packet;
 
 use core::mem::size_of;
 
@@ -45,83 +48,9 @@ use maps::{
     SERVICES, SVC_STATS, VIPS,
 };
 
-const ETH_HLEN: usize = 14;
-const IP_HLEN: usize = 20;
-const L4_OFF: usize = ETH_HLEN + IP_HLEN;
-/// 0x0800 as read natively from the wire on a little-endian target.
-const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-/// Fragment offset mask and more-fragments flag, wire order.
-const IP_FRAG_MASK_BE: u16 = 0x3fffu16.to_be();
-const AF_INET: u8 = 2;
-const FIB_RET_SUCCESS: i64 = 0;
-const FIB_RET_NO_NEIGH: i64 = 7;
-/// At most one ring-buffer report per next hop per this many nanoseconds.
-const NEIGH_REPORT_INTERVAL_NS: u64 = 100_000_000;
-const SNAT_RANGE: u32 = (SNAT_PORT_MAX - SNAT_PORT_MIN) as u32 + 1;
-
-#[repr(C)]
-struct EthHdr {
-    dst: [u8; 6],
-    src: [u8; 6],
-    proto: u16,
-}
-
-#[repr(C)]
-struct IpHdr {
-    vihl: u8,
-    tos: u8,
-    tot_len: u16,
-    id: u16,
-    frag_off: u16,
-    ttl: u8,
-    proto: u8,
-    check: u16,
-    src: u32,
-    dst: u32,
-}
-
-/// The first 8 bytes of TCP and UDP: ports, then (UDP) length and checksum.
-#[repr(C)]
-struct L4Head {
-    sport: u16,
-    dport: u16,
-    w2: u16,
-    w3: u16,
-}
-
-#[repr(C)]
-struct TcpHdr {
-    sport: u16,
-    dport: u16,
-    seq: u32,
-    ack: u32,
-    doff: u8,
-    flags: u8,
-    win: u16,
-    check: u16,
-    urg: u16,
-}
-
-#[repr(C)]
-struct IcmpHdr {
-    ty: u8,
-    code: u8,
-    check: u16,
-    rest: u32,
-}
-
-struct Nexthop {
-    ifindex: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
-}
+use forward::{emit, fib, zero_in_place};
+use icmp::icmp;
+use packet::*;
 
 #[xdp]
 pub fn floatlb_xdp(ctx: XdpContext) -> u32 {
@@ -150,32 +79,6 @@ pub fn xdp_macswap_baseline(ctx: XdpContext) -> u32 {
         }
         Err(()) => xdp_action::XDP_PASS,
     }
-}
-
-/// Pointer to a `T` at `off` bytes into the packet, if it fits.
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + off + size_of::<T>() > end {
-        return Err(());
-    }
-    Ok((start + off) as *mut T)
-}
-
-#[inline(always)]
-fn mix(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x7feb_352d);
-    h ^= h >> 15;
-    h = h.wrapping_mul(0x846c_a68b);
-    h ^= h >> 16;
-    h
-}
-
-#[inline(always)]
-fn flow_hash(k: &FlowKeyRaw) -> u32 {
-    mix(k.src ^ mix(k.dst ^ mix(((k.sport as u32) << 16 | k.dport as u32) ^ k.proto as u32)))
 }
 
 #[inline(always)]
@@ -249,9 +152,8 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
         pad1: 0,
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-
     if let Some(ct) = CT.get_ptr_mut(&key) {
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
         if frag != 0 {
             return Ok(drop_with(DROP_FRAGMENT));
         }
@@ -317,6 +219,7 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
     if unsafe { (*ip).ttl } <= 1 {
         return Ok(drop_with(DROP_TTL));
     }
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     unsafe {
         new_flow(
             ctx, eth, ip, head, csum, cfg, &key, &svc, tcp_flags, bytes, now,
@@ -395,133 +298,6 @@ unsafe fn rewrite(
         }
         (*head).sport = nsport;
         (*head).dport = ndport;
-    }
-}
-
-/// Zero `*p` with volatile u64 stores, in place: the compiler can neither
-/// turn them into a call to `memset` (a byte loop on BPF) nor copy a known-
-/// zero value around with one. Returns `p` as a reference.
-///
-/// # Safety
-/// `p` must be valid for writes; `T` plain old data, size a multiple of 8,
-/// 8-byte aligned.
-#[inline(always)]
-unsafe fn zero_in_place<'a, T>(p: *mut T) -> &'a mut T {
-    let w = p as *mut u64;
-    let mut i = 0;
-    while i < size_of::<T>() / 8 {
-        // SAFETY: within `*p` per the function's contract.
-        unsafe { w.add(i).write_volatile(0) };
-        i += 1;
-    }
-    // SAFETY: every byte is initialised; all-zero is valid for plain old data.
-    unsafe { &mut *p }
-}
-
-/// Next hop for the (already rewritten) packet: from the per-destination
-/// cache when fresher than `cfg.nh_max_age_ns`, else from the FIB.
-#[inline(always)]
-unsafe fn fib(ctx: &XdpContext, cfg: &Config, ip: *const IpHdr, now: u64) -> Result<Nexthop, u32> {
-    let dst = unsafe { (*ip).dst };
-    if let Some(e) = NH_CACHE.get_ptr(&dst) {
-        let e = unsafe { &*e };
-        if e.ifindex != 0 && now.wrapping_sub(e.resolved_ns) < cfg.nh_max_age_ns {
-            return Ok(Nexthop {
-                ifindex: e.ifindex,
-                smac: e.smac,
-                dmac: e.dmac,
-            });
-        }
-    }
-    let nh = unsafe { fib_lookup(ctx, cfg, ip, now) }?;
-    let entry = NhEntry {
-        ifindex: nh.ifindex,
-        smac: nh.smac,
-        dmac: nh.dmac,
-        resolved_ns: now,
-    };
-    let _ = NH_CACHE.insert(&dst, &entry, BPF_ANY as u64);
-    Ok(nh)
-}
-
-/// FIB lookup for the (already rewritten) packet.
-#[inline(always)]
-unsafe fn fib_lookup(
-    ctx: &XdpContext,
-    cfg: &Config,
-    ip: *const IpHdr,
-    now: u64,
-) -> Result<Nexthop, u32> {
-    let mut buf = core::mem::MaybeUninit::<FibParams>::uninit();
-    let p = unsafe { zero_in_place(buf.as_mut_ptr()) };
-    p.family = AF_INET;
-    unsafe {
-        p.l4_protocol = (*ip).proto;
-        p.__bindgen_anon_1.tot_len = u16::from_be((*ip).tot_len);
-        p.__bindgen_anon_2.tos = (*ip).tos;
-        p.__bindgen_anon_3.ipv4_src = (*ip).src;
-        p.__bindgen_anon_4.ipv4_dst = (*ip).dst;
-    }
-    p.ifindex = if cfg.fib_ifindex != 0 {
-        cfg.fib_ifindex
-    } else {
-        ctx.ingress_ifindex() as u32
-    };
-    let ret = unsafe { bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0) };
-    if ret == FIB_RET_SUCCESS {
-        return Ok(Nexthop {
-            ifindex: p.ifindex,
-            smac: p.smac,
-            dmac: p.dmac,
-        });
-    }
-    if ret == FIB_RET_NO_NEIGH {
-        // SAFETY: the kernel wrote the next-hop address into ipv4_dst.
-        let nexthop = unsafe { p.__bindgen_anon_4.ipv4_dst };
-        report_neigh(nexthop, p.ifindex, now);
-        return Err(drop_with(DROP_NO_NEIGH));
-    }
-    Err(drop_with(DROP_FIB))
-}
-
-/// Tell the agent about an unresolved next hop, at most once per interval.
-#[inline(always)]
-fn report_neigh(nexthop: u32, ifindex: u32, now: u64) {
-    if let Some(t) = NEIGH_SEEN.get_ptr_mut(&nexthop) {
-        // SAFETY: value pointer from a successful lookup.
-        unsafe {
-            if now.wrapping_sub(*t) < NEIGH_REPORT_INTERVAL_NS {
-                return;
-            }
-            *t = now;
-        }
-    } else {
-        let _ = NEIGH_SEEN.insert(&nexthop, &now, BPF_ANY as u64);
-    }
-    let _ = NEIGH_RB.output::<NeighEvent>(NeighEvent { nexthop, ifindex }, 0);
-}
-
-/// Set the MACs and send the frame out: XDP_TX on the ingress interface,
-/// XDP_REDIRECT through the devmap (or directly) otherwise.
-#[inline(always)]
-unsafe fn emit(ctx: &XdpContext, eth: *mut EthHdr, nh: &Nexthop) -> u32 {
-    unsafe {
-        (*eth).src = nh.smac;
-        (*eth).dst = nh.dmac;
-    }
-    if nh.ifindex == ctx.ingress_ifindex() as u32 {
-        return xdp_action::XDP_TX;
-    }
-    match DEVMAP.redirect(nh.ifindex, 0) {
-        Ok(action) => action,
-        Err(_) => {
-            let r = unsafe { bpf_redirect(nh.ifindex, 0) } as u32;
-            if r == xdp_action::XDP_REDIRECT {
-                r
-            } else {
-                drop_with(DROP_REDIRECT)
-            }
-        }
     }
 }
 
@@ -697,126 +473,6 @@ unsafe fn new_flow(
         return Ok(drop_with(DROP_CT_INSERT));
     }
     match nh {
-        Ok(nh) => Ok(unsafe { emit(ctx, eth, &nh) }),
-        Err(action) => Ok(action),
-    }
-}
-
-/// ICMP: answer echo requests to a VIP; translate errors about tracked flows.
-unsafe fn icmp(
-    ctx: &XdpContext,
-    eth: *mut EthHdr,
-    ip: *mut IpHdr,
-    cfg: &Config,
-) -> Result<u32, ()> {
-    let icmp = ptr_at::<IcmpHdr>(ctx, L4_OFF)?;
-    let ty = unsafe { (*icmp).ty };
-    if ty == 8 {
-        let dst = unsafe { (*ip).dst };
-        if unsafe { VIPS.get(&dst) }.is_none() {
-            return Ok(xdp_action::XDP_PASS);
-        }
-        unsafe {
-            // Echo reply: swap addresses (IP checksum unchanged), type 8 -> 0.
-            let src = (*ip).src;
-            (*ip).src = dst;
-            (*ip).dst = src;
-            let word = icmp as *mut u16;
-            let old = *word;
-            (*icmp).ty = 0;
-            (*icmp).check = Delta::new().u16(old, *word).apply((*icmp).check);
-            let mac = (*eth).dst;
-            (*eth).dst = (*eth).src;
-            (*eth).src = mac;
-        }
-        return Ok(xdp_action::XDP_TX);
-    }
-    if ty != 3 && ty != 11 {
-        return Ok(xdp_action::XDP_PASS);
-    }
-    // Quoted packet: IPv4 header (no options) and the first 8 L4 bytes.
-    const INNER_IP: usize = L4_OFF + 8;
-    const INNER_L4: usize = INNER_IP + IP_HLEN;
-    let inner = ptr_at::<IpHdr>(ctx, INNER_IP)?;
-    let ihead = ptr_at::<L4Head>(ctx, INNER_L4)?;
-    let iproto = unsafe { (*inner).proto };
-    if unsafe { (*inner).vihl } != 0x45 || (iproto != PROTO_TCP && iproto != PROTO_UDP) {
-        return Ok(xdp_action::XDP_PASS);
-    }
-    // The quoted packet is one we emitted; the entry for its reverse tuple
-    // maps that reverse tuple back to the reverse of the original packet.
-    let rkey = FlowKeyRaw {
-        src: unsafe { (*inner).dst },
-        dst: unsafe { (*inner).src },
-        sport: unsafe { (*ihead).dport },
-        dport: unsafe { (*ihead).sport },
-        proto: iproto,
-        pad0: 0,
-        pad1: 0,
-    };
-    let Some(ct) = CT.get_ptr(&rkey) else {
-        return Ok(xdp_action::XDP_PASS);
-    };
-    let v = unsafe { *ct };
-    if unsafe { (*ip).ttl } <= 1 {
-        return Ok(drop_with(DROP_TTL));
-    }
-    // Original packet: src = nat_dst:nat_dport, dst = nat_src:nat_sport.
-    unsafe {
-        let mut icmp_delta = Delta::new();
-        let inner_addrs = Delta::new()
-            .u32((*inner).src, v.nat_dst)
-            .u32((*inner).dst, v.nat_src);
-        let old_icheck = (*inner).check;
-        let new_icheck = inner_addrs.apply(old_icheck);
-        icmp_delta = icmp_delta
-            .u32((*inner).src, v.nat_dst)
-            .u32((*inner).dst, v.nat_src)
-            .u16(old_icheck, new_icheck)
-            .u16((*ihead).sport, v.nat_dport)
-            .u16((*ihead).dport, v.nat_sport);
-        // The quoted L4 checksum, when present, covers the pseudo header.
-        let l4_delta = inner_addrs
-            .u16((*ihead).sport, v.nat_dport)
-            .u16((*ihead).dport, v.nat_sport);
-        let qcsum: Option<*mut u16> = if iproto == PROTO_UDP {
-            Some(core::ptr::addr_of_mut!((*ihead).w3))
-        } else {
-            ptr_at::<TcpHdr>(ctx, INNER_L4)
-                .ok()
-                .map(|t| core::ptr::addr_of_mut!((*t).check))
-        };
-        if let Some(q) = qcsum {
-            let old = *q;
-            if !(iproto == PROTO_UDP && old == 0) {
-                let mut c = l4_delta.apply(old);
-                if iproto == PROTO_UDP && c == 0 {
-                    c = 0xffff;
-                }
-                icmp_delta = icmp_delta.u16(old, c);
-                *q = c;
-            }
-        }
-        (*inner).src = v.nat_dst;
-        (*inner).dst = v.nat_src;
-        (*inner).check = new_icheck;
-        (*ihead).sport = v.nat_dport;
-        (*ihead).dport = v.nat_sport;
-        (*icmp).check = icmp_delta.apply((*icmp).check);
-
-        // Outer header: from the VIP (or SNAT address) to the original sender.
-        let outer = Delta::new()
-            .u32((*ip).src, v.nat_src)
-            .u32((*ip).dst, v.nat_dst);
-        let ttl_word = (ip as *mut u8).add(8) as *mut u16;
-        let old_w = *ttl_word;
-        (*ip).ttl -= 1;
-        (*ip).check = outer.u16(old_w, *ttl_word).apply((*ip).check);
-        (*ip).src = v.nat_src;
-        (*ip).dst = v.nat_dst;
-    }
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    match unsafe { fib(ctx, cfg, ip, now) } {
         Ok(nh) => Ok(unsafe { emit(ctx, eth, &nh) }),
         Err(action) => Ok(action),
     }

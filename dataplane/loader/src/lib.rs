@@ -66,7 +66,8 @@ pub(crate) const M_VIPS: &str = "FLB_VIPS";
 pub(crate) const M_NEIGH_RB: &str = "FLB_NEIGH_RB";
 pub(crate) const M_NEIGH_SEEN: &str = "FLB_NEIGH_SEEN";
 pub(crate) const M_DEVMAP: &str = "FLB_DEVMAP";
-const MAP_NAMES: [&str; 13] = [
+pub(crate) const M_NH_CACHE: &str = "FLB_NH_CACHE";
+const MAP_NAMES: [&str; 14] = [
     M_CONFIG,
     M_SERVICES,
     M_EPSETS,
@@ -80,6 +81,7 @@ const MAP_NAMES: [&str; 13] = [
     M_NEIGH_RB,
     M_NEIGH_SEEN,
     M_DEVMAP,
+    M_NH_CACHE,
 ];
 
 /// XDP verdicts, as returned by [`Dataplane::prog_test_run`].
@@ -561,6 +563,19 @@ impl Dataplane {
         tracing::info!(pin_dir = %self.opts.pin_dir.display(), "datapath released, pins kept");
     }
 
+    /// Forget every cached next hop (per destination); call after neighbour
+    /// or route changes. Per-flow copies expire within `nexthop_cache`.
+    pub fn invalidate_nexthops(&mut self) -> Result<(), DataplaneError> {
+        let mut m: aya::maps::HashMap<&mut MapData, u32, floatlb_common::NhEntry> =
+            aya::maps::HashMap::try_from(self.map_mut(M_NH_CACHE)?)
+                .map_err(DataplaneError::map(M_NH_CACHE))?;
+        let keys: Vec<u32> = m.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = m.remove(&k);
+        }
+        Ok(())
+    }
+
     /// Next hops the program found without a neighbour entry, drained from
     /// the ring buffer (deduplicated, in order of first report). The program
     /// reports each next hop at most every 100 ms while packets need it.
@@ -624,5 +639,14 @@ impl Dataplane {
             packet: out,
             duration: res.duration,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dataplane_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::Dataplane>();
     }
 }
