@@ -4,7 +4,7 @@
 # Per packet: BPF_PROG_TEST_RUN cost of the XDP program vs a MAC-swap baseline.
 # End to end: one namespace topology, one run; direct vs floatlb XDP vs IPVS
 # (or its netfilter NAT stand-in when the kernel lacks IPVS) vs HAProxy.
-# Set BENCH_SECS to change the duration of each measurement (default 3).
+# End to end: BENCH_SECS (default 2) per measurement, BENCH_ROUNDS (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/lib/llvm-22/bin:$HOME/.cargo/bin:$PATH
