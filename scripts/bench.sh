@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # floatlb benchmarks (run as root; `make bench` builds first).
 #
+# Per packet: BPF_PROG_TEST_RUN cost of the XDP program vs a MAC-swap baseline.
 # End to end: one namespace topology, one run; direct vs floatlb XDP vs IPVS
 # (or its netfilter NAT stand-in when the kernel lacks IPVS) vs HAProxy.
-# Set BENCH_SECS to change the duration of each measurement (default 3).
+# End to end: BENCH_SECS (default 2) per measurement, BENCH_ROUNDS (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/lib/llvm-22/bin:$HOME/.cargo/bin:$PATH
@@ -13,6 +14,10 @@ if [[ $EUID -ne 0 ]]; then
     exit 1
 fi
 
-echo "== End to end (tests/src/bin/bench_e2e.rs)"
 cargo build --release -p floatlb-agent -p floatlb-tests --bins
+
+echo "== Per packet (tests/src/bin/bench_xdp.rs)"
+scripts/bench-xdp.sh
+
+echo "== End to end (tests/src/bin/bench_e2e.rs)"
 target/release/bench_e2e

@@ -21,13 +21,18 @@
 //! SIGHUP re-reads the configuration; a bad file is logged and the running
 //! services are kept unchanged.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::Ipv4Addr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 
 use crate::{
     config::{ConfigError, LbConfig, Service},
-    neigh::{NeighError, Resolver},
+    neigh::{NeighError, NextHop, Resolver},
     ratelimit::RateLimit,
 };
 
@@ -53,6 +58,8 @@ pub trait Datapath {
     fn set_active(&mut self, active: bool) -> Result<(), Self::Error>;
     /// Removes idle conntrack entries; returns how many.
     fn expire_conntrack(&mut self) -> Result<usize, Self::Error>;
+    /// Drops the program's cached next hops (after a route change).
+    fn invalidate_nexthops(&mut self) -> Result<(), Self::Error>;
     /// Next hops the program found unresolved since the last call.
     fn take_unresolved_neighbours(&mut self) -> Vec<Ipv4Addr>;
     /// Stops: detach and unpin everything, or (`keep_pinned`) leave it all
@@ -161,6 +168,8 @@ pub struct Daemon<D: Datapath> {
     tx: mpsc::Sender<Msg>,
     resolver: Option<Resolver>,
     neigh_warn: RateLimit,
+    /// Last known next hop of each endpoint.
+    next_hops: HashMap<Ipv4Addr, NextHop>,
 }
 
 /// Endpoint addresses of all services, deduplicated.
@@ -209,6 +218,7 @@ impl<D: Datapath> Daemon<D> {
             tx,
             resolver,
             neigh_warn: RateLimit::new(Duration::from_secs(10)),
+            next_hops: HashMap::new(),
         })
     }
 
@@ -301,6 +311,14 @@ impl<D: Datapath> Daemon<D> {
         Ok(())
     }
 
+    /// Stops without running: shuts the datapath down as a shutdown would
+    /// (for a failure between [`Daemon::start`] and [`Daemon::run`]).
+    pub fn abort(self) -> Result<(), DaemonError> {
+        self.dp
+            .shutdown(self.opts.keep_pinned)
+            .map_err(dp_err("shutdown"))
+    }
+
     /// Handles one message. Errors are logged; the daemon keeps running.
     pub async fn handle_msg(&mut self, msg: Msg) {
         match msg {
@@ -340,12 +358,21 @@ impl<D: Datapath> Daemon<D> {
         let Some(resolver) = &self.resolver else {
             return;
         };
-        let failed = resolver.resolve_all(addrs).await;
+        let pass = resolver.resolve_all(addrs).await;
+        let failed = pass.failures;
         tracing::debug!(
             addresses = addrs.len(),
             failed = failed.len(),
             "neighbour pre-resolution pass"
         );
+        if self.note_next_hops(&pass.hops) {
+            match self.dp.invalidate_nexthops() {
+                Ok(()) => tracing::info!(
+                    "an endpoint's next hop changed, datapath next-hop cache flushed"
+                ),
+                Err(error) => tracing::warn!(%error, "cannot flush the datapath next-hop cache"),
+            }
+        }
         // Traffic can trigger this (unresolved next hops reported by the
         // datapath), so the warning is rate-limited.
         if let Some(first) = failed.first()
@@ -358,6 +385,18 @@ impl<D: Datapath> Daemon<D> {
                 "neighbour pre-resolution failed"
             );
         }
+    }
+
+    /// Records where each endpoint's traffic goes next; true if any
+    /// endpoint seen before now has a different next hop (route change).
+    fn note_next_hops(&mut self, hops: &[(Ipv4Addr, NextHop)]) -> bool {
+        let mut changed = false;
+        for &(dst, hop) in hops {
+            if let Some(prev) = self.next_hops.insert(dst, hop) {
+                changed |= prev != hop;
+            }
+        }
+        changed
     }
 
     async fn reload(&mut self) {
@@ -445,6 +484,10 @@ mod tests {
             self.push("expire".into());
             Ok(0)
         }
+        fn invalidate_nexthops(&mut self) -> Result<(), Refused> {
+            self.push("invalidate_nexthops".into());
+            Ok(())
+        }
         fn take_unresolved_neighbours(&mut self) -> Vec<Ipv4Addr> {
             self.push("take_unresolved".into());
             std::mem::take(&mut self.unresolved)
@@ -474,10 +517,26 @@ mod tests {
         }
     }
 
-    fn tempdir(tag: &str) -> PathBuf {
+    /// A scratch directory removed on drop.
+    struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tempdir(tag: &str) -> Scratch {
         let d = std::env::temp_dir().join(format!("floatlb-daemon-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        d
+        Scratch(d)
     }
 
     #[test]
@@ -591,6 +650,23 @@ mod tests {
             .find_map(|c| c.strip_prefix("sync 192.0.2.1:80x"))
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn only_a_changed_next_hop_counts_as_a_route_change() {
+        let dir = tempdir("nexthops");
+        let o = opts(&dir, false);
+        let cfg = load_config(&o).unwrap();
+        let mut d = Daemon::start(o, Recorder::default(), cfg, None).unwrap();
+        let ep = Ipv4Addr::new(10, 0, 0, 5);
+        let hop = |a: u8, ifindex| NextHop {
+            addr: Ipv4Addr::new(10, 0, 0, a),
+            ifindex,
+        };
+        assert!(!d.note_next_hops(&[(ep, hop(1, 2))]), "first sighting");
+        assert!(!d.note_next_hops(&[(ep, hop(1, 2))]), "unchanged");
+        assert!(d.note_next_hops(&[(ep, hop(9, 2))]), "new gateway");
+        assert!(d.note_next_hops(&[(ep, hop(9, 3))]), "new interface");
     }
 
     #[test]

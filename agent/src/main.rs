@@ -45,15 +45,20 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     };
     // Validate everything before touching the datapath.
     let cfg = daemon::load_config(&opts)?;
+    // Everything that can fail without side effects comes before the
+    // datapath is opened, so a failure leaves nothing behind.
+    let resolver = Resolver::new()?;
     let dp = XdpDatapath::open(&floatlb_dataplane::DataplaneOptions {
         pin_dir: dp_args.pin_dir,
         max_services: dp_args.max_services,
         max_conntrack: dp_args.max_conntrack,
         ..Default::default()
     })?;
-    let resolver = Resolver::new()?;
     let daemon = Daemon::start(opts, dp, cfg, Some(resolver))?;
-    daemon.spawn_feeders()?;
+    if let Err(e) = daemon.spawn_feeders() {
+        daemon.abort()?;
+        return Err(e.into());
+    }
     daemon.run().await?;
     Ok(())
 }

@@ -66,6 +66,14 @@ pub enum Outcome {
     Local,
 }
 
+/// The result of [`Resolver::resolve_all`].
+#[derive(Debug, Default)]
+pub struct ResolvePass {
+    /// Destination and the next hop resolution was triggered for.
+    pub hops: Vec<(Ipv4Addr, NextHop)>,
+    pub failures: Vec<NeighError>,
+}
+
 /// A netlink connection used to resolve neighbours. Needs a tokio runtime.
 pub struct Resolver {
     handle: Handle,
@@ -134,20 +142,22 @@ impl Resolver {
     }
 
     /// Resolves every destination; one unroutable endpoint does not stop the
-    /// others. Returns the failures (the caller logs them, rate-limited).
-    pub async fn resolve_all(&self, dsts: &[Ipv4Addr]) -> Vec<NeighError> {
-        let mut failed = Vec::new();
+    /// others. Returns each destination's next hop and the failures (the
+    /// caller logs them, rate-limited).
+    pub async fn resolve_all(&self, dsts: &[Ipv4Addr]) -> ResolvePass {
+        let mut pass = ResolvePass::default();
         for &dst in dsts {
             match self.resolve(dst).await {
                 Ok(Outcome::Triggered(hop)) => {
                     tracing::debug!(%dst, next_hop = %hop.addr, ifindex = hop.ifindex, "neighbour resolution triggered");
+                    pass.hops.push((dst, hop));
                 }
                 Ok(Outcome::Local) => {
                     tracing::debug!(%dst, "endpoint is local, no neighbour needed");
                 }
-                Err(error) => failed.push(error),
+                Err(error) => pass.failures.push(error),
             }
         }
-        failed
+        pass
     }
 }

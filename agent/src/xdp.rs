@@ -81,6 +81,10 @@ impl Datapath for XdpDatapath {
         self.dp.expire_conntrack()
     }
 
+    fn invalidate_nexthops(&mut self) -> Result<(), DataplaneError> {
+        self.dp.invalidate_nexthops()
+    }
+
     fn take_unresolved_neighbours(&mut self) -> Vec<Ipv4Addr> {
         self.dp.take_unresolved_neighbours()
     }
