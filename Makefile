@@ -27,7 +27,7 @@ test-integration: build
 
 # The BFD decoder's fuzz target builds (nightly, cargo-fuzz); docs/BFD.md has the 60 s run.
 fuzz-check: setup
-	cd agent && $(CARGO) +nightly fuzz check
+	cd agent/bfd && $(CARGO) +nightly fuzz check
 
 test: lint fuzz-check test-unit test-integration
 

@@ -1,6 +1,7 @@
 //! The floatlb agent library: everything the `floatlb` and `floatctl` binaries run.
 
-pub mod bfd;
+/// BFD lives in its own crate (`agent/bfd`) so the decoder can be fuzzed without the agent's dependencies.
+pub use floatlb_bfd as bfd;
 pub mod cli;
 pub mod cloudctl;
 pub mod config;

@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::bfd::packet::AuthType;
-use crate::bfd::session::{AuthConfig, SessionConfig};
+use crate::packet::AuthType;
+use crate::session::{AuthConfig, SessionConfig};
 
 struct Fixed(u32);
 impl Jitter for Fixed {
@@ -390,7 +390,7 @@ fn bad_session_config_is_rejected_naming_the_field() {
     assert_eq!(c.validate(), Err(ConfigError::BadKeyLength(21)));
 }
 
-use crate::bfd::session::ConfigError;
+use crate::session::ConfigError;
 
 #[test]
 fn remote_demand_mode_stops_our_periodic_packets_until_cleared() {

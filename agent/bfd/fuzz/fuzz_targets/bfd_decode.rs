@@ -2,7 +2,7 @@
 //! packet it accepts must re-encode to the bytes it was decoded from.
 #![no_main]
 
-use floatlb_agent::bfd::packet::Packet;
+use floatlb_bfd::packet::Packet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
