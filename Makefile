@@ -5,13 +5,18 @@ SHELL := /bin/bash
 export PATH := /usr/lib/llvm-22/bin:$(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build test test-unit test-integration lint fmt fuzz-check demo bench clean
+.PHONY: setup build build-test test test-unit test-integration lint fmt fuzz-check demo bench clean
 
 setup:
 	@scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release --bins
+
+# Tests build once, on the dev profile: unit tests, the binaries the integration
+# tests start, and the integration tests share one set of artifacts.
+build-test: setup
+	$(CARGO) build --bins
 
 lint: setup
 	$(CARGO) fmt --all -- --check
@@ -22,8 +27,8 @@ test-unit: setup
 
 # Integration tests need root (network namespaces, XDP, moto, FRR). They run
 # one at a time so that the timing figures they print are not skewed by each other.
-test-integration: build
-	$(CARGO) test --release -p floatlb-tests -- --test-threads=1 --nocapture
+test-integration: build-test
+	FLOATLB_BIN=$(CURDIR)/target/debug/floatlb $(CARGO) test -p floatlb-tests -- --test-threads=1 --nocapture
 
 # The BFD decoder's fuzz target builds (nightly, cargo-fuzz); docs/BFD.md has the 60 s run.
 fuzz-check: setup
