@@ -180,7 +180,7 @@ mod tests {
             vip: "10.0.100.11".parse().unwrap(),
         };
         let set = FloatingSet::new([b, a, b]);
-        assert_eq!(set.entries(), &[a, b]);
+        assert_eq!(set.entries(), &[b, a]); // None sorts first
         assert_eq!(set.vips().len(), 2);
         assert_eq!(
             set.eip_pairs(),

@@ -18,6 +18,8 @@
 
 pub mod api;
 pub mod eni;
+mod eni_steps;
+mod eni_view;
 pub mod imds;
 pub mod route;
 
@@ -254,7 +256,7 @@ impl AwsProvider {
                 .collect()
         };
         if !missing.is_empty() {
-            let addrs = eni::describe_addresses(self, rec, &missing).await?;
+            let addrs = eni_view::describe_addresses(self, rec, &missing).await?;
             let mut cache = self.alloc_cache.lock().unwrap_or_else(|p| p.into_inner());
             for (ip, a) in addrs {
                 cache.insert(ip, a.allocation_id);
