@@ -180,9 +180,9 @@ mod tests {
     fn floating_set_pairs_eip_with_private_vip() {
         let cfg = LbConfig::parse(
             r#"{"lbAttr":[
-              {"serviceArguments":{"externalIP":"203.0.113.10","privateIP":"10.0.100.10","port":80},"endpoints":[]},
-              {"serviceArguments":{"externalIP":"203.0.113.10","privateIP":"10.0.100.10","port":443},"endpoints":[]},
-              {"serviceArguments":{"externalIP":"192.0.2.7","port":53,"protocol":"udp"},"endpoints":[]}]}"#,
+              {"serviceArguments":{"externalIP":"203.0.113.10","privateIP":"10.0.100.10","port":80,"mode":2},"endpoints":[{"endpointIP":"10.0.1.5","targetPort":80,"weight":1}]},
+              {"serviceArguments":{"externalIP":"203.0.113.10","privateIP":"10.0.100.10","port":443,"mode":2},"endpoints":[{"endpointIP":"10.0.1.5","targetPort":80,"weight":1}]},
+              {"serviceArguments":{"externalIP":"192.0.2.7","port":53,"protocol":"udp","mode":2},"endpoints":[{"endpointIP":"10.0.1.5","targetPort":80,"weight":1}]}]}"#,
             false,
             "test",
         )

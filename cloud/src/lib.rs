@@ -109,6 +109,46 @@ pub struct CloudStatus {
     pub missing: Vec<String>,
 }
 
+/// Who holds something, as the cloud sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Holder {
+    Us,
+    Peer,
+    Nobody,
+    /// The provider cannot tell (gARP, none, or no EIP in the set).
+    Unknown,
+}
+
+/// A lease tag: who holds it and until when (wall clock of the writer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: Holder,
+    pub expires_unix_ms: u64,
+    /// Time left, zero once expired (computed with this node's clock).
+    pub remaining: std::time::Duration,
+}
+
+/// The cloud's view of the pair, for split-brain decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ownership {
+    /// Who the floating address (the first EIP of the set) points at.
+    pub owner: Holder,
+    /// Whether the peer instance runs (`None`: cannot tell).
+    pub peer_running: Option<bool>,
+    pub lease: Option<Lease>,
+}
+
+impl Ownership {
+    pub fn unknown() -> Self {
+        Self {
+            owner: Holder::Unknown,
+            peer_running: None,
+            lease: None,
+        }
+    }
+}
+
 /// Moves the floating addresses. Every method is idempotent: calling it again
 /// after a crash at any point converges to the asked state.
 #[async_trait]
@@ -131,6 +171,22 @@ pub trait CloudProvider: Send + Sync {
 
     /// Reads the current placement of the floating addresses.
     async fn status(&self, set: &FloatingSet) -> Result<CloudStatus, CloudError>;
+
+    /// Who owns the floating address, whether the peer runs, who holds the
+    /// lease. Providers that cannot tell answer [`Ownership::unknown`].
+    async fn ownership(&self, _set: &FloatingSet) -> Result<Ownership, CloudError> {
+        Ok(Ownership::unknown())
+    }
+
+    /// Writes (or extends) this node's lease for `ttl`. A no-op where the
+    /// provider has nowhere to keep one.
+    async fn renew_lease(
+        &self,
+        _set: &FloatingSet,
+        _ttl: std::time::Duration,
+    ) -> Result<(), CloudError> {
+        Ok(())
+    }
 }
 
 /// `--cloud=none`: nothing floats.
@@ -180,7 +236,7 @@ mod tests {
             vip: "10.0.100.11".parse().unwrap(),
         };
         let set = FloatingSet::new([b, a, b]);
-        assert_eq!(set.entries(), &[a, b]);
+        assert_eq!(set.entries(), &[b, a]); // None sorts first
         assert_eq!(set.vips().len(), 2);
         assert_eq!(
             set.eip_pairs(),

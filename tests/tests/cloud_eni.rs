@@ -225,3 +225,50 @@ async fn cloud_eni_fifty_failovers_leak_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn cloud_eni_ownership_peer_state_and_lease() -> Result<()> {
+    use floatlb_cloud::Holder;
+    let (moto, w) = world("own").await?;
+    let set = w.eni_set();
+    let a = w
+        .node(0, AwsMode::Eni, &moto.endpoint(), test_credentials())
+        .await?;
+    let b = w
+        .node(1, AwsMode::Eni, &moto.endpoint(), test_credentials())
+        .await?;
+    let o = b.provider.ownership(&set).await?;
+    ensure!(
+        o.owner == Holder::Nobody && o.peer_running == Some(true) && o.lease.is_none(),
+        "{o:?}"
+    );
+    check(&a.provider.promote(&set).await)?;
+    a.provider
+        .renew_lease(&set, std::time::Duration::from_secs(10))
+        .await?;
+    let from_b = b.provider.ownership(&set).await?;
+    let lease = from_b.lease.expect("lease");
+    ensure!(
+        from_b.owner == Holder::Peer && lease.holder == Holder::Peer,
+        "{from_b:?}"
+    );
+    ensure!(
+        lease.remaining > std::time::Duration::from_secs(5),
+        "{lease:?}"
+    );
+    let from_a = a.provider.ownership(&set).await?;
+    ensure!(
+        from_a.owner == Holder::Us && from_a.lease.map(|l| l.holder) == Some(Holder::Us),
+        "{from_a:?}"
+    );
+    // A's instance stops: B sees it.
+    w.ec2
+        .stop_instances()
+        .instance_ids(&w.nodes[0].instance_id)
+        .send()
+        .await?;
+    let o = b.provider.ownership(&set).await?;
+    ensure!(o.peer_running == Some(false), "{o:?}");
+    println!("ownership as seen by B: {o:?}");
+    Ok(())
+}

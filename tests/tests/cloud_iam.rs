@@ -98,6 +98,14 @@ async fn cloud_iam_policy_allows_both_modes_and_nothing_else() -> Result<()> {
     check(&b.provider.promote(&set).await)?;
     w.assert_eni_master(1).await?;
     check(&b.provider.reconcile(&set).await)?;
+    b.provider
+        .renew_lease(&set, std::time::Duration::from_secs(30))
+        .await?;
+    let o = a.provider.ownership(&set).await?;
+    ensure!(
+        o.owner == floatlb_cloud::Holder::Peer && o.peer_running == Some(true),
+        "{o:?}"
+    );
     println!("IAM: ENI mode promote/demote/reconcile pass with iam/policy.json only");
 
     // Route mode, A -> B -> A.

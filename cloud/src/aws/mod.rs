@@ -18,7 +18,10 @@
 
 pub mod api;
 pub mod eni;
+mod eni_steps;
+mod eni_view;
 pub mod imds;
+mod lease;
 pub mod route;
 
 use std::{collections::HashMap, net::Ipv4Addr, sync::Mutex};
@@ -44,6 +47,8 @@ pub const ROLE_ENI: &str = "vip-eni";
 /// The VIP interface's `Name` tag (loxilb's name, kept for runbooks).
 pub const ENI_NAME: &str = "loxi-eni";
 pub const SUBNET_NAME: &str = "loxi-vip-subnet";
+/// Tag on the (first) EIP holding the MASTER's lease: `<instance-id>/<expiry unix ms>`.
+pub const TAG_LEASE: &str = "floatlb:lease";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -254,7 +259,7 @@ impl AwsProvider {
                 .collect()
         };
         if !missing.is_empty() {
-            let addrs = eni::describe_addresses(self, rec, &missing).await?;
+            let addrs = eni_view::describe_addresses(self, rec, &missing).await?;
             let mut cache = self.alloc_cache.lock().unwrap_or_else(|p| p.into_inner());
             for (ip, a) in addrs {
                 cache.insert(ip, a.allocation_id);
@@ -346,6 +351,20 @@ impl CloudProvider for AwsProvider {
             },
         };
         rec.finish(res)
+    }
+
+    async fn ownership(&self, set: &FloatingSet) -> Result<crate::Ownership, CloudError> {
+        let pairs = aws_pairs(set)?;
+        lease::ownership(self, &pairs).await
+    }
+
+    async fn renew_lease(
+        &self,
+        set: &FloatingSet,
+        ttl: std::time::Duration,
+    ) -> Result<(), CloudError> {
+        let pairs = aws_pairs(set)?;
+        lease::renew(self, &pairs, ttl).await
     }
 
     async fn status(&self, set: &FloatingSet) -> Result<CloudStatus, CloudError> {

@@ -242,7 +242,7 @@ pub(crate) async fn status(
     let eips: Vec<Ipv4Addr> = pairs.iter().map(|(e, _)| *e).collect();
     let (tables, addrs) = tokio::try_join!(
         describe_tables(p, rec),
-        super::eni::describe_addresses(p, rec, &eips)
+        super::eni_view::describe_addresses(p, rec, &eips)
     )?;
     let mut facts = Vec::new();
     let mut missing = Vec::new();
