@@ -15,26 +15,34 @@ use crate::netns::{Netns, NsProcess};
 /// and the datapath is active.
 pub const READY_LINE: &str = "floatlb running";
 
-/// The built `floatlb` binary: `$FLOATLB_BIN`, else `target/release/floatlb`,
-/// else `target/debug/floatlb` (relative to the workspace, or
-/// `$CARGO_TARGET_DIR`). Fails with a message saying how to build it.
+/// The built `floatlb` binary: `$FLOATLB_BIN`, else the one built with the
+/// same profile as the running test (`target/<profile>/floatlb`, beside this
+/// executable's `deps/`), so a stale binary of another profile is never used.
+/// Fails with a message saying how to build it.
 pub fn floatlb_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("FLOATLB_BIN") {
         return Ok(PathBuf::from(p));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join("floatlb");
-        if p.is_file() {
-            return Ok(p);
-        }
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|dir| {
+            if dir.ends_with("deps") {
+                dir.parent()
+            } else {
+                Some(dir)
+            }
+        })
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let bin = profile_dir.join("floatlb");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build it first with `cargo build -p floatlb-agent` (add --release for release runs; `make test` does this), or set FLOATLB_BIN",
+            bin.display()
+        );
     }
-    bail!(
-        "floatlb binary not found under {}; build it first with `cargo build --release -p floatlb-agent` (make test does this)",
-        target.display()
-    )
+    Ok(bin)
 }
 
 /// One endpoint of a test service.

@@ -7,7 +7,6 @@
 //! - [`servers`]: echo servers that report which endpoint answered.
 //! - [`topology`]: the client / LB / switch / endpoints topology.
 pub mod agent;
-pub mod cloudbin;
 pub mod ec2world;
 pub mod faultproxy;
 pub mod http;

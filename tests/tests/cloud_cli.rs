@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, Result, ensure};
 use floatlb_tests::{
-    cloudbin::floatlb_bin,
+    agent::floatlb_binary,
     ec2world::{VIP, VIP_BLOCK, World, client, cluster_name, test_credentials},
     imds::ImdsServer,
     moto::{Moto, free_port},
@@ -22,7 +22,7 @@ struct Cli {
 
 impl Cli {
     fn run(&self, action: &str, imds: &str, creds: bool) -> Result<Output> {
-        let mut cmd = Command::new(floatlb_bin()?);
+        let mut cmd = Command::new(floatlb_binary()?);
         cmd.args(["cloud", action, "--config"])
             .arg(&self.config)
             .args([

@@ -14,7 +14,7 @@ use floatlb_cloud::{
     CloudProvider, FloatingIp, FloatingSet,
     garp::{GarpOptions, GarpProvider, packet},
 };
-use floatlb_tests::cloudbin::floatlb_bin;
+use floatlb_tests::agent::floatlb_binary;
 
 const MAC: &str = "02:00:5e:00:53:0a";
 const MAC_BYTES: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x0a];
@@ -309,7 +309,7 @@ fn cloud_garp_announces_vips_from_a_namespace() -> Result<()> {
             r#"{{"lbAttr":[{{"serviceArguments":{{"externalIP":"{VIP4}","port":80,"mode":2}},"endpoints":[{{"endpointIP":"198.51.100.5","targetPort":80,"weight":1}}]}}]}}"#
         ),
     )?;
-    let bin = floatlb_bin()?;
+    let bin = floatlb_binary()?;
     let run = |action: &str| -> Result<std::process::Output> {
         Ok(Command::new("ip")
             .args(["netns", "exec", &pair.node])
