@@ -101,6 +101,46 @@ pub fn build_table(endpoints: &[EndpointSpec], len: u32) -> Vec<u8> {
     table
 }
 
+/// The table after an endpoint-set change, given the live one.
+///
+/// When the change only removes endpoints (the survivors keep their weights),
+/// every slot a survivor owned stays with it and only the removed endpoints'
+/// slots are handed out, each to its owner in the fresh table for the new set.
+/// So removing an endpoint moves exactly that endpoint's flows, and the
+/// survivors' shares stay proportional to their weights in expectation
+/// (survivor i ends with w_i/W_old + (w_r/W_old)(w_i/W_new) = w_i/W_new).
+/// Any other change (an addition, a weight change) gets the fresh table.
+pub fn rebuild_table(
+    old_endpoints: &[EndpointSpec],
+    old_table: &[u8],
+    endpoints: &[EndpointSpec],
+    len: u32,
+) -> Vec<u8> {
+    let fresh = build_table(endpoints, len);
+    let only_removals = old_table.len() == fresh.len()
+        && endpoints.len() < old_endpoints.len()
+        && endpoints.iter().all(|e| old_endpoints.contains(e));
+    if !only_removals {
+        return fresh;
+    }
+    // Old index -> new index for every survivor.
+    let remap: Vec<Option<u8>> = old_endpoints
+        .iter()
+        .map(|o| endpoints.iter().position(|e| e == o).map(|i| i as u8))
+        .collect();
+    old_table
+        .iter()
+        .zip(&fresh)
+        .map(|(&old, &new)| {
+            remap
+                .get(usize::from(old))
+                .copied()
+                .flatten()
+                .unwrap_or(new)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -209,5 +249,39 @@ mod tests {
     fn deterministic() {
         let e = eps(&[3, 1, 2]);
         assert_eq!(build_table(&e, 307), build_table(&e, 307));
+    }
+
+    #[test]
+    fn removing_an_endpoint_moves_only_its_slots_and_keeps_weights() {
+        let before_eps = eps(&[1, 2, 3, 4]);
+        let m = table_len(before_eps.len());
+        let before = build_table(&before_eps, m);
+        let after_eps: Vec<EndpointSpec> = before_eps
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, e)| *e)
+            .collect();
+        let after = rebuild_table(&before_eps, &before, &after_eps, m);
+        for (s, (&b, &a)) in before.iter().zip(&after).enumerate() {
+            if b != 1 {
+                assert_eq!(
+                    after_eps[usize::from(a)],
+                    before_eps[usize::from(b)],
+                    "slot {s} moved"
+                );
+            }
+        }
+        let got = shares(&after, after_eps.len());
+        for (i, w) in [1.0, 3.0, 4.0].iter().enumerate() {
+            assert!(
+                (got[i] - w / 8.0).abs() < 0.02,
+                "share {i}: {} vs {}",
+                got[i],
+                w / 8.0
+            );
+        }
+        // An addition is not sticky: it gets the fresh table.
+        assert_eq!(rebuild_table(&after_eps, &after, &before_eps, m), before);
     }
 }

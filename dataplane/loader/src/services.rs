@@ -81,7 +81,15 @@ impl Dataplane {
         let len = service_table_len();
         let set = svc.endpoint_set(if svc.needs_maglev() { len } else { 0 });
         if svc.needs_maglev() {
-            let table = maglev::build_table(&svc.endpoints, len);
+            // On a pure removal the survivors keep their slots (see rebuild_table).
+            let table = match existing {
+                Some(v) if v.sel == svc.sel => {
+                    let live = spec::endpoints_from_set(&self.live_set(&v)?);
+                    let old = self.live_table(&v)?;
+                    maglev::rebuild_table(&live, &old, &svc.endpoints, len)
+                }
+                _ => maglev::build_table(&svc.endpoints, len),
+            };
             let mut raw = MaglevTable::default();
             raw.entries[..table.len().min(MAGLEV_CAPACITY)].copy_from_slice(&table);
             let mut m: HashMap<&mut MapData, u32, MaglevTable> =
@@ -195,6 +203,23 @@ impl Dataplane {
             Array::try_from(self.map_ref(M_EPSETS)?).map_err(DataplaneError::map(M_EPSETS))?;
         a.get(&(v.id * 2 + (v.generation & 1)), 0)
             .map_err(DataplaneError::map(M_EPSETS))
+    }
+
+    /// The live Maglev table of a service (empty if it has none).
+    fn live_table(&self, v: &ServiceValue) -> Result<Vec<u8>, DataplaneError> {
+        let m: HashMap<&MapData, u32, MaglevTable> =
+            HashMap::try_from(self.map_ref(M_MAGLEV)?).map_err(DataplaneError::map(M_MAGLEV))?;
+        match m.get(&(v.id * 2 + (v.generation & 1)), 0) {
+            Ok(t) => {
+                let len = (service_table_len() as usize).min(MAGLEV_CAPACITY);
+                Ok(t.entries[..len].to_vec())
+            }
+            Err(aya::maps::MapError::KeyNotFound) => Ok(Vec::new()),
+            Err(e) => Err(DataplaneError::Map {
+                map: M_MAGLEV,
+                source: e,
+            }),
+        }
     }
 
     /// The services as programmed in the datapath (sorted by key).
