@@ -247,6 +247,41 @@ impl Pair {
         }
     }
 
+    /// Polls until node `i` logged a finished cloud promote.
+    pub fn wait_promoted(&self, i: usize, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self
+                .events(i, "ha_cloud")
+                .iter()
+                .any(|v| v["job"].get("promote").is_some())
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!(
+            "node {i} finished no promote within {timeout:?}{}",
+            self.logs()
+        )
+    }
+
+    /// Polls until exactly one node is MASTER; returns it.
+    pub fn wait_one_master(&self, timeout: Duration) -> Result<usize> {
+        let start = Instant::now();
+        loop {
+            let r = self.roles();
+            let m: Vec<usize> = (0..2).filter(|&i| r.0[i] == "Master").collect();
+            if m.len() == 1 {
+                return Ok(m[0]);
+            }
+            if start.elapsed() > timeout {
+                bail!("no single MASTER within {timeout:?}: {r:?}{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Samples both roles every 10 ms for `dur`; returns the samples.
     pub fn sample_roles(&self, dur: Duration) -> Vec<Roles> {
         let start = Instant::now();
@@ -322,10 +357,15 @@ impl Pair {
             .map(drop)
     }
 
-    /// netem packet loss on node `i`'s lbe egress (`None` removes it).
-    pub fn netem_loss(&self, i: usize, percent: Option<u32>) -> Result<()> {
+    /// Packet loss on node `i`: netem on `lbe`'s egress when the kernel
+    /// has `sch_netem`, else random drops by iptables on the node's INPUT
+    /// and OUTPUT (BFD and everything else the node's stack sends or
+    /// receives, but not ARP; frames the XDP
+    /// program forwards bypass netfilter). `None` removes it. Returns the
+    /// mechanism used.
+    pub fn loss(&self, i: usize, percent: Option<u32>) -> Result<&'static str> {
         let ns = &self.nodes[i].ns;
-        match percent {
+        let netem = match percent {
             Some(p) => ns.run(
                 "tc",
                 &[
@@ -340,8 +380,36 @@ impl Pair {
                 ],
             ),
             None => ns.run("tc", &["qdisc", "del", "dev", LB_IF, "root"]),
+        };
+        match netem {
+            Ok(_) => return Ok("netem"),
+            Err(e) if !e.to_string().contains("unknown") && percent.is_some() => return Err(e),
+            Err(_) => {}
         }
-        .map(drop)
+        require_tools(&["iptables"])?;
+        for chain in ["INPUT", "OUTPUT"] {
+            ns.run("iptables", &["-F", chain])?;
+            // Partial loss on OUTPUT only, so each direction loses `p` %
+            // (the peer drops on its own OUTPUT); total loss both ways.
+            let on = percent.is_some_and(|p| chain == "OUTPUT" || p >= 100);
+            if let Some(p) = percent.filter(|_| on) {
+                let prob = format!("{:.2}", f64::from(p) / 100.0);
+                let mut args = vec!["-A", chain];
+                if p < 100 {
+                    args.extend_from_slice(&[
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        &prob,
+                    ]);
+                }
+                args.extend_from_slice(&["-j", "DROP"]);
+                ns.run("iptables", &args)?;
+            }
+        }
+        Ok("iptables (kernel without sch_netem)")
     }
 
     /// Starts the 1 ms UDP probe from the client to the VIP.
