@@ -151,10 +151,6 @@ fn sigterm_hands_over_gracefully() -> Result<()> {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut pair = elected_pair("hat", 10_000, 3)?;
     let probe = pair.probe()?;
-    if let Ok(s) = std::env::var("HA_DEBUG_HOLD") {
-        eprintln!("holding {s}s: {}", pair.dir.path().display());
-        std::thread::sleep(Duration::from_secs(s.parse()?));
-    }
     probe.wait_flowing(Duration::from_secs(5))?;
     let t = Instant::now();
     let status = pair.stop(0, Signal::SIGTERM)?;
