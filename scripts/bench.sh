@@ -21,3 +21,6 @@ scripts/bench-xdp.sh
 
 echo "== End to end (tests/src/bin/bench_e2e.rs)"
 target/release/bench_e2e
+
+echo "== HA failover (tests/src/bin/bench_ha.rs); BENCH_HA_RUNS sets the number of runs (default 20)"
+target/release/bench_ha

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod ec2world;
 pub mod faultproxy;
+pub mod hapair;
 pub mod http;
 pub mod imds;
 pub mod moto;
