@@ -899,7 +899,8 @@ fn endpoint_set_update_keeps_flows_and_moves_only_removed_share() {
         println!(
             "maglev in the datapath: flows of surviving endpoints that moved after removing 1 of 4: {moved}/400"
         );
-        assert!(moved <= 12, "{moved} flows of surviving endpoints moved");
+        // A live removal keeps every survivor's Maglev slots.
+        assert_eq!(moved, 0, "{moved} flows of surviving endpoints moved");
         assert!(
             after.iter().all(|d| *d != Ipv4Addr::new(10, 0, 0, 14)),
             "removed endpoint still chosen"
