@@ -6,6 +6,8 @@
 //! - [`netns`]: namespaces, veth pairs, bridges, processes in a namespace,
 //! - [`servers`]: echo servers that report which endpoint answered.
 //! - [`topology`]: the client / LB / switch / endpoints topology.
+//! - [`prober`]: a 1 ms UDP prober measuring failover traffic gaps.
+//! - [`vpcsim`]: routes a VIP to whichever node moto says owns its Elastic IP.
 pub mod agent;
 pub mod cloudbin;
 pub mod ec2world;
@@ -14,5 +16,8 @@ pub mod http;
 pub mod imds;
 pub mod moto;
 pub mod netns;
+pub mod prober;
 pub mod servers;
+pub mod timeline;
 pub mod topology;
+pub mod vpcsim;

@@ -1,0 +1,791 @@
+//! `make demo`: a two-AZ floatlb failover on one machine.
+//!
+//! ```text
+//!   client ns                 router ns ("the VPC")                      cloud ns
+//!  ┌─────────────┐  veth  ┌───────────────────────────────────┐  veth  ┌──────────────────┐
+//!  │198.51.100.2 │◄──────►│ cli 198.51.100.1   cl 203.0.113.1 │◄──────►│203.0.113.10      │
+//!  └─────────────┘        │ bridge vpc: 10.0.1.1 10.0.2.1     │        │ moto (EC2 API)   │
+//!                         │             10.0.3.1              │        │ demo driver,     │
+//!                         │ VIP/32 -> owner (VPC simulator)   │        │ VPC simulator    │
+//!                         └──┬──────────────┬───────────┬─────┘        └──────────────────┘
+//!                     node A │ (us-east-1a) │ node B    │ endpoints 10.0.3.10, 10.0.3.11
+//!          floatlb + XDP, IMDS 169.254.169.254 in each node namespace
+//! ```
+//!
+//! moto stands in for EC2 (two AZ subnets, two instances, one Elastic IP,
+//! built by [`floatlb_tests::ec2world`]); each node namespace runs the real
+//! `floatlb` agent with `--cloud=aws --no-os-config` against moto, and an
+//! IMDSv2 stand-in with its instance's identity. moto moves no packets, so the
+//! VPC simulator ([`floatlb_tests::vpcsim`]) routes the VIP in the router
+//! namespace to whichever node the Elastic IP is associated with.
+//!
+//! The demo makes node A MASTER, starts a client probing the service every
+//! 1 ms, kills node A (SIGKILL of its agent and its NIC down: an instance
+//! failure), and prints the timeline of the failover to node B. It exits
+//! non-zero when the failover did not happen. Everything it creates
+//! (namespaces, processes, moto, bpffs mounts, files) is removed on every
+//! exit path, Ctrl-C included.
+//!
+//! Orchestration: see [`Orchestration`]: the agents' own HA (BFD + election
+//! + cloud provider) or, where the agent build lacks it, the one-shot
+//! `floatlb cloud promote` run in node B's namespace, which the output then
+//! states.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use floatlb_cloud::TransitionReport;
+use floatlb_tests::{
+    agent::floatlb_binary,
+    ec2world::{VIP, VIP_BLOCK, World, client, test_credentials},
+    imds::ImdsServer,
+    moto::{Moto, free_port},
+    netns::{BpfMount, Netns, NsProcess, TempDir, require_root, require_tools, unique_name, veth},
+    prober::{Prober, longest_gap},
+    servers::EchoServer,
+    timeline::Timeline,
+    vpcsim::{SimEvent, SimNode, VpcSim},
+};
+use nix::sys::signal::Signal;
+
+
+const CLOUD_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const CLOUD_GW: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const CLIENT_GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const IMDS_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+const SERVICE_PORT: u16 = 80;
+const ENDPOINT_PORT: u16 = 8080;
+const ENDPOINTS: usize = 2;
+/// BFD interval (µs, as `--ka` takes it) and multiplier.
+const KA_INTERVAL_US: u32 = 10_000;
+const KA_MULT: u8 = 3;
+const PROBE_EVERY: Duration = Duration::from_millis(1);
+/// The whole demo must finish within this.
+const DEMO_LIMIT: Duration = Duration::from_secs(110);
+const NODE_NAMES: [&str; 2] = ["node A", "node B"];
+
+fn endpoint_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 3, 10 + u8::try_from(i).expect("endpoint index"))
+}
+
+/// Who carries out the failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Orchestration {
+    /// The agents: BFD (`--ka`), election (`--self`) and `--cloud=aws`.
+    Agents,
+    /// The agents run the datapath only; node B's promotion is the one-shot
+    /// `floatlb cloud promote`, started by the demo right after the kill.
+    OneShot,
+}
+
+fn main() -> ExitCode {
+    match main_inner() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            println!("\nRESULT: FAILOVER DID NOT HAPPEN (see above)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("\ndemo failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner() -> Result<bool> {
+    require_root()?;
+    require_tools(&["ip", "ethtool", "sysctl", "mount", "env", "moto_server"])?;
+    let bin = floatlb_binary()?;
+    let mode = orchestration(&bin)?;
+    let tag = unique_name("fdemo");
+    // The driver lives in the cloud namespace, next to moto: moto listens on
+    // an address the node namespaces route to, and the driver reaches it too.
+    // Entered before the runtime exists, so every thread inherits it.
+    let cloud = Netns::new(format!("{tag}-cloud"))?;
+    let ns_file = std::fs::File::open(Path::new("/run/netns").join(cloud.name()))?;
+    nix::sched::setns(&ns_file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("joining the cloud namespace")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let res = rt.block_on(async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::time::timeout(DEMO_LIMIT, run(&tag, &cloud, &bin, mode)) => {
+                r.unwrap_or_else(|_| bail!("the demo did not finish within {DEMO_LIMIT:?}"))
+            }
+            _ = tokio::signal::ctrl_c() => bail!("interrupted (Ctrl-C); cleaned up"),
+            _ = term.recv() => bail!("terminated (SIGTERM); cleaned up"),
+        }
+    });
+    // Everything `run` built has been dropped (cleaned up) by now.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    drop(cloud);
+    res
+}
+
+/// Picks the orchestration: the agents' HA when this `floatlb` build has it
+/// (it accepts `--ha-state-file`), the one-shot command otherwise.
+/// `FLOATLB_DEMO_ONESHOT=1` forces the one-shot command.
+fn orchestration(bin: &Path) -> Result<Orchestration> {
+    if std::env::var_os("FLOATLB_DEMO_ONESHOT").is_some_and(|v| v == "1") {
+        return Ok(Orchestration::OneShot);
+    }
+    let help = std::process::Command::new(bin).arg("--help").output()?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    Ok(if help.contains("--ha-state-file") {
+        Orchestration::Agents
+    } else {
+        Orchestration::OneShot
+    })
+}
+
+/// Everything the demo built. Field order is drop order: processes and
+/// servers first, then mounts and files, namespaces last.
+struct Lab {
+    agents: [Option<NsProcess>; 2],
+    prober: Option<Prober>,
+    sim: Option<VpcSim>,
+    _imds: Vec<ImdsServer>,
+    _echo: Vec<EchoServer>,
+    _bpf: Vec<BpfMount>,
+    moto: Moto,
+    dir: TempDir,
+    router: Netns,
+    client: Netns,
+    nodes: [Netns; 2],
+    endpoints: Vec<Netns>,
+}
+
+/// Builds the namespaces and links (see the module diagram).
+fn build_network(tag: &str, cloud: &Netns) -> Result<(Netns, Netns, [Netns; 2], Vec<Netns>)> {
+    let router = Netns::new(format!("{tag}-vpc"))?;
+    let client = Netns::new(format!("{tag}-client"))?;
+    let nodes = [
+        Netns::new(format!("{tag}-a"))?,
+        Netns::new(format!("{tag}-b"))?,
+    ];
+    let mut endpoints = Vec::new();
+    for i in 0..ENDPOINTS {
+        endpoints.push(Netns::new(format!("{tag}-ep{i}"))?);
+    }
+    for key in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.send_redirects=0",
+        "net.ipv4.conf.default.send_redirects=0",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+    ] {
+        let (k, v) = key.split_once('=').expect("key=value");
+        router.sysctl(k, v)?;
+    }
+    veth(&router, "cl", cloud, "eth0")?;
+    router.addr_add("cl", &format!("{CLOUD_GW}/24"))?;
+    cloud.addr_add("eth0", &format!("{CLOUD_IP}/24"))?;
+    cloud.route_add(&["default", "via", &CLOUD_GW.to_string()])?;
+    veth(&router, "cli", &client, "eth0")?;
+    router.addr_add("cli", &format!("{CLIENT_GW}/24"))?;
+    client.addr_add("eth0", &format!("{CLIENT_IP}/24"))?;
+    client.route_add(&["default", "via", &CLIENT_GW.to_string()])?;
+    router.add_bridge("vpc")?;
+    for gw in ["10.0.1.1/24", "10.0.2.1/24", "10.0.3.1/24"] {
+        router.addr_add("vpc", gw)?;
+    }
+    for (i, ep) in endpoints.iter().enumerate() {
+        let port = format!("pe{i}");
+        veth(&router, &port, ep, "eth0")?;
+        router.set_master(&port, "vpc")?;
+        ep.addr_add("eth0", &format!("{}/24", endpoint_ip(i)))?;
+        ep.route_add(&["default", "via", "10.0.3.1"])?;
+        ep.sysctl("net.ipv4.conf.all.accept_redirects", "0")?;
+    }
+    Ok((router, client, nodes, endpoints))
+}
+
+/// Wires node `i` with its instance's private address (from moto).
+fn wire_node(router: &Netns, node: &Netns, i: usize, private_ip: &str) -> Result<()> {
+    let port = format!("p{}", ["a", "b"][i]);
+    veth(router, &port, node, "eth0")?;
+    router.set_master(&port, "vpc")?;
+    // XDP_TX on a veth needs NAPI on the peer.
+    router.enable_gro(&port)?;
+    node.addr_add("eth0", &format!("{private_ip}/24"))?;
+    node.route_add(&["default", "via", &format!("10.0.{}.1", i + 1)])?;
+    // The other AZ's subnet is on-link: the VPC delivers between instances
+    // without a routed hop, so BFD keeps its single-hop TTL of 255.
+    node.route_add(&[&format!("10.0.{}.0/24", 2 - i), "dev", "eth0"])?;
+    node.addr_add("lo", &format!("{VIP}/32"))?;
+    node.addr_add("lo", &format!("{IMDS_IP}/32"))?;
+    // Only XDP forwards; FIB lookups use lo (see tests/src/topology.rs).
+    node.sysctl("net.ipv4.ip_forward", "0")?;
+    node.sysctl("net.ipv4.conf.lo.forwarding", "1")?;
+    node.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+    node.sysctl("net.ipv4.conf.eth0.rp_filter", "0")?;
+    Ok(())
+}
+
+fn write_config(path: &Path, eip: Ipv4Addr) -> Result<()> {
+    let eps: Vec<String> = (0..ENDPOINTS)
+        .map(|i| {
+            format!(
+                r#"{{"endpointIP":"{}","targetPort":{ENDPOINT_PORT},"weight":1}}"#,
+                endpoint_ip(i)
+            )
+        })
+        .collect();
+    std::fs::write(
+        path,
+        format!(
+            r#"{{"lbAttr":[{{"serviceArguments":{{"externalIP":"{eip}","privateIP":"{VIP}","port":{SERVICE_PORT},"protocol":"udp","sel":0,"mode":2,"name":"demo"}},"endpoints":[{}]}}]}}"#,
+            eps.join(",")
+        ),
+    )?;
+    Ok(())
+}
+
+/// The standard SDK settings every `floatlb` process gets (`env` arguments).
+fn aws_env(moto: &Moto, empty: &Path) -> Vec<String> {
+    vec![
+        format!("AWS_ENDPOINT_URL={}", moto.endpoint()),
+        format!("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{IMDS_IP}:80"),
+        "AWS_ACCESS_KEY_ID=AKIATESTFLOATLB00001".into(),
+        "AWS_SECRET_ACCESS_KEY=secret".into(),
+        format!("AWS_CONFIG_FILE={}", empty.display()),
+        format!("AWS_SHARED_CREDENTIALS_FILE={}", empty.display()),
+    ]
+}
+
+fn cloud_flags(cluster: &str) -> Vec<String> {
+    [
+        "--cloud",
+        "aws",
+        "--cloudcidrblock",
+        VIP_BLOCK,
+        "--no-os-config",
+        "--cloud-cluster-name",
+        cluster,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Result<bool> {
+    let t_start = Instant::now();
+    println!("floatlb two-AZ failover demo ({tag})");
+    println!(
+        "  EC2 API: moto; the data path follows the API through the demo's VPC simulator\n  (moto moves no packets: the simulator polls the Elastic IP's association every {} ms\n  and routes the VIP in the router namespace to the instance it points at)",
+        VpcSim::POLL.as_millis()
+    );
+    match mode {
+        Orchestration::Agents => println!(
+            "  failover: the agents themselves (BFD {} ms x {KA_MULT}, election, --cloud=aws)",
+            KA_INTERVAL_US / 1000
+        ),
+        Orchestration::OneShot => println!(
+            "  failover: SIMULATED ORCHESTRATION. This floatlb build does not run HA in the daemon\n  yet, so the agents carry the datapath only; the demo detects the failure itself (it\n  causes it) and runs `floatlb cloud promote` in node B's namespace. No BFD detection\n  is measured; the EC2 calls, EIP move and traffic gap are real measurements."
+        ),
+    }
+
+    let (router, client, nodes, endpoints) = build_network(tag, cloud)?;
+    let moto = Moto::start_on(&CLOUD_IP.to_string(), free_port()?, &[]).await?;
+    let dir = TempDir::new("fdemo-files")?;
+    let mut lab = Lab {
+        agents: [None, None],
+        prober: None,
+        sim: None,
+        _imds: Vec::new(),
+        _echo: Vec::new(),
+        _bpf: Vec::new(),
+        moto,
+        dir,
+        router,
+        client,
+        nodes,
+        endpoints,
+    };
+    let world = World::build(client(&lab.moto.endpoint(), test_credentials()), tag).await?;
+    println!(
+        "\n[setup] moto at {}: VPC {}, {} in {} ({}), {} in {} ({}), Elastic IP {} ({})",
+        lab.moto.endpoint(),
+        world.vpc,
+        world.nodes[0].instance_id,
+        world.nodes[0].az,
+        world.nodes[0].private_ip,
+        world.nodes[1].instance_id,
+        world.nodes[1].az,
+        world.nodes[1].private_ip,
+        world.eip,
+        world.eip_alloc
+    );
+    for i in 0..2 {
+        wire_node(&lab.router, &lab.nodes[i], i, &world.nodes[i].private_ip)?;
+        let l = lab.nodes[i].enter(|| std::net::TcpListener::bind((IMDS_IP, 80)))??;
+        lab._imds.push(ImdsServer::start_on(&world.nodes[i], l)?);
+    }
+    for (i, ep) in lab.endpoints.iter().enumerate() {
+        let addr = SocketAddrV4::new(endpoint_ip(i), ENDPOINT_PORT);
+        lab._echo.push(EchoServer::start(ep, addr, u8::try_from(i)?)?);
+    }
+    let config = lab.dir.join("lb.json");
+    write_config(&config, world.eip)?;
+    let empty = lab.dir.join("empty");
+    std::fs::write(&empty, "")?;
+    let env = aws_env(&lab.moto, &empty);
+    println!(
+        "[setup] service udp {VIP}:{SERVICE_PORT} (EIP {}) -> {} endpoints; IMDS at {IMDS_IP} in each node namespace",
+        world.eip, ENDPOINTS
+    );
+
+    let sim_nodes: Vec<SimNode> = (0..2)
+        .map(|i| {
+            Ok(SimNode {
+                name: NODE_NAMES[i].into(),
+                instance_id: world.nodes[i].instance_id.clone(),
+                addr: world.nodes[i].private_ip.parse()?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    lab.sim = Some(VpcSim::start(
+        world.ec2.clone(),
+        world.eip_alloc.clone(),
+        lab.router.name().into(),
+        VIP,
+        sim_nodes,
+    )?);
+
+    for i in 0..2 {
+        let bpf = BpfMount::new(lab.dir.join(&format!("bpf{i}")))?;
+        let pin = bpf.path().join("floatlb");
+        lab._bpf.push(bpf);
+        let peer = &world.nodes[1 - i].private_ip;
+        let me = &world.nodes[i].private_ip;
+        let mut args = env.clone();
+        args.push(bin.display().to_string());
+        args.extend(
+            [
+                "--config",
+                &config.display().to_string(),
+                "--iface",
+                "eth0",
+                "--pin-dir",
+                &pin.display().to_string(),
+                "--fib-lookup-iface",
+                "lo",
+                "--self",
+                &i.to_string(),
+                "--ka",
+                &format!("{peer}:{me}:{KA_INTERVAL_US}"),
+                "--ka-mult",
+                &KA_MULT.to_string(),
+                "--claim-hold-ms",
+                "3000",
+                "--preempt-hold-ms",
+                "500",
+                "--flap-hold-down-ms",
+                "1000",
+            ]
+            .map(str::to_string),
+        );
+        args.extend(cloud_flags(tag));
+        if mode == Orchestration::Agents {
+            args.extend([
+                "--ha-state-file".into(),
+                lab.dir.join(&format!("ha{i}.json")).display().to_string(),
+            ]);
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = lab.dir.join(&format!("agent{i}.log"));
+        let proc = lab.nodes[i].spawn("env", &argv, &log)?;
+        lab.agents[i] = Some(proc);
+    }
+    for i in 0..2 {
+        let p = lab.agents[i].as_mut().context("agent")?;
+        wait_log(p, floatlb_tests::agent::READY_LINE, Duration::from_secs(30)).await?;
+    }
+    println!(
+        "[setup] both agents running (XDP on eth0, --cloud=aws --no-os-config, --ka to the peer) after {:.1} s",
+        t_start.elapsed().as_secs_f64()
+    );
+
+    // Node A becomes MASTER.
+    let sim = lab.sim.as_ref().context("sim")?;
+    if mode == Orchestration::OneShot {
+        let run = promote_once(&lab.nodes[0], bin, &config, &env, tag).await?;
+        ensure!(run.report.ok, "promoting node A failed: {:?}", run.report.error);
+    }
+    sim.wait_owner(0, Duration::from_secs(30)).await?;
+    let before = world.address().await?;
+    println!(
+        "[ready] node A is MASTER: EIP {} -> {} ({}) on {}",
+        world.eip,
+        before.network_interface_id().unwrap_or("?"),
+        before.private_ip_address().unwrap_or("?"),
+        world.nodes[0].instance_id
+    );
+
+    let target = SocketAddr::V4(SocketAddrV4::new(VIP, SERVICE_PORT));
+    lab.prober = Some(Prober::start(&lab.client, target, PROBE_EVERY)?);
+    let prober = lab.prober.as_ref().context("prober")?;
+    prober
+        .wait_replies_after(Instant::now(), 200, Duration::from_secs(10))
+        .await
+        .context("the client gets no answers through node A")?;
+    println!(
+        "[ready] client {CLIENT_IP} probing {target} every {} ms: answered",
+        PROBE_EVERY.as_millis()
+    );
+    // Steady state past every hold-down, so the kill meets a settled pair.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // The failure.
+    let killed_wall = SystemTime::now();
+    let killed = Instant::now();
+    let a = lab.agents[0].as_mut().context("agent A")?;
+    a.stop(Signal::SIGKILL, Duration::from_secs(5))?;
+    lab.nodes[0].ip(&["link", "set", "eth0", "down"])?;
+    let down_done = killed.elapsed();
+    let mut tl = Timeline::new(killed, killed_wall);
+    tl.at(killed, "node A fails: agent SIGKILLed (MASTER)".into());
+    tl.after(
+        down_done,
+        "node A's NIC down (instance failure: its pinned XDP datapath stops too)".into(),
+    );
+
+    let report = match mode {
+        Orchestration::OneShot => {
+            let t = Instant::now();
+            tl.at(
+                t,
+                "SIMULATED detection: the demo runs `floatlb cloud promote` on node B".into(),
+            );
+            let run = promote_once(&lab.nodes[1], bin, &config, &env, tag).await?;
+            tl.at(
+                Instant::now(),
+                format!(
+                    "`floatlb cloud promote` exited after {:.1} ms (process start, IMDS, EC2 calls, status read-back)",
+                    t.elapsed().as_secs_f64() * 1e3
+                ),
+            );
+            Some(run.report)
+        }
+        Orchestration::Agents => None,
+    };
+    let killed_unix_us = unix_us(killed_wall);
+    let sim = lab.sim.as_ref().context("sim")?;
+    let moved = sim.wait_owner(1, Duration::from_secs(40)).await;
+    let prober = lab.prober.as_ref().context("prober")?;
+    let recovered = match &moved {
+        Ok(_) => prober
+            .wait_replies_after(Instant::now(), 200, Duration::from_secs(10))
+            .await
+            .context("the client gets no answers through node B"),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    };
+    // The agent records its promotion's report once the cloud job is done.
+    let mut report = report;
+    let mut events = None;
+    if mode == Orchestration::Agents {
+        let b = lab.agents[1].as_ref().context("agent B")?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ev = AgentEvents::parse(&b.log(), killed_unix_us);
+            if ev.promote.is_some() || Instant::now() > deadline {
+                report = ev.promote.clone();
+                events = Some(ev);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut prober = lab.prober.take().context("prober")?;
+    prober.stop();
+    let after = world.address().await?;
+
+    if let Some(r) = &report {
+        tl.report("node B", r);
+    }
+    if let Some(ev) = &events {
+        ev.add_to(&mut tl, "node B");
+    }
+    for e in sim.events() {
+        sim_event(&mut tl, &e, killed);
+    }
+    let replies = prober.replies();
+    let gap = longest_gap(&replies, killed);
+    if let Some(g) = &gap {
+        tl.at(
+            g.before.received,
+            format!(
+                "client: last answer before the gap (probe #{}, endpoint {})",
+                g.before.seq, g.before.endpoint
+            ),
+        );
+        tl.at(
+            g.after.received,
+            format!(
+                "client: first answer after the gap (probe #{}, endpoint {})",
+                g.after.seq, g.after.endpoint
+            ),
+        );
+    }
+    println!("\nTimeline (ms from the kill):");
+    print!("{}", tl.render());
+    println!("\nSummary:");
+    println!(
+        "  EIP owner before: {} (ENI {}, {})",
+        owner_name(&world, &before),
+        before.network_interface_id().unwrap_or("-"),
+        before.private_ip_address().unwrap_or("-")
+    );
+    println!(
+        "  EIP owner after:  {} (ENI {}, {})",
+        owner_name(&world, &after),
+        after.network_interface_id().unwrap_or("-"),
+        after.private_ip_address().unwrap_or("-")
+    );
+    if let Some(ev) = &events {
+        let ms = |us: Option<i64>| {
+            us.map(|u| format!("{:.1} ms", (u - killed_unix_us) as f64 / 1e3))
+                .unwrap_or_else(|| "not seen".into())
+        };
+        println!("  BFD detection on node B: {}", ms(ev.bfd_down));
+        println!("  node B BACKUP -> MASTER: {}", ms(ev.master));
+    }
+    if let Some(r) = &report {
+        println!(
+            "  promotion: {} in {:.1} ms, {} EC2 calls ({} retried)",
+            if r.ok { "ok" } else { "FAILED" },
+            r.duration_us as f64 / 1e3,
+            r.calls.len(),
+            r.retries()
+        );
+    }
+    if let Some(g) = &gap {
+        println!(
+            "  client traffic gap: {:.1} ms ({} probes lost of {} sent at 1 ms)",
+            g.length().as_secs_f64() * 1e3,
+            g.lost(),
+            prober.sent()
+        );
+    }
+    let (polls, errors, _) = sim.poll_stats();
+    println!(
+        "  VPC simulator: {polls} polls of the Elastic IP, {errors} failed; demo took {:.1} s",
+        t_start.elapsed().as_secs_f64()
+    );
+    if mode == Orchestration::OneShot {
+        println!(
+            "  (orchestration simulated: no BFD in the agents yet; detection is the demo's own)"
+        );
+    }
+    let ok = moved.is_ok()
+        && recovered.is_ok()
+        && report.as_ref().is_none_or(|r| r.ok)
+        && after.network_interface_id().is_some()
+        && sim.owner() == Some(1);
+    if let Err(e) = &moved {
+        println!("  FAILED: {e:#}");
+    }
+    if let Err(e) = &recovered {
+        println!("  FAILED: {e:#}");
+    }
+    if ok {
+        println!("\nRESULT: failover to node B done, client served again");
+    } else {
+        print_logs(&lab);
+    }
+    Ok(ok)
+}
+
+fn sim_event(tl: &mut Timeline, e: &SimEvent, killed: Instant) {
+    if e.seen < killed {
+        return;
+    }
+    let who = match e.assoc.owner {
+        Some(i) => NODE_NAMES[i].to_string(),
+        None => "nobody".into(),
+    };
+    tl.at(
+        e.seen,
+        format!(
+            "VPC simulator: EIP now on {} ({}) -> {who}",
+            e.assoc.eni.as_deref().unwrap_or("no ENI"),
+            e.assoc.private_ip.as_deref().unwrap_or("-")
+        ),
+    );
+    tl.at(
+        e.routed,
+        format!("VPC simulator: router sends the VIP to {who}"),
+    );
+}
+
+fn owner_name(world: &World, addr: &aws_sdk_ec2::types::Address) -> String {
+    let _ = world;
+    match addr.network_interface_owner_id() {
+        _ if addr.network_interface_id().is_none() => "nobody".into(),
+        _ => addr
+            .instance_id()
+            .map(|id| {
+                let n = world.nodes.iter().position(|n| n.instance_id == id);
+                format!("{} {id}", n.map(|i| NODE_NAMES[i]).unwrap_or("?"))
+            })
+            .unwrap_or_else(|| "an instance moto does not name".into()),
+    }
+}
+
+fn print_logs(lab: &Lab) {
+    for (i, a) in lab.agents.iter().enumerate() {
+        if let Some(a) = a {
+            let log = a.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            println!("\n--- {} agent log (last lines) ---", NODE_NAMES[i]);
+            for l in tail.into_iter().rev() {
+                println!("{l}");
+            }
+        }
+    }
+}
+
+/// What `floatlb cloud promote --json` printed.
+struct OneShot {
+    report: TransitionReport,
+}
+
+async fn promote_once(
+    node: &Netns,
+    bin: &Path,
+    config: &Path,
+    env: &[String],
+    cluster: &str,
+) -> Result<OneShot> {
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(["netns", "exec", node.name(), "env"])
+        .args(env)
+        .arg(bin)
+        .args(["cloud", "promote", "--config"])
+        .arg(config)
+        .args(cloud_flags(cluster))
+        .arg("--json")
+        .kill_on_drop(true);
+    let out = cmd.output().await.context("running floatlb cloud promote")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "floatlb cloud promote printed no JSON (exit {:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let report: TransitionReport =
+        serde_json::from_value(v["report"].clone()).context("promote report")?;
+    Ok(OneShot { report })
+}
+
+/// Waits (bounded, without blocking the runtime) for a log line.
+async fn wait_log(p: &mut NsProcess, needle: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if p.log().contains(needle) {
+            return Ok(());
+        }
+        if let Some(status) = p.try_status()? {
+            bail!("agent exited ({status}) before {needle:?}; log:\n{}", p.log());
+        }
+        if Instant::now() > deadline {
+            bail!("agent did not log {needle:?} within {timeout:?}; log:\n{}", p.log());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn unix_us(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What an agent printed about itself (one JSON object per line with an
+/// `event` field: `bfd_state`, `ha_transition`, `ha_cloud`) since `since_us`.
+#[derive(Debug, Default)]
+struct AgentEvents {
+    lines: Vec<(i64, String)>,
+    /// First BFD Down after `since_us`.
+    bfd_down: Option<i64>,
+    /// First transition to MASTER after `since_us`.
+    master: Option<i64>,
+    /// The report of the first promotion done after `since_us`.
+    promote: Option<TransitionReport>,
+}
+
+impl AgentEvents {
+    fn parse(log: &str, since_us: i64) -> Self {
+        let mut ev = Self::default();
+        for line in log.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+                continue;
+            };
+            let at = v["at_unix_us"].as_i64();
+            match v["event"].as_str() {
+                Some("bfd_state") => {
+                    let Some(at) = at.filter(|&t| t >= since_us) else {
+                        continue;
+                    };
+                    let new = v["new"].as_str().unwrap_or("?");
+                    if new == "Down" && ev.bfd_down.is_none() {
+                        ev.bfd_down = Some(at);
+                    }
+                    ev.lines.push((
+                        at,
+                        format!(
+                            "BFD session {} -> {new} (diag {}, peer state {})",
+                            v["old"].as_str().unwrap_or("?"),
+                            v["diag"],
+                            v["remote_state"].as_str().unwrap_or("?")
+                        ),
+                    ));
+                }
+                Some("ha_transition") => {
+                    let Some(at) = at.filter(|&t| t >= since_us) else {
+                        continue;
+                    };
+                    let new = v["new"].as_str().unwrap_or("?");
+                    if new == "Master" && ev.master.is_none() {
+                        ev.master = Some(at);
+                    }
+                    ev.lines.push((
+                        at,
+                        format!(
+                            "state {} -> {new}: {} (cloud verdict: {})",
+                            v["old"].as_str().unwrap_or("?"),
+                            v["reason"].as_str().unwrap_or("?"),
+                            v["cloud"]
+                        ),
+                    ));
+                }
+                Some("ha_cloud") if v["job"]["promote"].is_object() || v["job"] == "promote" => {
+                    if let Ok(r) = serde_json::from_value::<TransitionReport>(v["report"].clone())
+                        && (r.started_unix_ms as i64) * 1000 >= since_us - 1000
+                        && ev.promote.is_none()
+                    {
+                        ev.promote = Some(r);
+                    }
+                }
+                _ => {}
+            }
+        }
+        ev
+    }
+
+    fn add_to(&self, tl: &mut Timeline, who: &str) {
+        for (at, text) in &self.lines {
+            tl.at_unix_us(*at, format!("{who}: {text}"));
+        }
+    }
+}
