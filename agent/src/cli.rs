@@ -199,6 +199,14 @@ pub struct HaArgs {
     /// How often a MASTER re-checks EIP ownership and renews its lease.
     #[arg(long, default_value_t = 2000)]
     pub verify_interval_ms: u64,
+    /// HA state file (JSON: role, last BFD change, every transition with its
+    /// cloud report), rewritten atomically on every change.
+    #[arg(long)]
+    pub ha_state_file: Option<PathBuf>,
+    /// How long a MASTER keeps forwarding after sending its shutdown
+    /// AdminDown, before it goes passive and demotes.
+    #[arg(long, default_value_t = 200)]
+    pub shutdown_drain_ms: u64,
 }
 
 /// A parsed `--ka` value.

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::{ConfigError, LbConfig, Service},
+    ha::orchestrate::{DatapathCmd, HaEvent, Orchestrator},
     neigh::{NeighError, Resolver},
     ratelimit::RateLimit,
 };
@@ -161,6 +162,16 @@ pub struct Daemon<D: Datapath> {
     tx: mpsc::Sender<Msg>,
     resolver: Option<Resolver>,
     neigh_warn: RateLimit,
+    /// The HA orchestrator, when `--ka` configures a pair.
+    ha: Option<Orchestrator>,
+}
+
+/// The next HA event, or never without HA.
+async fn next_ha_event(ha: &mut Option<Orchestrator>) -> HaEvent {
+    match ha {
+        Some(h) => h.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Endpoint addresses of all services, deduplicated.
@@ -209,6 +220,7 @@ impl<D: Datapath> Daemon<D> {
             tx,
             resolver,
             neigh_warn: RateLimit::new(Duration::from_secs(10)),
+            ha: None,
         })
     }
 
@@ -228,6 +240,24 @@ impl<D: Datapath> Daemon<D> {
             .map_err(dp_err("set active"))?;
         tracing::info!(active = opts.initially_active, "datapath state set");
         Ok(())
+    }
+
+    /// Hands the HA orchestrator to the owner task: it then decides when
+    /// the datapath is active (start the daemon with `initially_active =
+    /// false`).
+    pub fn set_ha(&mut self, ha: Orchestrator) {
+        self.ha = Some(ha);
+    }
+
+    async fn apply_ha(&mut self, cmds: Vec<DatapathCmd>) {
+        for c in cmds {
+            match c {
+                DatapathCmd::SetActive(a) if a != self.active => {
+                    self.handle_msg(Msg::SetActive(a)).await
+                }
+                DatapathCmd::SetActive(_) => {}
+            }
+        }
     }
 
     pub fn handle(&self) -> DaemonHandle {
@@ -283,10 +313,32 @@ impl<D: Datapath> Daemon<D> {
     pub async fn run(mut self) -> Result<(), DaemonError> {
         let endpoints = endpoint_addrs(&self.services);
         self.refresh_neighbours(&endpoints).await;
-        tracing::info!(active = self.active, "floatlb running");
-        while let Some(msg) = self.rx.recv().await {
+        let mut ha = self.ha.take();
+        if let Some(h) = ha.as_mut() {
+            let cmds = h.start();
+            self.apply_ha(cmds).await;
+        }
+        tracing::info!(active = self.active, ha = ha.is_some(), "floatlb running");
+        loop {
+            let msg = tokio::select! {
+                msg = self.rx.recv() => match msg {
+                    Some(m) => m,
+                    None => break,
+                },
+                ev = next_ha_event(&mut ha) => {
+                    if let Some(h) = ha.as_mut() {
+                        let cmds = h.handle(ev);
+                        self.apply_ha(cmds).await;
+                    }
+                    continue;
+                }
+            };
             if let Msg::Shutdown { signal } = msg {
                 tracing::info!(signal, keep_pinned = self.opts.keep_pinned, "shutting down");
+                if let Some(h) = ha.as_mut() {
+                    let cmds = h.shutdown().await;
+                    self.apply_ha(cmds).await;
+                }
                 break;
             }
             self.handle_msg(msg).await;

@@ -1,11 +1,12 @@
 //! `floatlb`: the agent daemon and its one-shot commands.
 
-use std::{io::IsTerminal, time::Duration};
+use std::{io::IsTerminal, sync::Arc, time::Duration};
 
 use clap::Parser;
 use floatlb_agent::{
     cli::{Cli, Command, LogFormat, RunArgs},
     daemon::{self, Daemon, DaemonOptions},
+    ha::orchestrate::{HaOptions, Orchestrator},
     neigh::Resolver,
     xdp::XdpDatapath,
 };
@@ -38,13 +39,25 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
         xdp_mode: dp_args.xdp_mode,
         fib_lookup_iface: dp_args.fib_lookup_iface,
         keep_pinned: dp_args.keep_pinned,
-        initially_active: true,
+        // With HA the orchestrator decides; without, the node is always active.
+        initially_active: run.ha.ka.is_none(),
         conntrack_expiry_interval: Duration::from_secs(dp_args.ct_expiry_secs.max(1)),
         neighbour_refresh_interval: Duration::from_secs(dp_args.neigh_refresh_secs.max(1)),
         event_poll_interval: Duration::from_millis(200),
     };
     // Validate everything before touching the datapath.
     let cfg = daemon::load_config(&opts)?;
+    let ha = match run.ha.bfd_session() {
+        None => None,
+        Some(session) => {
+            let provider = floatlb_agent::cloudctl::build_provider(&run.cloud).await?;
+            let set = floatlb_agent::cloudctl::floating_set(&cfg.services);
+            let mut o = HaOptions::new(run.ha.ha_config()?, session);
+            o.state_file = run.ha.ha_state_file.clone();
+            o.shutdown_drain = Duration::from_millis(run.ha.shutdown_drain_ms);
+            Some(Orchestrator::new(o, Arc::from(provider), set)?)
+        }
+    };
     let dp = XdpDatapath::open(&floatlb_dataplane::DataplaneOptions {
         pin_dir: dp_args.pin_dir,
         max_services: dp_args.max_services,
@@ -52,7 +65,10 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let resolver = Resolver::new()?;
-    let daemon = Daemon::start(opts, dp, cfg, Some(resolver))?;
+    let mut daemon = Daemon::start(opts, dp, cfg, Some(resolver))?;
+    if let Some(ha) = ha {
+        daemon.set_ha(ha);
+    }
     daemon.spawn_feeders()?;
     daemon.run().await?;
     Ok(())

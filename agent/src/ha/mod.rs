@@ -54,3 +54,4 @@
 //! preferred node claims after `preempt_hold + handover_pause`.
 
 pub mod machine;
+pub mod orchestrate;
