@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(offsets, [0, 10_000, 12_500, 17_000, 50_000]);
         assert!(e[2].text.contains("ec2:AssociateAddress") && e[2].text.contains("4.0 ms"));
         let out = tl.render();
-        assert!(out.lines().next().unwrap().contains("+0.0 ms  kill"), "{out}");
+        assert!(
+            out.lines().next().unwrap().contains("+0.0 ms  kill"),
+            "{out}"
+        );
         assert!(out.contains("+12.5 ms"), "{out}");
     }
 }

@@ -193,15 +193,25 @@ pub async fn read_association(
     let private_ip = addr.private_ip_address().map(str::to_string);
     let mut owner = None;
     if let Some(id) = &eni {
-        let out = ec2
+        // moto keeps an association to a deleted ENI; such an ENI serves nobody.
+        let out = match ec2
             .describe_network_interfaces()
             .network_interface_ids(id)
             .send()
             .await
-            .context("DescribeNetworkInterfaces")?;
+        {
+            Ok(out) => Some(out),
+            Err(e)
+                if e.as_service_error().and_then(|s| s.meta().code())
+                    == Some("InvalidNetworkInterfaceID.NotFound") =>
+            {
+                None
+            }
+            Err(e) => return Err(e).context("DescribeNetworkInterfaces"),
+        };
         let instance = out
-            .network_interfaces()
-            .first()
+            .as_ref()
+            .and_then(|o| o.network_interfaces().first())
             .and_then(|n| n.attachment())
             .and_then(|a| a.instance_id());
         owner = nodes
@@ -221,7 +231,15 @@ fn set_route(router: &str, vip: Ipv4Addr, hop: Option<Ipv4Addr>) -> Result<()> {
     match hop {
         Some(h) => run_checked(
             "ip",
-            &["-n", router, "route", "replace", &dst, "via", &h.to_string()],
+            &[
+                "-n",
+                router,
+                "route",
+                "replace",
+                &dst,
+                "via",
+                &h.to_string(),
+            ],
         )?,
         None => run_checked("ip", &["-n", router, "route", "replace", "blackhole", &dst])?,
     };

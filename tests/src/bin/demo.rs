@@ -49,10 +49,9 @@ use floatlb_tests::{
     prober::{Prober, longest_gap},
     servers::EchoServer,
     timeline::Timeline,
-    vpcsim::{SimEvent, SimNode, VpcSim},
+    vpcsim::{SimEvent, SimNode, VpcSim, read_association},
 };
 use nix::sys::signal::Signal;
-
 
 const CLOUD_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const CLOUD_GW: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -100,7 +99,16 @@ fn main() -> ExitCode {
 
 fn main_inner() -> Result<bool> {
     require_root()?;
-    require_tools(&["ip", "ethtool", "sysctl", "mount", "env", "moto_server"])?;
+    require_tools(&[
+        "ip",
+        "bridge",
+        "ethtool",
+        "sysctl",
+        "mount",
+        "env",
+        "llc",
+        "moto_server",
+    ])?;
     let bin = floatlb_binary()?;
     let mode = orchestration(&bin)?;
     let tag = unique_name("fdemo");
@@ -116,8 +124,7 @@ fn main_inner() -> Result<bool> {
         .enable_all()
         .build()?;
     let res = rt.block_on(async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             r = tokio::time::timeout(DEMO_LIMIT, run(&tag, &cloud, &bin, mode)) => {
                 r.unwrap_or_else(|_| bail!("the demo did not finish within {DEMO_LIMIT:?}"))
@@ -211,12 +218,26 @@ fn build_network(tag: &str, cloud: &Netns) -> Result<(Netns, Netns, [Netns; 2], 
 }
 
 /// Wires node `i` with its instance's private address (from moto).
-fn wire_node(router: &Netns, node: &Netns, i: usize, private_ip: &str) -> Result<()> {
+fn wire_node(
+    router: &Netns,
+    node: &Netns,
+    i: usize,
+    private_ip: &str,
+    xdp_pass: &Path,
+) -> Result<()> {
     let port = format!("p{}", ["a", "b"][i]);
     veth(router, &port, node, "eth0")?;
     router.set_master(&port, "vpc")?;
-    // XDP_TX on a veth needs NAPI on the peer.
+    // Like a VPC, the switch never floods unicast to an instance: frames
+    // for a vanished MAC must not reach the other node.
+    router.run("bridge", &["link", "set", "dev", &port, "flood", "off"])?;
+    // XDP_TX on a veth only delivers when the peer runs NAPI: give the
+    // router's end an XDP program that passes everything (docs/DATAPATH.md).
     router.enable_gro(&port)?;
+    let obj = xdp_pass.display().to_string();
+    router.ip(&[
+        "link", "set", "dev", &port, "xdpdrv", "obj", &obj, "sec", "xdp",
+    ])?;
     node.addr_add("eth0", &format!("{private_ip}/24"))?;
     node.route_add(&["default", "via", &format!("10.0.{}.1", i + 1)])?;
     // The other AZ's subnet is on-link: the VPC delivers between instances
@@ -249,6 +270,22 @@ fn write_config(path: &Path, eip: Ipv4Addr) -> Result<()> {
         ),
     )?;
     Ok(())
+}
+
+/// Builds an XDP program that returns XDP_PASS, from LLVM IR with `llc`.
+fn build_xdp_pass(dir: &Path) -> Result<std::path::PathBuf> {
+    let ll = dir.join("xdp_pass.ll");
+    let obj = dir.join("xdp_pass.o");
+    std::fs::write(
+        &ll,
+        "define i32 @xdp_pass() section \"xdp\" {\n  ret i32 2\n}\n@_license = global [4 x i8] c\"GPL\\00\", section \"license\"\n",
+    )?;
+    let (ll_s, obj_s) = (ll.display().to_string(), obj.display().to_string());
+    floatlb_tests::netns::run_checked(
+        "llc",
+        &["-march=bpf", "-filetype=obj", &ll_s, "-o", &obj_s],
+    )?;
+    Ok(obj)
 }
 
 /// The standard SDK settings every `floatlb` process gets (`env` arguments).
@@ -294,7 +331,7 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         ),
     }
 
-    let (router, client, nodes, endpoints) = build_network(tag, cloud)?;
+    let (router, client_ns, nodes, endpoints) = build_network(tag, cloud)?;
     let moto = Moto::start_on(&CLOUD_IP.to_string(), free_port()?, &[]).await?;
     let dir = TempDir::new("fdemo-files")?;
     let mut lab = Lab {
@@ -307,10 +344,11 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         moto,
         dir,
         router,
-        client,
+        client: client_ns,
         nodes,
         endpoints,
     };
+    let xdp_pass = build_xdp_pass(lab.dir.path())?;
     let world = World::build(client(&lab.moto.endpoint(), test_credentials()), tag).await?;
     println!(
         "\n[setup] moto at {}: VPC {}, {} in {} ({}), {} in {} ({}), Elastic IP {} ({})",
@@ -326,13 +364,20 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         world.eip_alloc
     );
     for i in 0..2 {
-        wire_node(&lab.router, &lab.nodes[i], i, &world.nodes[i].private_ip)?;
+        wire_node(
+            &lab.router,
+            &lab.nodes[i],
+            i,
+            &world.nodes[i].private_ip,
+            &xdp_pass,
+        )?;
         let l = lab.nodes[i].enter(|| std::net::TcpListener::bind((IMDS_IP, 80)))??;
         lab._imds.push(ImdsServer::start_on(&world.nodes[i], l)?);
     }
     for (i, ep) in lab.endpoints.iter().enumerate() {
         let addr = SocketAddrV4::new(endpoint_ip(i), ENDPOINT_PORT);
-        lab._echo.push(EchoServer::start(ep, addr, u8::try_from(i)?)?);
+        lab._echo
+            .push(EchoServer::start(ep, addr, u8::try_from(i)?)?);
     }
     let config = lab.dir.join("lb.json");
     write_config(&config, world.eip)?;
@@ -419,17 +464,15 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     let sim = lab.sim.as_ref().context("sim")?;
     if mode == Orchestration::OneShot {
         let run = promote_once(&lab.nodes[0], bin, &config, &env, tag).await?;
-        ensure!(run.report.ok, "promoting node A failed: {:?}", run.report.error);
+        ensure!(
+            run.report.ok,
+            "promoting node A failed: {:?}",
+            run.report.error
+        );
     }
     sim.wait_owner(0, Duration::from_secs(30)).await?;
-    let before = world.address().await?;
-    println!(
-        "[ready] node A is MASTER: EIP {} -> {} ({}) on {}",
-        world.eip,
-        before.network_interface_id().unwrap_or("?"),
-        before.private_ip_address().unwrap_or("?"),
-        world.nodes[0].instance_id
-    );
+    let before = eip_owner(&world, sim).await?;
+    println!("[ready] node A is MASTER: EIP {} -> {before}", world.eip);
 
     let target = SocketAddr::V4(SocketAddrV4::new(VIP, SERVICE_PORT));
     lab.prober = Some(Prober::start(&lab.client, target, PROBE_EVERY)?);
@@ -507,7 +550,8 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     }
     let mut prober = lab.prober.take().context("prober")?;
     prober.stop();
-    let after = world.address().await?;
+    let sim = lab.sim.as_ref().context("sim")?;
+    let after = eip_owner(&world, sim).await?;
 
     if let Some(r) = &report {
         tl.report("node B", r);
@@ -520,6 +564,7 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     }
     let replies = prober.replies();
     let gap = longest_gap(&replies, killed);
+    let last_reply = replies.iter().map(|r| r.received).max();
     if let Some(g) = &gap {
         tl.at(
             g.before.received,
@@ -539,18 +584,8 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     println!("\nTimeline (ms from the kill):");
     print!("{}", tl.render());
     println!("\nSummary:");
-    println!(
-        "  EIP owner before: {} (ENI {}, {})",
-        owner_name(&world, &before),
-        before.network_interface_id().unwrap_or("-"),
-        before.private_ip_address().unwrap_or("-")
-    );
-    println!(
-        "  EIP owner after:  {} (ENI {}, {})",
-        owner_name(&world, &after),
-        after.network_interface_id().unwrap_or("-"),
-        after.private_ip_address().unwrap_or("-")
-    );
+    println!("  EIP {} owner before: {before}", world.eip);
+    println!("  EIP {} owner after:  {after}", world.eip);
     if let Some(ev) = &events {
         let ms = |us: Option<i64>| {
             us.map(|u| format!("{:.1} ms", (u - killed_unix_us) as f64 / 1e3))
@@ -568,7 +603,17 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
             r.retries()
         );
     }
-    if let Some(g) = &gap {
+    if let Some(last) = last_reply
+        && gap
+            .as_ref()
+            .is_none_or(|g| g.after.received < last || last < killed)
+        && recovered.is_err()
+    {
+        println!(
+            "  client: no answer since {:+.1} ms (the outage did not end)",
+            (last.duration_since(killed).as_secs_f64()) * 1e3
+        );
+    } else if let Some(g) = &gap {
         println!(
             "  client traffic gap: {:.1} ms ({} probes lost of {} sent at 1 ms)",
             g.length().as_secs_f64() * 1e3,
@@ -576,11 +621,14 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
             prober.sent()
         );
     }
-    let (polls, errors, _) = sim.poll_stats();
+    let (polls, errors, last_error) = sim.poll_stats();
     println!(
         "  VPC simulator: {polls} polls of the Elastic IP, {errors} failed; demo took {:.1} s",
         t_start.elapsed().as_secs_f64()
     );
+    if let Some(e) = last_error {
+        println!("  VPC simulator's last poll error: {e}");
+    }
     if mode == Orchestration::OneShot {
         println!(
             "  (orchestration simulated: no BFD in the agents yet; detection is the demo's own)"
@@ -589,7 +637,6 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     let ok = moved.is_ok()
         && recovered.is_ok()
         && report.as_ref().is_none_or(|r| r.ok)
-        && after.network_interface_id().is_some()
         && sim.owner() == Some(1);
     if let Err(e) = &moved {
         println!("  FAILED: {e:#}");
@@ -601,6 +648,22 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         println!("\nRESULT: failover to node B done, client served again");
     } else {
         print_logs(&lab);
+        for (ns, cmd) in [
+            (&lab.router, vec!["ip", "route"]),
+            (&lab.router, vec!["ip", "neigh"]),
+            (&lab.router, vec!["bridge", "fdb", "show", "br", "vpc"]),
+            (&lab.nodes[1], vec!["ip", "neigh"]),
+            (&lab.nodes[1], vec!["ip", "-s", "link", "show", "eth0"]),
+        ] {
+            let out = ns
+                .run(cmd[0], &cmd[1..])
+                .unwrap_or_else(|e| format!("{e:#}"));
+            println!("\n--- {} in {} ---\n{out}", cmd.join(" "), ns.name());
+        }
+        if let Ok(secs) = std::env::var("FLOATLB_DEMO_HOLD_S") {
+            println!("holding the lab for {secs} s");
+            tokio::time::sleep(Duration::from_secs(secs.parse().unwrap_or(0))).await;
+        }
     }
     Ok(ok)
 }
@@ -627,18 +690,19 @@ fn sim_event(tl: &mut Timeline, e: &SimEvent, killed: Instant) {
     );
 }
 
-fn owner_name(world: &World, addr: &aws_sdk_ec2::types::Address) -> String {
-    let _ = world;
-    match addr.network_interface_owner_id() {
-        _ if addr.network_interface_id().is_none() => "nobody".into(),
-        _ => addr
-            .instance_id()
-            .map(|id| {
-                let n = world.nodes.iter().position(|n| n.instance_id == id);
-                format!("{} {id}", n.map(|i| NODE_NAMES[i]).unwrap_or("?"))
-            })
-            .unwrap_or_else(|| "an instance moto does not name".into()),
-    }
+/// "node A (eni-..., 10.0.100.10)": who the Elastic IP serves, from the API.
+async fn eip_owner(world: &World, sim: &VpcSim) -> Result<String> {
+    let a = read_association(&world.ec2, &world.eip_alloc, sim.nodes()).await?;
+    let who = match a.owner {
+        Some(i) => format!("{} {}", NODE_NAMES[i], world.nodes[i].instance_id),
+        None if a.eni.is_some() => "an ENI attached to no demo node".into(),
+        None => "nobody".into(),
+    };
+    Ok(format!(
+        "{who} (ENI {}, private IP {})",
+        a.eni.as_deref().unwrap_or("-"),
+        a.private_ip.as_deref().unwrap_or("-")
+    ))
 }
 
 fn print_logs(lab: &Lab) {
@@ -675,7 +739,10 @@ async fn promote_once(
         .args(cloud_flags(cluster))
         .arg("--json")
         .kill_on_drop(true);
-    let out = cmd.output().await.context("running floatlb cloud promote")?;
+    let out = cmd
+        .output()
+        .await
+        .context("running floatlb cloud promote")?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
         format!(
             "floatlb cloud promote printed no JSON (exit {:?}): {}",
@@ -696,10 +763,16 @@ async fn wait_log(p: &mut NsProcess, needle: &str, timeout: Duration) -> Result<
             return Ok(());
         }
         if let Some(status) = p.try_status()? {
-            bail!("agent exited ({status}) before {needle:?}; log:\n{}", p.log());
+            bail!(
+                "agent exited ({status}) before {needle:?}; log:\n{}",
+                p.log()
+            );
         }
         if Instant::now() > deadline {
-            bail!("agent did not log {needle:?} within {timeout:?}; log:\n{}", p.log());
+            bail!(
+                "agent did not log {needle:?} within {timeout:?}; log:\n{}",
+                p.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
