@@ -26,10 +26,10 @@
 //! (namespaces, processes, moto, bpffs mounts, files) is removed on every
 //! exit path, Ctrl-C included.
 //!
-//! Orchestration: see [`Orchestration`]: the agents' own HA (BFD + election
-//! + cloud provider) or, where the agent build lacks it, the one-shot
-//! `floatlb cloud promote` run in node B's namespace, which the output then
-//! states.
+//! Orchestration (see [`Orchestration`]): the agents' own HA, that is BFD,
+//! the election and the cloud provider; or, where the agent build lacks it,
+//! the one-shot `floatlb cloud promote` run in node B's namespace, which the
+//! output then states.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
