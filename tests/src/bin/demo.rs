@@ -327,7 +327,7 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
             KA_INTERVAL_US / 1000
         ),
         Orchestration::OneShot => println!(
-            "  failover: SIMULATED ORCHESTRATION. This floatlb build does not run HA in the daemon\n  yet, so the agents carry the datapath only; the demo detects the failure itself (it\n  causes it) and runs `floatlb cloud promote` in node B's namespace. No BFD detection\n  is measured; the EC2 calls, EIP move and traffic gap are real measurements."
+            "  failover: SIMULATED ORCHESTRATION (this floatlb build has no HA in the daemon, or\n  FLOATLB_DEMO_ONESHOT=1): the agents carry the datapath only (no --ka); the demo detects\n  the failure itself (it causes it) and runs `floatlb cloud promote` in each node's\n  namespace. No BFD detection is measured; the EC2 calls, EIP move and traffic gap are real."
         ),
     }
 
@@ -414,16 +414,20 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         let me = &world.nodes[i].private_ip;
         let mut args = env.clone();
         args.push(bin.display().to_string());
-        args.extend(
-            [
-                "--config",
-                &config.display().to_string(),
-                "--iface",
-                "eth0",
-                "--pin-dir",
-                &pin.display().to_string(),
-                "--fib-lookup-iface",
-                "lo",
+        for a in [
+            "--config",
+            &config.display().to_string(),
+            "--iface",
+            "eth0",
+            "--pin-dir",
+            &pin.display().to_string(),
+            "--fib-lookup-iface",
+            "lo",
+        ] {
+            args.push(a.to_string());
+        }
+        if mode == Orchestration::Agents {
+            for a in [
                 "--self",
                 &i.to_string(),
                 "--ka",
@@ -436,15 +440,12 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
                 "500",
                 "--flap-hold-down-ms",
                 "1000",
-            ]
-            .map(str::to_string),
-        );
-        args.extend(cloud_flags(tag));
-        if mode == Orchestration::Agents {
-            args.extend([
-                "--ha-state-file".into(),
-                lab.dir.join(&format!("ha{i}.json")).display().to_string(),
-            ]);
+                "--ha-state-file",
+                &lab.dir.join(&format!("ha{i}.json")).display().to_string(),
+            ] {
+                args.push(a.to_string());
+            }
+            args.extend(cloud_flags(tag));
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = lab.dir.join(&format!("agent{i}.log"));
@@ -456,7 +457,12 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         wait_log(p, floatlb_tests::agent::READY_LINE, Duration::from_secs(30)).await?;
     }
     println!(
-        "[setup] both agents running (XDP on eth0, --cloud=aws --no-os-config, --ka to the peer) after {:.1} s",
+        "[setup] both agents running (XDP on eth0{}) after {:.1} s",
+        if mode == Orchestration::Agents {
+            ", --cloud=aws --no-os-config, --ka to the peer"
+        } else {
+            ", datapath only"
+        },
         t_start.elapsed().as_secs_f64()
     );
 
@@ -630,9 +636,7 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         println!("  VPC simulator's last poll error: {e}");
     }
     if mode == Orchestration::OneShot {
-        println!(
-            "  (orchestration simulated: no BFD in the agents yet; detection is the demo's own)"
-        );
+        println!("  (orchestration simulated: no BFD in the agents; detection is the demo's own)");
     }
     let ok = moved.is_ok()
         && recovered.is_ok()
