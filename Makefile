@@ -11,7 +11,7 @@ setup:
 	@scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release --bins
 
 lint: setup
 	$(CARGO) fmt --all -- --check
