@@ -16,3 +16,6 @@ fi
 echo "== End to end (tests/src/bin/bench_e2e.rs)"
 cargo build --release -p floatlb-agent -p floatlb-tests --bins
 target/release/bench_e2e
+
+echo "== HA failover (tests/src/bin/bench_ha.rs); BENCH_HA_RUNS sets the number of runs (default 20)"
+target/release/bench_ha

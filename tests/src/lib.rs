@@ -12,6 +12,7 @@ pub mod agent;
 pub mod cloudbin;
 pub mod ec2world;
 pub mod faultproxy;
+pub mod hapair;
 pub mod http;
 pub mod imds;
 pub mod moto;

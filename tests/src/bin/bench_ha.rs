@@ -1,0 +1,106 @@
+//! HA failover benchmark (root): repeated SIGKILL of the MASTER of a
+//! `--cloud=garp` pair at BFD 10 ms x 3 (see `floatlb_tests::hapair`).
+//!
+//! Each run builds a fresh pair, waits for node 0 to be MASTER with the
+//! 1 ms UDP probe flowing through it, then takes node 0's link down and
+//! SIGKILLs its agent at the same moment, and measures:
+//! * detection: from the kill to the BFD Down logged by node 1;
+//! * client gap: the largest interval between two echoes of the probe.
+//!
+//! Prints every run and p50 / p99 / max (nearest-rank percentiles: with
+//! fewer than 100 runs the p99 is the largest value).
+//! `BENCH_HA_RUNS` sets N (default 20).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use floatlb_tests::hapair::{Pair, kill_node};
+
+const HOLDS: &[&str] = &[
+    "--claim-hold-ms",
+    "6000",
+    "--preempt-hold-ms",
+    "1000",
+    "--flap-hold-down-ms",
+    "2000",
+];
+
+fn one_run() -> Result<(f64, f64)> {
+    let mut pair = Pair::new("hab")?;
+    for i in 0..2 {
+        pair.spawn(i, 10_000, 3, HOLDS)?;
+    }
+    for i in 0..2 {
+        pair.wait_running(i)?;
+    }
+    pair.wait_role(0, "Master", Duration::from_secs(15))?;
+    pair.wait_promoted(0, Duration::from_secs(5))?;
+    let probe = pair.probe()?;
+    probe.wait_flowing(Duration::from_secs(5))?;
+    // Let the flap hold-down of any start-up BFD flap pass (on a loaded
+    // box 10 ms x 3 can flap), so every run measures a settled pair.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (t_kill, kill_us) = kill_node(&mut pair, 0)?;
+    pair.wait_role(1, "Master", Duration::from_secs(10))?;
+    probe.wait_flowing(Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let (gap, _) = probe.largest_gap_since(t_kill);
+    let down = pair
+        .bfd_down_after(1, kill_us)
+        .context("node 1 logged no BFD Down")?;
+    Ok((
+        (down.saturating_sub(kill_us)) as f64 / 1000.0,
+        gap.as_secs_f64() * 1000.0,
+    ))
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+fn main() -> Result<()> {
+    let runs: usize = std::env::var("BENCH_HA_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "HA failover, --cloud=garp, BFD 10 ms x 3, {runs} runs (load average {})",
+        load.trim()
+    );
+    let mut det = Vec::new();
+    let mut gaps = Vec::new();
+    let mut failed = 0;
+    for r in 1..=runs {
+        match one_run() {
+            Ok((d, g)) => {
+                println!("run {r:>2}: detection {d:6.1} ms, client gap {g:6.1} ms");
+                det.push(d);
+                gaps.push(g);
+            }
+            Err(e) => {
+                failed += 1;
+                let first = format!("{e:#}");
+                let first = first.lines().next().unwrap_or_default().to_string();
+                println!("run {r:>2}: FAILED: {first}");
+            }
+        }
+    }
+    println!("{failed} of {runs} runs failed");
+    anyhow::ensure!(!det.is_empty(), "every run failed");
+    for (name, v) in [("detection", &det), ("client gap", &gaps)] {
+        println!(
+            "{name}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            percentile(v, 50.0),
+            percentile(v, 99.0),
+            percentile(v, 100.0)
+        );
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average after: {}", load.trim());
+    Ok(())
+}
