@@ -64,6 +64,8 @@ const ENDPOINTS: usize = 2;
 /// BFD interval (µs, as `--ka` takes it) and multiplier.
 const KA_INTERVAL_US: u32 = 10_000;
 const KA_MULT: u8 = 3;
+/// `--flap-hold-down-ms` of the demo's agents.
+const FLAP_HOLD_DOWN: Duration = Duration::from_millis(1000);
 const PROBE_EVERY: Duration = Duration::from_millis(1);
 /// The whole demo must finish within this.
 const DEMO_LIMIT: Duration = Duration::from_secs(110);
@@ -439,7 +441,7 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
                 "--preempt-hold-ms",
                 "500",
                 "--flap-hold-down-ms",
-                "1000",
+                &FLAP_HOLD_DOWN.as_millis().to_string(),
                 "--ha-state-file",
                 &lab.dir.join(&format!("ha{i}.json")).display().to_string(),
             ] {
@@ -491,8 +493,22 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         "[ready] client {CLIENT_IP} probing {target} every {} ms: answered",
         PROBE_EVERY.as_millis()
     );
-    // Steady state past every hold-down, so the kill meets a settled pair.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Steady state past every hold-down, so the kill meets a settled pair: a
+    // BFD flap shortly before the kill (10 ms timers on a loaded machine)
+    // makes the BACKUP wait out its flap hold-down before it claims.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if mode == Orchestration::Agents {
+        let quiet = wait_bfd_quiet(&lab.agents, FLAP_HOLD_DOWN + Duration::from_millis(200)).await;
+        if quiet < FLAP_HOLD_DOWN {
+            println!(
+                "[ready] note: BFD changed state {:.0} ms before the kill (no quiet period within 15 s); node B's flap hold-down ({} ms) will delay its claim",
+                quiet.as_secs_f64() * 1e3,
+                FLAP_HOLD_DOWN.as_millis()
+            );
+        } else {
+            println!("[ready] BFD steady for {:.1} s", quiet.as_secs_f64());
+        }
+    }
 
     // The failure.
     let killed_wall = SystemTime::now();
@@ -864,5 +880,32 @@ impl AgentEvents {
         for (at, text) in &self.lines {
             tl.at_unix_us(*at, format!("{who}: {text}"));
         }
+    }
+}
+
+/// Waits (at most 15 s) until neither agent has logged a BFD state change
+/// for `want`; returns how long BFD has been steady.
+async fn wait_bfd_quiet(agents: &[Option<NsProcess>; 2], want: Duration) -> Duration {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let last = agents
+            .iter()
+            .flatten()
+            .flat_map(|a| {
+                a.log()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+                    .filter(|v| v["event"] == "bfd_state")
+                    .filter_map(|v| v["at_unix_us"].as_i64())
+                    .collect::<Vec<_>>()
+            })
+            .max()
+            .unwrap_or(0);
+        let quiet =
+            Duration::from_micros(u64::try_from(unix_us(SystemTime::now()) - last).unwrap_or(0));
+        if quiet >= want || Instant::now() > deadline {
+            return quiet;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
