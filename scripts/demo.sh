@@ -3,7 +3,7 @@
 # `make demo` builds first; run by hand after `make build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target="${CARGO_TARGET_DIR:-target}"
+target="${CARGO_TARGET_DIR:-$PWD/target}"
 demo="$target/release/demo"
 if [[ ! -x "$demo" ]]; then
     echo "demo: $demo not found; run \`make demo\` (or \`make build\`) first" >&2
