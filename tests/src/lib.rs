@@ -7,9 +7,12 @@
 //! - [`servers`]: echo servers that report which endpoint answered.
 //! - [`topology`]: the client / LB / switch / endpoints topology.
 //! - [`prober`]: a 1 ms UDP prober measuring failover traffic gaps.
+//! - [`demonet`], [`agent_events`]: the demo's VPC namespaces; an agent's HA event lines.
 //! - [`vpcsim`]: routes a VIP to whichever node moto says owns its Elastic IP.
 pub mod agent;
+pub mod agent_events;
 pub mod cloudbin;
+pub mod demonet;
 pub mod ec2world;
 pub mod faultproxy;
 pub mod hapair;

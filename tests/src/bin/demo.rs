@@ -42,10 +42,15 @@ use anyhow::{Context, Result, bail, ensure};
 use floatlb_cloud::TransitionReport;
 use floatlb_tests::{
     agent::floatlb_binary,
+    agent_events::{AgentEvents, unix_us, wait_bfd_quiet},
+    demonet::{
+        CLIENT_IP, CLOUD_IP, ENDPOINTS, IMDS_IP, build_network, build_xdp_pass, endpoint_ip,
+        wire_node,
+    },
     ec2world::{VIP, VIP_BLOCK, World, client, test_credentials},
     imds::ImdsServer,
     moto::{Moto, free_port},
-    netns::{BpfMount, Netns, NsProcess, TempDir, require_root, require_tools, unique_name, veth},
+    netns::{BpfMount, Netns, NsProcess, TempDir, require_root, require_tools, unique_name},
     prober::{Prober, longest_gap},
     servers::EchoServer,
     timeline::Timeline,
@@ -53,14 +58,8 @@ use floatlb_tests::{
 };
 use nix::sys::signal::Signal;
 
-const CLOUD_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const CLOUD_GW: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-const CLIENT_GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const IMDS_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 const SERVICE_PORT: u16 = 80;
 const ENDPOINT_PORT: u16 = 8080;
-const ENDPOINTS: usize = 2;
 /// BFD interval (µs, as `--ka` takes it) and multiplier.
 const KA_INTERVAL_US: u32 = 10_000;
 const KA_MULT: u8 = 3;
@@ -70,10 +69,6 @@ const PROBE_EVERY: Duration = Duration::from_millis(1);
 /// The whole demo must finish within this.
 const DEMO_LIMIT: Duration = Duration::from_secs(110);
 const NODE_NAMES: [&str; 2] = ["node A", "node B"];
-
-fn endpoint_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 0, 3, 10 + u8::try_from(i).expect("endpoint index"))
-}
 
 /// Who carries out the failover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,87 +169,6 @@ struct Lab {
     endpoints: Vec<Netns>,
 }
 
-/// Builds the namespaces and links (see the module diagram).
-fn build_network(tag: &str, cloud: &Netns) -> Result<(Netns, Netns, [Netns; 2], Vec<Netns>)> {
-    let router = Netns::new(format!("{tag}-vpc"))?;
-    let client = Netns::new(format!("{tag}-client"))?;
-    let nodes = [
-        Netns::new(format!("{tag}-a"))?,
-        Netns::new(format!("{tag}-b"))?,
-    ];
-    let mut endpoints = Vec::new();
-    for i in 0..ENDPOINTS {
-        endpoints.push(Netns::new(format!("{tag}-ep{i}"))?);
-    }
-    for key in [
-        "net.ipv4.ip_forward=1",
-        "net.ipv4.conf.all.send_redirects=0",
-        "net.ipv4.conf.default.send_redirects=0",
-        "net.ipv4.conf.all.rp_filter=0",
-        "net.ipv4.conf.default.rp_filter=0",
-    ] {
-        let (k, v) = key.split_once('=').expect("key=value");
-        router.sysctl(k, v)?;
-    }
-    veth(&router, "cl", cloud, "eth0")?;
-    router.addr_add("cl", &format!("{CLOUD_GW}/24"))?;
-    cloud.addr_add("eth0", &format!("{CLOUD_IP}/24"))?;
-    cloud.route_add(&["default", "via", &CLOUD_GW.to_string()])?;
-    veth(&router, "cli", &client, "eth0")?;
-    router.addr_add("cli", &format!("{CLIENT_GW}/24"))?;
-    client.addr_add("eth0", &format!("{CLIENT_IP}/24"))?;
-    client.route_add(&["default", "via", &CLIENT_GW.to_string()])?;
-    router.add_bridge("vpc")?;
-    for gw in ["10.0.1.1/24", "10.0.2.1/24", "10.0.3.1/24"] {
-        router.addr_add("vpc", gw)?;
-    }
-    for (i, ep) in endpoints.iter().enumerate() {
-        let port = format!("pe{i}");
-        veth(&router, &port, ep, "eth0")?;
-        router.set_master(&port, "vpc")?;
-        ep.addr_add("eth0", &format!("{}/24", endpoint_ip(i)))?;
-        ep.route_add(&["default", "via", "10.0.3.1"])?;
-        ep.sysctl("net.ipv4.conf.all.accept_redirects", "0")?;
-    }
-    Ok((router, client, nodes, endpoints))
-}
-
-/// Wires node `i` with its instance's private address (from moto).
-fn wire_node(
-    router: &Netns,
-    node: &Netns,
-    i: usize,
-    private_ip: &str,
-    xdp_pass: &Path,
-) -> Result<()> {
-    let port = format!("p{}", ["a", "b"][i]);
-    veth(router, &port, node, "eth0")?;
-    router.set_master(&port, "vpc")?;
-    // Like a VPC, the switch never floods unicast to an instance: frames
-    // for a vanished MAC must not reach the other node.
-    router.run("bridge", &["link", "set", "dev", &port, "flood", "off"])?;
-    // XDP_TX on a veth only delivers when the peer runs NAPI: give the
-    // router's end an XDP program that passes everything (docs/DATAPATH.md).
-    router.enable_gro(&port)?;
-    let obj = xdp_pass.display().to_string();
-    router.ip(&[
-        "link", "set", "dev", &port, "xdpdrv", "obj", &obj, "sec", "xdp",
-    ])?;
-    node.addr_add("eth0", &format!("{private_ip}/24"))?;
-    node.route_add(&["default", "via", &format!("10.0.{}.1", i + 1)])?;
-    // The other AZ's subnet is on-link: the VPC delivers between instances
-    // without a routed hop, so BFD keeps its single-hop TTL of 255.
-    node.route_add(&[&format!("10.0.{}.0/24", 2 - i), "dev", "eth0"])?;
-    node.addr_add("lo", &format!("{VIP}/32"))?;
-    node.addr_add("lo", &format!("{IMDS_IP}/32"))?;
-    // Only XDP forwards; FIB lookups use lo (see tests/src/topology.rs).
-    node.sysctl("net.ipv4.ip_forward", "0")?;
-    node.sysctl("net.ipv4.conf.lo.forwarding", "1")?;
-    node.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
-    node.sysctl("net.ipv4.conf.eth0.rp_filter", "0")?;
-    Ok(())
-}
-
 fn write_config(path: &Path, eip: Ipv4Addr) -> Result<()> {
     let eps: Vec<String> = (0..ENDPOINTS)
         .map(|i| {
@@ -272,22 +186,6 @@ fn write_config(path: &Path, eip: Ipv4Addr) -> Result<()> {
         ),
     )?;
     Ok(())
-}
-
-/// Builds an XDP program that returns XDP_PASS, from LLVM IR with `llc`.
-fn build_xdp_pass(dir: &Path) -> Result<std::path::PathBuf> {
-    let ll = dir.join("xdp_pass.ll");
-    let obj = dir.join("xdp_pass.o");
-    std::fs::write(
-        &ll,
-        "define i32 @xdp_pass() section \"xdp\" {\n  ret i32 2\n}\n@_license = global [4 x i8] c\"GPL\\00\", section \"license\"\n",
-    )?;
-    let (ll_s, obj_s) = (ll.display().to_string(), obj.display().to_string());
-    floatlb_tests::netns::run_checked(
-        "llc",
-        &["-march=bpf", "-filetype=obj", &ll_s, "-o", &obj_s],
-    )?;
-    Ok(obj)
 }
 
 /// The standard SDK settings every `floatlb` process gets (`env` arguments).
@@ -795,117 +693,5 @@ async fn wait_log(p: &mut NsProcess, needle: &str, timeout: Duration) -> Result<
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn unix_us(t: SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// What an agent printed about itself (one JSON object per line with an
-/// `event` field: `bfd_state`, `ha_transition`, `ha_cloud`) since `since_us`.
-#[derive(Debug, Default)]
-struct AgentEvents {
-    lines: Vec<(i64, String)>,
-    /// First BFD Down after `since_us`.
-    bfd_down: Option<i64>,
-    /// First transition to MASTER after `since_us`.
-    master: Option<i64>,
-    /// The report of the first promotion done after `since_us`.
-    promote: Option<TransitionReport>,
-}
-
-impl AgentEvents {
-    fn parse(log: &str, since_us: i64) -> Self {
-        let mut ev = Self::default();
-        for line in log.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
-                continue;
-            };
-            let at = v["at_unix_us"].as_i64();
-            match v["event"].as_str() {
-                Some("bfd_state") => {
-                    let Some(at) = at.filter(|&t| t >= since_us) else {
-                        continue;
-                    };
-                    let new = v["new"].as_str().unwrap_or("?");
-                    if new == "Down" && ev.bfd_down.is_none() {
-                        ev.bfd_down = Some(at);
-                    }
-                    ev.lines.push((
-                        at,
-                        format!(
-                            "BFD session {} -> {new} (diag {}, peer state {})",
-                            v["old"].as_str().unwrap_or("?"),
-                            v["diag"],
-                            v["remote_state"].as_str().unwrap_or("?")
-                        ),
-                    ));
-                }
-                Some("ha_transition") => {
-                    let Some(at) = at.filter(|&t| t >= since_us) else {
-                        continue;
-                    };
-                    let new = v["new"].as_str().unwrap_or("?");
-                    if new == "Master" && ev.master.is_none() {
-                        ev.master = Some(at);
-                    }
-                    ev.lines.push((
-                        at,
-                        format!(
-                            "state {} -> {new}: {} (cloud verdict: {})",
-                            v["old"].as_str().unwrap_or("?"),
-                            v["reason"].as_str().unwrap_or("?"),
-                            v["cloud"]
-                        ),
-                    ));
-                }
-                Some("ha_cloud") if v["job"]["promote"].is_object() || v["job"] == "promote" => {
-                    if let Ok(r) = serde_json::from_value::<TransitionReport>(v["report"].clone())
-                        && (r.started_unix_ms as i64) * 1000 >= since_us - 1000
-                        && ev.promote.is_none()
-                    {
-                        ev.promote = Some(r);
-                    }
-                }
-                _ => {}
-            }
-        }
-        ev
-    }
-
-    fn add_to(&self, tl: &mut Timeline, who: &str) {
-        for (at, text) in &self.lines {
-            tl.at_unix_us(*at, format!("{who}: {text}"));
-        }
-    }
-}
-
-/// Waits (at most 15 s) until neither agent has logged a BFD state change
-/// for `want`; returns how long BFD has been steady.
-async fn wait_bfd_quiet(agents: &[Option<NsProcess>; 2], want: Duration) -> Duration {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let last = agents
-            .iter()
-            .flatten()
-            .flat_map(|a| {
-                a.log()
-                    .lines()
-                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
-                    .filter(|v| v["event"] == "bfd_state")
-                    .filter_map(|v| v["at_unix_us"].as_i64())
-                    .collect::<Vec<_>>()
-            })
-            .max()
-            .unwrap_or(0);
-        let quiet =
-            Duration::from_micros(u64::try_from(unix_us(SystemTime::now()) - last).unwrap_or(0));
-        if quiet >= want || Instant::now() > deadline {
-            return quiet;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
