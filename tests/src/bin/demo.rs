@@ -120,11 +120,18 @@ fn main_inner() -> Result<bool> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // FLOATLB_DEMO_LIMIT_S lowers the watchdog (to test the cleanup on timeout).
+    let limit = std::env::var("FLOATLB_DEMO_LIMIT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEMO_LIMIT)
+        .min(DEMO_LIMIT);
     let res = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = tokio::time::timeout(DEMO_LIMIT, run(&tag, &cloud, &bin, mode)) => {
-                r.unwrap_or_else(|_| bail!("the demo did not finish within {DEMO_LIMIT:?}"))
+            r = tokio::time::timeout(limit, run(&tag, &cloud, &bin, mode)) => {
+                r.unwrap_or_else(|_| bail!("the demo did not finish within {limit:?}"))
             }
             _ = tokio::signal::ctrl_c() => bail!("interrupted (Ctrl-C); cleaned up"),
             _ = term.recv() => bail!("terminated (SIGTERM); cleaned up"),
