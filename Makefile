@@ -36,7 +36,9 @@ fuzz-check: setup
 
 test: lint fuzz-check test-unit test-integration
 
-demo: build
+# The demo measures failover (BFD, election, EC2 calls), not packet rates, so it
+# runs the same dev-profile build as the tests: no separate release build of the AWS SDK.
+demo: build-test
 	scripts/demo.sh
 
 bench: build

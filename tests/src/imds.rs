@@ -58,6 +58,17 @@ pub struct ImdsServer {
 impl ImdsServer {
     pub async fn start(meta: &InstanceMeta) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(meta, listener)
+    }
+
+    /// Serves on a listener created elsewhere, e.g. bound inside a node's
+    /// namespace (by [`crate::netns::Netns::enter`]) on 169.254.169.254:80.
+    pub fn start_on(meta: &InstanceMeta, listener: std::net::TcpListener) -> Result<Self> {
+        listener.set_nonblocking(true)?;
+        Self::serve(meta, TcpListener::from_std(listener)?)
+    }
+
+    fn serve(meta: &InstanceMeta, listener: TcpListener) -> Result<Self> {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let paths = Arc::new(meta.paths());
         let task = tokio::spawn(async move {

@@ -6,7 +6,12 @@
 //! - [`netns`]: namespaces, veth pairs, bridges, processes in a namespace,
 //! - [`servers`]: echo servers that report which endpoint answered.
 //! - [`topology`]: the client / LB / switch / endpoints topology.
+//! - [`prober`]: a 1 ms UDP prober measuring failover traffic gaps.
+//! - [`demonet`], [`agent_events`]: the demo's VPC namespaces; an agent's HA event lines.
+//! - [`vpcsim`]: routes a VIP to whichever node moto says owns its Elastic IP.
 pub mod agent;
+pub mod agent_events;
+pub mod demonet;
 pub mod ec2world;
 pub mod faultproxy;
 pub mod hapair;
@@ -14,5 +19,8 @@ pub mod http;
 pub mod imds;
 pub mod moto;
 pub mod netns;
+pub mod prober;
 pub mod servers;
+pub mod timeline;
 pub mod topology;
+pub mod vpcsim;

@@ -14,6 +14,8 @@ use crate::http::{self, Message};
 /// A running `moto_server`.
 pub struct Moto {
     child: Child,
+    /// Address moto listens on (127.0.0.1 unless [`Moto::start_on`]).
+    pub host: String,
     pub port: u16,
 }
 
@@ -30,12 +32,17 @@ impl Moto {
 
     /// Starts moto with extra environment (e.g. `INITIAL_NO_AUTH_ACTION_COUNT`).
     pub async fn start_with_env(env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_on("127.0.0.1", free_port()?, env).await
+    }
+
+    /// Starts moto listening on `host:port` in the caller's network
+    /// namespace (e.g. an address other namespaces can route to).
+    pub async fn start_on(host: &str, port: u16, env: &[(&str, &str)]) -> Result<Self> {
         let bin = which("moto_server").context(
             "moto_server not found on PATH; install it with `pip install 'moto[server]'` (scripts/setup.sh does)",
         )?;
-        let port = free_port()?;
         let mut cmd = Command::new(bin);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        cmd.args(["-H", host, "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -43,17 +50,21 @@ impl Moto {
             cmd.env(k, v);
         }
         let child = cmd.spawn().context("spawning moto_server")?;
-        let mut moto = Self { child, port };
+        let mut moto = Self {
+            child,
+            host: host.to_string(),
+            port,
+        };
         moto.wait_ready(Duration::from_secs(30)).await?;
         Ok(moto)
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> Result<()> {

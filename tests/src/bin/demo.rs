@@ -1,0 +1,704 @@
+//! `make demo`: a two-AZ floatlb failover on one machine.
+//!
+//! ```text
+//!   client ns                 router ns ("the VPC")                      cloud ns
+//!  ┌─────────────┐  veth  ┌───────────────────────────────────┐  veth  ┌──────────────────┐
+//!  │198.51.100.2 │◄──────►│ cli 198.51.100.1   cl 203.0.113.1 │◄──────►│203.0.113.10      │
+//!  └─────────────┘        │ bridge vpc: 10.0.1.1 10.0.2.1     │        │ moto (EC2 API)   │
+//!                         │             10.0.3.1              │        │ demo driver,     │
+//!                         │ VIP/32 -> owner (VPC simulator)   │        │ VPC simulator    │
+//!                         └──┬──────────────┬───────────┬─────┘        └──────────────────┘
+//!                     node A │ (us-east-1a) │ node B    │ endpoints 10.0.3.10, 10.0.3.11
+//!          floatlb + XDP, IMDS 169.254.169.254 in each node namespace
+//! ```
+//!
+//! moto stands in for EC2 (two AZ subnets, two instances, one Elastic IP,
+//! built by [`floatlb_tests::ec2world`]); each node namespace runs the real
+//! `floatlb` agent with `--cloud=aws --no-os-config` against moto, and an
+//! IMDSv2 stand-in with its instance's identity. moto moves no packets, so the
+//! VPC simulator ([`floatlb_tests::vpcsim`]) routes the VIP in the router
+//! namespace to whichever node the Elastic IP is associated with.
+//!
+//! The demo makes node A MASTER, starts a client probing the service every
+//! 1 ms, kills node A (SIGKILL of its agent and its NIC down: an instance
+//! failure), and prints the timeline of the failover to node B. It exits
+//! non-zero when the failover did not happen. Everything it creates
+//! (namespaces, processes, moto, bpffs mounts, files) is removed on every
+//! exit path, Ctrl-C included.
+//!
+//! Orchestration (see [`Orchestration`]): the agents' own HA, that is BFD,
+//! the election and the cloud provider; or, where the agent build lacks it,
+//! the one-shot `floatlb cloud promote` run in node B's namespace, which the
+//! output then states.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use floatlb_cloud::TransitionReport;
+use floatlb_tests::{
+    agent::floatlb_binary,
+    agent_events::{AgentEvents, unix_us, wait_bfd_quiet},
+    demonet::{
+        CLIENT_IP, CLOUD_IP, ENDPOINTS, IMDS_IP, build_network, build_xdp_pass, endpoint_ip,
+        wire_node,
+    },
+    ec2world::{VIP, VIP_BLOCK, World, client, test_credentials},
+    imds::ImdsServer,
+    moto::{Moto, free_port},
+    netns::{BpfMount, Netns, NsProcess, TempDir, require_root, require_tools, unique_name},
+    prober::{Prober, longest_gap},
+    servers::EchoServer,
+    timeline::Timeline,
+    vpcsim::{SimEvent, SimNode, VpcSim, read_association},
+};
+use nix::sys::signal::Signal;
+
+const SERVICE_PORT: u16 = 80;
+const ENDPOINT_PORT: u16 = 8080;
+/// BFD interval (µs, as `--ka` takes it) and multiplier.
+const KA_INTERVAL_US: u32 = 10_000;
+const KA_MULT: u8 = 3;
+/// `--flap-hold-down-ms` of the demo's agents.
+const FLAP_HOLD_DOWN: Duration = Duration::from_millis(1000);
+const PROBE_EVERY: Duration = Duration::from_millis(1);
+/// The whole demo must finish within this.
+const DEMO_LIMIT: Duration = Duration::from_secs(110);
+const NODE_NAMES: [&str; 2] = ["node A", "node B"];
+
+/// Who carries out the failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Orchestration {
+    /// The agents: BFD (`--ka`), election (`--self`) and `--cloud=aws`.
+    Agents,
+    /// The agents run the datapath only; node B's promotion is the one-shot
+    /// `floatlb cloud promote`, started by the demo right after the kill.
+    OneShot,
+}
+
+fn main() -> ExitCode {
+    match main_inner() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            println!("\nRESULT: FAILOVER DID NOT HAPPEN (see above)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("\ndemo failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner() -> Result<bool> {
+    require_root()?;
+    require_tools(&[
+        "ip",
+        "bridge",
+        "ethtool",
+        "sysctl",
+        "mount",
+        "env",
+        "llc",
+        "moto_server",
+    ])?;
+    let bin = floatlb_binary()?;
+    let mode = orchestration(&bin)?;
+    let tag = unique_name("fdemo");
+    // The driver lives in the cloud namespace, next to moto: moto listens on
+    // an address the node namespaces route to, and the driver reaches it too.
+    // Entered before the runtime exists, so every thread inherits it.
+    let cloud = Netns::new(format!("{tag}-cloud"))?;
+    let ns_file = std::fs::File::open(Path::new("/run/netns").join(cloud.name()))?;
+    nix::sched::setns(&ns_file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("joining the cloud namespace")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // FLOATLB_DEMO_LIMIT_S lowers the watchdog (to test the cleanup on timeout).
+    let limit = std::env::var("FLOATLB_DEMO_LIMIT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEMO_LIMIT)
+        .min(DEMO_LIMIT);
+    let res = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::time::timeout(limit, run(&tag, &cloud, &bin, mode)) => {
+                r.unwrap_or_else(|_| bail!("the demo did not finish within {limit:?}"))
+            }
+            _ = tokio::signal::ctrl_c() => bail!("interrupted (Ctrl-C); cleaned up"),
+            _ = term.recv() => bail!("terminated (SIGTERM); cleaned up"),
+        }
+    });
+    // Everything `run` built has been dropped (cleaned up) by now.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    drop(cloud);
+    res
+}
+
+/// Picks the orchestration: the agents' HA when this `floatlb` build has it
+/// (it accepts `--ha-state-file`), the one-shot command otherwise.
+/// `FLOATLB_DEMO_ONESHOT=1` forces the one-shot command.
+fn orchestration(bin: &Path) -> Result<Orchestration> {
+    if std::env::var_os("FLOATLB_DEMO_ONESHOT").is_some_and(|v| v == "1") {
+        return Ok(Orchestration::OneShot);
+    }
+    let help = std::process::Command::new(bin).arg("--help").output()?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    Ok(if help.contains("--ha-state-file") {
+        Orchestration::Agents
+    } else {
+        Orchestration::OneShot
+    })
+}
+
+/// Everything the demo built. Field order is drop order: processes and
+/// servers first, then mounts and files, namespaces last.
+struct Lab {
+    agents: [Option<NsProcess>; 2],
+    prober: Option<Prober>,
+    sim: Option<VpcSim>,
+    _imds: Vec<ImdsServer>,
+    _echo: Vec<EchoServer>,
+    _bpf: Vec<BpfMount>,
+    moto: Moto,
+    dir: TempDir,
+    router: Netns,
+    client: Netns,
+    nodes: [Netns; 2],
+    endpoints: Vec<Netns>,
+}
+
+fn write_config(path: &Path, eip: Ipv4Addr) -> Result<()> {
+    let eps: Vec<String> = (0..ENDPOINTS)
+        .map(|i| {
+            format!(
+                r#"{{"endpointIP":"{}","targetPort":{ENDPOINT_PORT},"weight":1}}"#,
+                endpoint_ip(i)
+            )
+        })
+        .collect();
+    std::fs::write(
+        path,
+        format!(
+            r#"{{"lbAttr":[{{"serviceArguments":{{"externalIP":"{eip}","privateIP":"{VIP}","port":{SERVICE_PORT},"protocol":"udp","sel":0,"mode":2,"name":"demo"}},"endpoints":[{}]}}]}}"#,
+            eps.join(",")
+        ),
+    )?;
+    Ok(())
+}
+
+/// The standard SDK settings every `floatlb` process gets (`env` arguments).
+fn aws_env(moto: &Moto, empty: &Path) -> Vec<String> {
+    vec![
+        format!("AWS_ENDPOINT_URL={}", moto.endpoint()),
+        format!("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{IMDS_IP}:80"),
+        "AWS_ACCESS_KEY_ID=AKIATESTFLOATLB00001".into(),
+        "AWS_SECRET_ACCESS_KEY=secret".into(),
+        format!("AWS_CONFIG_FILE={}", empty.display()),
+        format!("AWS_SHARED_CREDENTIALS_FILE={}", empty.display()),
+    ]
+}
+
+fn cloud_flags(cluster: &str) -> Vec<String> {
+    [
+        "--cloud",
+        "aws",
+        "--cloudcidrblock",
+        VIP_BLOCK,
+        "--no-os-config",
+        "--cloud-cluster-name",
+        cluster,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Result<bool> {
+    let t_start = Instant::now();
+    println!("floatlb two-AZ failover demo ({tag})");
+    println!(
+        "  EC2 API: moto; the data path follows the API through the demo's VPC simulator\n  (moto moves no packets: the simulator polls the Elastic IP's association every {} ms\n  and routes the VIP in the router namespace to the instance it points at)",
+        VpcSim::POLL.as_millis()
+    );
+    match mode {
+        Orchestration::Agents => println!(
+            "  failover: the agents themselves (BFD {} ms x {KA_MULT}, election, --cloud=aws)",
+            KA_INTERVAL_US / 1000
+        ),
+        Orchestration::OneShot => println!(
+            "  failover: SIMULATED ORCHESTRATION (this floatlb build has no HA in the daemon, or\n  FLOATLB_DEMO_ONESHOT=1): the agents carry the datapath only (no --ka); the demo detects\n  the failure itself (it causes it) and runs `floatlb cloud promote` in each node's\n  namespace. No BFD detection is measured; the EC2 calls, EIP move and traffic gap are real."
+        ),
+    }
+
+    let (router, client_ns, nodes, endpoints) = build_network(tag, cloud)?;
+    let moto = Moto::start_on(&CLOUD_IP.to_string(), free_port()?, &[]).await?;
+    let dir = TempDir::new("fdemo-files")?;
+    let mut lab = Lab {
+        agents: [None, None],
+        prober: None,
+        sim: None,
+        _imds: Vec::new(),
+        _echo: Vec::new(),
+        _bpf: Vec::new(),
+        moto,
+        dir,
+        router,
+        client: client_ns,
+        nodes,
+        endpoints,
+    };
+    let xdp_pass = build_xdp_pass(lab.dir.path())?;
+    let world = World::build(client(&lab.moto.endpoint(), test_credentials()), tag).await?;
+    println!(
+        "\n[setup] moto at {}: VPC {}, {} in {} ({}), {} in {} ({}), Elastic IP {} ({})",
+        lab.moto.endpoint(),
+        world.vpc,
+        world.nodes[0].instance_id,
+        world.nodes[0].az,
+        world.nodes[0].private_ip,
+        world.nodes[1].instance_id,
+        world.nodes[1].az,
+        world.nodes[1].private_ip,
+        world.eip,
+        world.eip_alloc
+    );
+    for i in 0..2 {
+        wire_node(
+            &lab.router,
+            &lab.nodes[i],
+            i,
+            &world.nodes[i].private_ip,
+            &xdp_pass,
+        )?;
+        let l = lab.nodes[i].enter(|| std::net::TcpListener::bind((IMDS_IP, 80)))??;
+        lab._imds.push(ImdsServer::start_on(&world.nodes[i], l)?);
+    }
+    for (i, ep) in lab.endpoints.iter().enumerate() {
+        let addr = SocketAddrV4::new(endpoint_ip(i), ENDPOINT_PORT);
+        lab._echo
+            .push(EchoServer::start(ep, addr, u8::try_from(i)?)?);
+    }
+    let config = lab.dir.join("lb.json");
+    write_config(&config, world.eip)?;
+    let empty = lab.dir.join("empty");
+    std::fs::write(&empty, "")?;
+    let env = aws_env(&lab.moto, &empty);
+    println!(
+        "[setup] service udp {VIP}:{SERVICE_PORT} (EIP {}) -> {} endpoints; IMDS at {IMDS_IP} in each node namespace",
+        world.eip, ENDPOINTS
+    );
+
+    let sim_nodes: Vec<SimNode> = (0..2)
+        .map(|i| {
+            Ok(SimNode {
+                name: NODE_NAMES[i].into(),
+                instance_id: world.nodes[i].instance_id.clone(),
+                addr: world.nodes[i].private_ip.parse()?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    lab.sim = Some(VpcSim::start(
+        world.ec2.clone(),
+        world.eip_alloc.clone(),
+        lab.router.name().into(),
+        VIP,
+        sim_nodes,
+    )?);
+
+    for i in 0..2 {
+        let bpf = BpfMount::new(lab.dir.join(&format!("bpf{i}")))?;
+        let pin = bpf.path().join("floatlb");
+        lab._bpf.push(bpf);
+        let peer = &world.nodes[1 - i].private_ip;
+        let me = &world.nodes[i].private_ip;
+        let mut args = env.clone();
+        args.push(bin.display().to_string());
+        for a in [
+            "--config",
+            &config.display().to_string(),
+            "--iface",
+            "eth0",
+            "--pin-dir",
+            &pin.display().to_string(),
+            "--fib-lookup-iface",
+            "lo",
+        ] {
+            args.push(a.to_string());
+        }
+        if mode == Orchestration::Agents {
+            for a in [
+                "--self",
+                &i.to_string(),
+                "--ka",
+                &format!("{peer}:{me}:{KA_INTERVAL_US}"),
+                "--ka-mult",
+                &KA_MULT.to_string(),
+                "--claim-hold-ms",
+                "3000",
+                "--preempt-hold-ms",
+                "500",
+                "--flap-hold-down-ms",
+                &FLAP_HOLD_DOWN.as_millis().to_string(),
+                "--ha-state-file",
+                &lab.dir.join(&format!("ha{i}.json")).display().to_string(),
+            ] {
+                args.push(a.to_string());
+            }
+            args.extend(cloud_flags(tag));
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = lab.dir.join(&format!("agent{i}.log"));
+        let proc = lab.nodes[i].spawn("env", &argv, &log)?;
+        lab.agents[i] = Some(proc);
+    }
+    for i in 0..2 {
+        let p = lab.agents[i].as_mut().context("agent")?;
+        wait_log(p, floatlb_tests::agent::READY_LINE, Duration::from_secs(30)).await?;
+    }
+    println!(
+        "[setup] both agents running (XDP on eth0{}) after {:.1} s",
+        if mode == Orchestration::Agents {
+            ", --cloud=aws --no-os-config, --ka to the peer"
+        } else {
+            ", datapath only"
+        },
+        t_start.elapsed().as_secs_f64()
+    );
+
+    // Node A becomes MASTER.
+    let sim = lab.sim.as_ref().context("sim")?;
+    if mode == Orchestration::OneShot {
+        let run = promote_once(&lab.nodes[0], bin, &config, &env, tag).await?;
+        ensure!(
+            run.report.ok,
+            "promoting node A failed: {:?}",
+            run.report.error
+        );
+    }
+    sim.wait_owner(0, Duration::from_secs(30)).await?;
+    let before = eip_owner(&world, sim).await?;
+    println!("[ready] node A is MASTER: EIP {} -> {before}", world.eip);
+
+    let target = SocketAddr::V4(SocketAddrV4::new(VIP, SERVICE_PORT));
+    lab.prober = Some(Prober::start(&lab.client, target, PROBE_EVERY)?);
+    let prober = lab.prober.as_ref().context("prober")?;
+    prober
+        .wait_replies_after(Instant::now(), 200, Duration::from_secs(10))
+        .await
+        .context("the client gets no answers through node A")?;
+    println!(
+        "[ready] client {CLIENT_IP} probing {target} every {} ms: answered",
+        PROBE_EVERY.as_millis()
+    );
+    // Steady state past every hold-down, so the kill meets a settled pair: a
+    // BFD flap shortly before the kill (10 ms timers on a loaded machine)
+    // makes the BACKUP wait out its flap hold-down before it claims.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if mode == Orchestration::Agents {
+        let quiet = wait_bfd_quiet(&lab.agents, FLAP_HOLD_DOWN + Duration::from_millis(200)).await;
+        if quiet < FLAP_HOLD_DOWN {
+            println!(
+                "[ready] note: BFD changed state {:.0} ms before the kill (no quiet period within 15 s); node B's flap hold-down ({} ms) will delay its claim",
+                quiet.as_secs_f64() * 1e3,
+                FLAP_HOLD_DOWN.as_millis()
+            );
+        } else {
+            println!("[ready] BFD steady for {:.1} s", quiet.as_secs_f64());
+        }
+    }
+
+    // The failure.
+    let killed_wall = SystemTime::now();
+    let killed = Instant::now();
+    let a = lab.agents[0].as_mut().context("agent A")?;
+    a.stop(Signal::SIGKILL, Duration::from_secs(5))?;
+    lab.nodes[0].ip(&["link", "set", "eth0", "down"])?;
+    let down_done = killed.elapsed();
+    let mut tl = Timeline::new(killed, killed_wall);
+    tl.at(killed, "node A fails: agent SIGKILLed (MASTER)".into());
+    tl.after(
+        down_done,
+        "node A's NIC down (instance failure: its pinned XDP datapath stops too)".into(),
+    );
+
+    let report = match mode {
+        Orchestration::OneShot => {
+            let t = Instant::now();
+            tl.at(
+                t,
+                "SIMULATED detection: the demo runs `floatlb cloud promote` on node B".into(),
+            );
+            let run = promote_once(&lab.nodes[1], bin, &config, &env, tag).await?;
+            tl.at(
+                Instant::now(),
+                format!(
+                    "`floatlb cloud promote` exited after {:.1} ms (process start, IMDS, EC2 calls, status read-back)",
+                    t.elapsed().as_secs_f64() * 1e3
+                ),
+            );
+            Some(run.report)
+        }
+        Orchestration::Agents => None,
+    };
+    let killed_unix_us = unix_us(killed_wall);
+    let sim = lab.sim.as_ref().context("sim")?;
+    let moved = sim.wait_owner(1, Duration::from_secs(40)).await;
+    let prober = lab.prober.as_ref().context("prober")?;
+    let recovered = match &moved {
+        Ok(_) => prober
+            .wait_replies_after(Instant::now(), 200, Duration::from_secs(10))
+            .await
+            .context("the client gets no answers through node B"),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    };
+    // The agent records its promotion's report once the cloud job is done.
+    let mut report = report;
+    let mut events = None;
+    if mode == Orchestration::Agents {
+        let b = lab.agents[1].as_ref().context("agent B")?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ev = AgentEvents::parse(&b.log(), killed_unix_us);
+            if ev.promote.is_some() || Instant::now() > deadline {
+                report = ev.promote.clone();
+                events = Some(ev);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut prober = lab.prober.take().context("prober")?;
+    prober.stop();
+    let sim = lab.sim.as_ref().context("sim")?;
+    let after = eip_owner(&world, sim).await?;
+
+    if let Some(r) = &report {
+        tl.report("node B", r);
+    }
+    if let Some(ev) = &events {
+        ev.add_to(&mut tl, "node B");
+    }
+    for e in sim.events() {
+        sim_event(&mut tl, &e, killed);
+    }
+    let replies = prober.replies();
+    let gap = longest_gap(&replies, killed);
+    let last_reply = replies.iter().map(|r| r.received).max();
+    if let Some(g) = &gap {
+        tl.at(
+            g.before.received,
+            format!(
+                "client: last answer before the gap (probe #{}, endpoint {})",
+                g.before.seq, g.before.endpoint
+            ),
+        );
+        tl.at(
+            g.after.received,
+            format!(
+                "client: first answer after the gap (probe #{}, endpoint {})",
+                g.after.seq, g.after.endpoint
+            ),
+        );
+    }
+    println!("\nTimeline (ms from the kill):");
+    print!("{}", tl.render());
+    println!("\nSummary:");
+    println!("  EIP {} owner before: {before}", world.eip);
+    println!("  EIP {} owner after:  {after}", world.eip);
+    if let Some(ev) = &events {
+        let ms = |us: Option<i64>| {
+            us.map(|u| format!("{:.1} ms", (u - killed_unix_us) as f64 / 1e3))
+                .unwrap_or_else(|| "not seen".into())
+        };
+        println!("  BFD detection on node B: {}", ms(ev.bfd_down));
+        println!("  node B BACKUP -> MASTER: {}", ms(ev.master));
+    }
+    if let Some(r) = &report {
+        println!(
+            "  promotion: {} in {:.1} ms, {} EC2 calls ({} retried)",
+            if r.ok { "ok" } else { "FAILED" },
+            r.duration_us as f64 / 1e3,
+            r.calls.len(),
+            r.retries()
+        );
+    }
+    if let Some(last) = last_reply
+        && gap
+            .as_ref()
+            .is_none_or(|g| g.after.received < last || last < killed)
+        && recovered.is_err()
+    {
+        println!(
+            "  client: no answer since {:+.1} ms (the outage did not end)",
+            (last.duration_since(killed).as_secs_f64()) * 1e3
+        );
+    } else if let Some(g) = &gap {
+        println!(
+            "  client traffic gap: {:.1} ms ({} probes lost of {} sent at 1 ms)",
+            g.length().as_secs_f64() * 1e3,
+            g.lost(),
+            prober.sent()
+        );
+    }
+    let (polls, errors, last_error) = sim.poll_stats();
+    println!(
+        "  VPC simulator: {polls} polls of the Elastic IP, {errors} failed; demo took {:.1} s",
+        t_start.elapsed().as_secs_f64()
+    );
+    if let Some(e) = last_error {
+        println!("  VPC simulator's last poll error: {e}");
+    }
+    if mode == Orchestration::OneShot {
+        println!("  (orchestration simulated: no BFD in the agents; detection is the demo's own)");
+    }
+    let ok = moved.is_ok()
+        && recovered.is_ok()
+        && report.as_ref().is_none_or(|r| r.ok)
+        && sim.owner() == Some(1);
+    if let Err(e) = &moved {
+        println!("  FAILED: {e:#}");
+    }
+    if let Err(e) = &recovered {
+        println!("  FAILED: {e:#}");
+    }
+    if ok {
+        println!("\nRESULT: failover to node B done, client served again");
+    } else {
+        print_logs(&lab);
+        for (ns, cmd) in [
+            (&lab.router, vec!["ip", "route"]),
+            (&lab.router, vec!["ip", "neigh"]),
+            (&lab.router, vec!["bridge", "fdb", "show", "br", "vpc"]),
+            (&lab.nodes[1], vec!["ip", "neigh"]),
+            (&lab.nodes[1], vec!["ip", "-s", "link", "show", "eth0"]),
+        ] {
+            let out = ns
+                .run(cmd[0], &cmd[1..])
+                .unwrap_or_else(|e| format!("{e:#}"));
+            println!("\n--- {} in {} ---\n{out}", cmd.join(" "), ns.name());
+        }
+        if let Ok(secs) = std::env::var("FLOATLB_DEMO_HOLD_S") {
+            println!("holding the lab for {secs} s");
+            tokio::time::sleep(Duration::from_secs(secs.parse().unwrap_or(0))).await;
+        }
+    }
+    Ok(ok)
+}
+
+fn sim_event(tl: &mut Timeline, e: &SimEvent, killed: Instant) {
+    if e.seen < killed {
+        return;
+    }
+    let who = match e.assoc.owner {
+        Some(i) => NODE_NAMES[i].to_string(),
+        None => "nobody".into(),
+    };
+    tl.at(
+        e.seen,
+        format!(
+            "VPC simulator: EIP now on {} ({}) -> {who}",
+            e.assoc.eni.as_deref().unwrap_or("no ENI"),
+            e.assoc.private_ip.as_deref().unwrap_or("-")
+        ),
+    );
+    tl.at(
+        e.routed,
+        format!("VPC simulator: router sends the VIP to {who}"),
+    );
+}
+
+/// "node A (eni-..., 10.0.100.10)": who the Elastic IP serves, from the API.
+async fn eip_owner(world: &World, sim: &VpcSim) -> Result<String> {
+    let a = read_association(&world.ec2, &world.eip_alloc, sim.nodes()).await?;
+    let who = match a.owner {
+        Some(i) => format!("{} {}", NODE_NAMES[i], world.nodes[i].instance_id),
+        None if a.eni.is_some() => "an ENI attached to no demo node".into(),
+        None => "nobody".into(),
+    };
+    Ok(format!(
+        "{who} (ENI {}, private IP {})",
+        a.eni.as_deref().unwrap_or("-"),
+        a.private_ip.as_deref().unwrap_or("-")
+    ))
+}
+
+fn print_logs(lab: &Lab) {
+    for (i, a) in lab.agents.iter().enumerate() {
+        if let Some(a) = a {
+            let log = a.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            println!("\n--- {} agent log (last lines) ---", NODE_NAMES[i]);
+            for l in tail.into_iter().rev() {
+                println!("{l}");
+            }
+        }
+    }
+}
+
+/// What `floatlb cloud promote --json` printed.
+struct OneShot {
+    report: TransitionReport,
+}
+
+async fn promote_once(
+    node: &Netns,
+    bin: &Path,
+    config: &Path,
+    env: &[String],
+    cluster: &str,
+) -> Result<OneShot> {
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(["netns", "exec", node.name(), "env"])
+        .args(env)
+        .arg(bin)
+        .args(["cloud", "promote", "--config"])
+        .arg(config)
+        .args(cloud_flags(cluster))
+        .arg("--json")
+        .kill_on_drop(true);
+    let out = cmd
+        .output()
+        .await
+        .context("running floatlb cloud promote")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "floatlb cloud promote printed no JSON (exit {:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let report: TransitionReport =
+        serde_json::from_value(v["report"].clone()).context("promote report")?;
+    Ok(OneShot { report })
+}
+
+/// Waits (bounded, without blocking the runtime) for a log line.
+async fn wait_log(p: &mut NsProcess, needle: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if p.log().contains(needle) {
+            return Ok(());
+        }
+        if let Some(status) = p.try_status()? {
+            bail!(
+                "agent exited ({status}) before {needle:?}; log:\n{}",
+                p.log()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "agent did not log {needle:?} within {timeout:?}; log:\n{}",
+                p.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
