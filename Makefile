@@ -21,6 +21,7 @@ build-test: setup
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --exclude floatlb-ebpf --all-targets -- -D warnings
+	$(CARGO) +nightly clippy -p floatlb-ebpf --target bpfel-unknown-none -Z build-std=core --release -- -D warnings
 
 test-unit: setup
 	$(CARGO) test --workspace --exclude floatlb-tests
