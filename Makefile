@@ -24,7 +24,7 @@ lint: setup
 	$(CARGO) +nightly clippy -p floatlb-ebpf --target bpfel-unknown-none -Z build-std=core --release -- -D warnings
 
 test-unit: setup
-	$(CARGO) test --workspace --exclude floatlb-tests
+	$(CARGO) test --workspace --exclude floatlb-tests --exclude floatlb-ebpf
 
 # Integration tests need root (network namespaces, XDP, moto, FRR). They run
 # one at a time so that the timing figures they print are not skewed by each other.
