@@ -416,3 +416,60 @@ fn remote_demand_mode_stops_our_periodic_packets_until_cleared() {
         "a cleared Demand bit resumes sending"
     );
 }
+
+/// The HA handback after an outage, on the virtual clock: both sides time
+/// out (remote discriminators reset), the link returns, A goes Up and at
+/// once AdminDown, B follows to Down (diag 3) still holding A's
+/// discriminator; 1 s later A resumes and the pair comes Up again. Also the
+/// case where both hand back at the same instant (the AdminDowns cross and
+/// are discarded) and resume 1 ms apart.
+#[test]
+fn admin_up_after_an_outage_handback_comes_up_again() {
+    for both in [false, true] {
+        let mut sim = Sim::new(cfg(2, 1, 10, 3), cfg(1, 2, 10, 3));
+        sim.run_until(100);
+        sim.link_up = [false, false];
+        sim.run_until(200);
+        assert_eq!((sim.s[0].state, sim.s[1].state), (Down, Down));
+        assert_eq!((sim.s[0].remote_discr, sim.s[1].remote_discr), (0, 0));
+        sim.link_up = [true, true];
+        // Run until A is Up again, then hand back at that instant.
+        let mut t = 200;
+        while sim.s[0].state != Up {
+            t += 1;
+            sim.run_until(t);
+            assert!(t < 5000, "never came back Up after the outage");
+        }
+        let now = sim.now;
+        let outs = on_admin_down(&mut sim.s[0], Diag::AdminDown, now, &mut Fixed(100));
+        sim.handle(0, outs);
+        if both {
+            let outs = on_admin_down(&mut sim.s[1], Diag::AdminDown, now, &mut Fixed(100));
+            sim.handle(1, outs);
+            assert_eq!(sim.s[1].state, AdminDown);
+        } else {
+            assert_eq!(
+                (sim.s[1].state, sim.s[1].local_diag),
+                (Down, Diag::NeighborDown)
+            );
+        }
+        assert_eq!(sim.s[1].remote_discr, 11, "B keeps A's discriminator");
+        sim.run_until(t + 1000);
+        sim.now = sim.t0 + Duration::from_millis(t + 1000);
+        let outs = on_admin_up(&mut sim.s[0], sim.now, &mut Fixed(100));
+        sim.handle(0, outs);
+        if both {
+            sim.now += Duration::from_millis(1);
+            let outs = on_admin_up(&mut sim.s[1], sim.now, &mut Fixed(100));
+            sim.handle(1, outs);
+        }
+        sim.run_until(t + 4000);
+        assert_eq!(
+            (sim.s[0].state, sim.s[1].state),
+            (Up, Up),
+            "both={both}: {:?}",
+            sim.rec
+        );
+        assert_eq!((sim.s[0].remote_discr, sim.s[1].remote_discr), (22, 11));
+    }
+}

@@ -149,6 +149,9 @@ impl Input {
             BfdState::Up => Some(Input::BfdUp {
                 peer_discr: sc.remote_discr,
             }),
+            // Our own AdminDown -> Down (resume) is not the peer's handover,
+            // even when the peer's last packet was AdminDown too.
+            BfdState::Down if sc.old == BfdState::AdminDown => None,
             BfdState::Down if sc.remote_state == BfdState::AdminDown => Some(Input::PeerAdminDown),
             BfdState::Down if sc.old == BfdState::Up || sc.old == BfdState::Init => {
                 Some(Input::BfdDown)
@@ -489,7 +492,13 @@ impl HaMachine {
             out,
         );
         self.bfd_up = false;
-        self.resume_bfd_at = Some(now + self.cfg.handover_pause);
+        let resume = now + self.cfg.handover_pause;
+        self.resume_bfd_at = Some(resume);
+        // The session is AdminDown now and goes AdminDown -> Down on resume,
+        // which reports nothing: if the peer died meanwhile, no BfdDown will
+        // ever come. Treat it as a fresh start: claim when BFD has not come
+        // Up `claim_hold` after the resume (a BfdUp clears this).
+        self.claim_at = Some((resume + self.cfg.claim_hold, ClaimReason::ClaimHoldExpired));
     }
 
     fn on_verdict(&mut self, v: CloudVerdict, now: Instant, out: &mut Vec<Action>) {

@@ -617,3 +617,179 @@ fn pair_master_crash_is_taken_over_and_returning_node_waits() {
     );
     assert_eq!(p.m[1].role(), Role::Backup);
 }
+
+/// A node that handed the role back after a BFD outage must not wait for a
+/// BFD Up that never comes: if the peer dies during (or after) the handover
+/// pause, the session goes AdminDown -> Down and reports nothing more, so
+/// the node claims once `claim_hold` passes after the resume without BFD Up.
+#[test]
+fn handover_then_peer_dies_in_the_pause_is_claimed_after_claim_hold() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(cfg(1)).unwrap();
+    replay(
+        &mut m,
+        t0,
+        vec![
+            (0, In(Input::Start), vec![], Role::Backup),
+            (
+                100,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Backup,
+            ),
+            (9_000, In(Input::BfdDown), vec![QueryCloud], Role::Backup),
+            (
+                9_001,
+                In(Input::Cloud(CloudVerdict::unknown())),
+                vec![Promote],
+                Role::Master,
+            ),
+            // The same peer returns: hand back, pause, resume.
+            (
+                9_100,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![SendAdminDown, Demote],
+                Role::Backup,
+            ),
+            (10_100, Tick, vec![ResumeBfd], Role::Backup),
+            // The peer was killed in the pause: BFD never comes Up again.
+            // claim_hold after the resume (13.1 s) falls in the flap
+            // hold-down of the 9.1 s demotion, so the claim runs at 14.1 s.
+            (13_099, Tick, vec![], Role::Backup),
+            (13_100, Tick, vec![], Role::Backup),
+            (14_099, Tick, vec![], Role::Backup),
+            (14_100, Tick, vec![QueryCloud], Role::Backup),
+            (
+                14_101,
+                In(Input::Cloud(CloudVerdict::unknown())),
+                vec![Promote],
+                Role::Master,
+            ),
+        ],
+    );
+    // With the peer alive BFD comes back Up and no claim happens.
+    let mut m = HaMachine::new(cfg(1)).unwrap();
+    replay(
+        &mut m,
+        t0,
+        vec![
+            (0, In(Input::Start), vec![], Role::Backup),
+            (
+                100,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Backup,
+            ),
+            (9_000, In(Input::BfdDown), vec![QueryCloud], Role::Backup),
+            (
+                9_001,
+                In(Input::Cloud(CloudVerdict::unknown())),
+                vec![Promote],
+                Role::Master,
+            ),
+            (
+                9_100,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![SendAdminDown, Demote],
+                Role::Backup,
+            ),
+            (10_100, Tick, vec![ResumeBfd], Role::Backup),
+            (
+                11_000,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Backup,
+            ),
+            (60_000, Tick, vec![], Role::Backup),
+        ],
+    );
+}
+
+/// Both nodes promoted on a start-up BFD flap and both hand back at the
+/// same moment (their AdminDowns cross and are discarded): both are BACKUP
+/// with BFD AdminDown. The preferred node must still end up MASTER, whether
+/// BFD comes back (then it alone claims) or not (then both claim after
+/// `claim_hold`, as at a cold start without BFD).
+#[test]
+fn pair_simultaneous_handover_still_elects_the_preferred_node() {
+    for bfd_returns in [true, false] {
+        let t0 = Instant::now();
+        let mut m = [
+            HaMachine::new(cfg(0)).unwrap(),
+            HaMachine::new(cfg(1)).unwrap(),
+        ];
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for (i, n) in m.iter_mut().enumerate() {
+            let peer = [200, 100][i];
+            n.handle(Input::Start, at(0));
+            n.handle(Input::BfdUp { peer_discr: peer }, at(1000));
+            assert_eq!(n.handle(Input::BfdDown, at(1500)), vec![QueryCloud]);
+            assert_eq!(
+                n.handle(Input::Cloud(CloudVerdict::unknown()), at(1501)),
+                vec![Promote]
+            );
+            assert_eq!(
+                n.handle(Input::BfdUp { peer_discr: peer }, at(1600)),
+                vec![SendAdminDown, Demote]
+            );
+        }
+        let mut resumed = [false; 2];
+        for t in (1610..40_000).step_by(10) {
+            for (i, n) in m.iter_mut().enumerate() {
+                let mut acts = n.on_tick(at(t));
+                if acts.contains(&ResumeBfd) {
+                    resumed[i] = true;
+                }
+                if bfd_returns && resumed == [true, true] && t == 3000 {
+                    acts.extend(n.handle(
+                        Input::BfdUp {
+                            peer_discr: [200, 100][i],
+                        },
+                        at(t),
+                    ));
+                }
+                if acts.contains(&QueryCloud) {
+                    n.handle(Input::Cloud(CloudVerdict::unknown()), at(t));
+                }
+            }
+            if m[0].role() == Role::Master {
+                break;
+            }
+        }
+        assert_eq!(m[0].role(), Role::Master, "bfd_returns={bfd_returns}");
+        if bfd_returns {
+            assert_eq!(m[1].role(), Role::Backup);
+        }
+    }
+}
+
+/// Our own resume (AdminDown -> Down) is never read as the peer's handover,
+/// even when the peer's last packet was AdminDown too; the peer's AdminDown
+/// taking an Up session Down is.
+#[test]
+fn own_resume_is_not_a_peer_admin_down() {
+    use crate::bfd::packet::{Diag, State as S};
+    let sc = |old, new, remote_state| StateChange {
+        peer: "10.0.0.2".parse().unwrap(),
+        old,
+        new,
+        diag: Diag::None,
+        remote_state,
+        remote_discr: 7,
+        at: std::time::SystemTime::now(),
+        at_mono: Instant::now(),
+    };
+    assert_eq!(
+        Input::from_bfd(&sc(S::AdminDown, S::Down, S::AdminDown)),
+        None
+    );
+    assert_eq!(Input::from_bfd(&sc(S::AdminDown, S::Down, S::Down)), None);
+    assert_eq!(
+        Input::from_bfd(&sc(S::Up, S::Down, S::AdminDown)),
+        Some(Input::PeerAdminDown)
+    );
+    assert_eq!(
+        Input::from_bfd(&sc(S::Up, S::Down, S::Up)),
+        Some(Input::BfdDown)
+    );
+}

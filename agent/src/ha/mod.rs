@@ -40,6 +40,9 @@
 //!   process picks a new random one, so an unchanged one proves the peer
 //!   lived through the outage and may still be MASTER. Without cloud
 //!   information (gARP) this bounds a dual MASTER to the BFD outage itself.
+//!   After the handover pause BFD is re-enabled; if it has not come Up
+//!   `claim_hold` later (the peer died in the pause, or both handed back at
+//!   once) the node claims as at a cold start.
 //! * **Flapping.** After any promotion or demotion the node makes no
 //!   BFD-driven role change for `flap_hold_down`; a claim that falls inside
 //!   the hold-down is retried when it ends, if BFD is still Down. Once the

@@ -19,8 +19,12 @@
 //! * `Demote`: the datapath becomes passive, then the cloud demote runs.
 //! * `SendAdminDown` / `ResumeBfd`: BFD AdminDown / AdminUp to the peer.
 //! * `QueryCloud`: a provider that cannot tell (gARP, none) is answered at
-//!   once with [`CloudVerdict::unknown`]; AWS is asked by the worker.
-//! * `RenewLease`: nothing to renew without a lease store (see the limits).
+//!   once with [`CloudVerdict::unknown`]; AWS is asked by the worker, through
+//!   [`CloudProvider::ownership`] (EIP owner, peer instance state, lease tag),
+//!   mapped by [`verdict_from_ownership`].
+//! * `RenewLease`: AWS only, in the worker: [`CloudProvider::renew_lease`]
+//!   for [`lease_ttl`] (3 x `verify_interval`). A failed renewal is logged;
+//!   the next verify retries it.
 //!
 //! Policies added here, around the machine:
 //! * **Startup.** A starting node is BACKUP, and a BACKUP holds nothing:
@@ -52,7 +56,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use floatlb_cloud::{CloudProvider, FloatingSet, TransitionReport};
+use floatlb_cloud::{CloudProvider, FloatingSet, Ownership, TransitionReport};
 use serde::Serialize;
 use tokio::{sync::mpsc, task::JoinHandle};
 
@@ -131,6 +135,8 @@ pub enum CloudJob {
         seq: u64,
     },
     Query,
+    /// Extend this node's lease tag by [`lease_ttl`].
+    RenewLease,
 }
 
 /// A finished cloud job.
@@ -196,22 +202,38 @@ fn wall_of(at: Instant) -> SystemTime {
     SystemTime::now() - now.saturating_duration_since(at)
 }
 
-/// What the worker can ask about the pair.
-fn verdict_from_status(s: &floatlb_cloud::CloudStatus) -> CloudVerdict {
-    CloudVerdict {
-        owner: if s.is_master {
-            Holder::Us
-        } else {
-            Holder::Unknown
-        },
-        peer_running: None,
-        lease: None,
+fn holder(h: floatlb_cloud::Holder) -> Holder {
+    match h {
+        floatlb_cloud::Holder::Us => Holder::Us,
+        floatlb_cloud::Holder::Peer => Holder::Peer,
+        floatlb_cloud::Holder::Nobody => Holder::Nobody,
+        floatlb_cloud::Holder::Unknown => Holder::Unknown,
     }
+}
+
+/// The machine's verdict from the provider's [`Ownership`]: owner of the
+/// floating address, peer instance state and the lease tag with its time
+/// left (zero once expired, which the machine treats as no lease).
+pub fn verdict_from_ownership(o: &Ownership) -> CloudVerdict {
+    CloudVerdict {
+        owner: holder(o.owner),
+        peer_running: o.peer_running,
+        lease: o.lease.map(|l| (holder(l.holder), l.remaining)),
+    }
+}
+
+/// Length of the lease a MASTER writes each time it re-verifies: three
+/// verify intervals, so two renewals in a row may fail (a slow or
+/// throttled EC2 call) before the peer may take over, and a crashed MASTER
+/// is taken over at most this long after its last renewal.
+pub fn lease_ttl(verify_interval: Duration) -> Duration {
+    verify_interval * 3
 }
 
 async fn worker(
     provider: Arc<dyn CloudProvider>,
     set: Arc<FloatingSet>,
+    lease_ttl: Duration,
     mut jobs: mpsc::UnboundedReceiver<CloudJob>,
     done: mpsc::UnboundedSender<CloudDone>,
 ) {
@@ -221,14 +243,23 @@ async fn worker(
             CloudJob::Promote { .. } => (Some(provider.promote(&set).await), None),
             CloudJob::Demote { .. } => (Some(provider.demote(&set).await), None),
             CloudJob::Query => {
-                let v = match provider.status(&set).await {
-                    Ok(s) => verdict_from_status(&s),
+                let v = match provider.ownership(&set).await {
+                    Ok(o) => verdict_from_ownership(&o),
                     Err(error) => {
-                        tracing::warn!(%error, "cloud status query failed; answering unknown");
+                        tracing::warn!(%error, "cloud ownership query failed; answering unknown");
                         CloudVerdict::unknown()
                     }
                 };
                 (None, Some(v))
+            }
+            CloudJob::RenewLease => {
+                match provider.renew_lease(&set, lease_ttl).await {
+                    Ok(()) => {
+                        tracing::debug!(ttl_ms = lease_ttl.as_millis() as u64, "lease renewed")
+                    }
+                    Err(error) => tracing::warn!(%error, "lease renewal failed"),
+                }
+                (None, None)
             }
         };
         if done
@@ -284,7 +315,8 @@ impl Orchestrator {
         let provider_knows = provider.name().starts_with("aws");
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = mpsc::unbounded_channel();
-        let worker = tokio::spawn(worker(provider, Arc::new(set), jobs_rx, done_tx));
+        let ttl = lease_ttl(opts.machine.verify_interval);
+        let worker = tokio::spawn(worker(provider, Arc::new(set), ttl, jobs_rx, done_tx));
         Ok(Orchestrator {
             opts,
             machine,
@@ -477,7 +509,7 @@ impl Orchestrator {
                     }
                 }
             }
-            CloudJob::Reconcile => {}
+            CloudJob::Reconcile | CloudJob::RenewLease => {}
         }
     }
 
@@ -548,7 +580,11 @@ impl Orchestrator {
                         self.feed(Input::Cloud(CloudVerdict::unknown()), now, cmds);
                     }
                 }
-                Action::RenewLease => {}
+                Action::RenewLease => {
+                    if self.provider_knows {
+                        self.submit(CloudJob::RenewLease);
+                    }
+                }
             }
         }
         if self.machine.role() == Role::Fault && self.fault_retry_at.is_none() {
@@ -617,5 +653,94 @@ impl Orchestrator {
         if let Err(error) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, path)) {
             tracing::warn!(path = %path.display(), %error, "cannot write the HA state file");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floatlb_cloud::{Holder as CH, Lease};
+
+    fn lease(holder: CH, remaining_ms: u64) -> Option<Lease> {
+        Some(Lease {
+            holder,
+            expires_unix_ms: 1_800_000_000_000,
+            remaining: Duration::from_millis(remaining_ms),
+        })
+    }
+
+    /// Ownership as the provider reports it -> the verdict the machine
+    /// decides on, one case per owner and lease shape.
+    #[test]
+    fn ownership_maps_to_the_full_verdict() {
+        type Case = (Ownership, CloudVerdict);
+        let ms = Duration::from_millis;
+        let cases: Vec<Case> = vec![
+            (Ownership::unknown(), CloudVerdict::unknown()),
+            (
+                Ownership {
+                    owner: CH::Peer,
+                    peer_running: Some(true),
+                    lease: lease(CH::Peer, 4_000),
+                },
+                CloudVerdict {
+                    owner: Holder::Peer,
+                    peer_running: Some(true),
+                    lease: Some((Holder::Peer, ms(4_000))),
+                },
+            ),
+            (
+                Ownership {
+                    owner: CH::Us,
+                    peer_running: Some(false),
+                    lease: lease(CH::Us, 0),
+                },
+                CloudVerdict {
+                    owner: Holder::Us,
+                    peer_running: Some(false),
+                    lease: Some((Holder::Us, Duration::ZERO)),
+                },
+            ),
+            (
+                Ownership {
+                    owner: CH::Nobody,
+                    peer_running: None,
+                    lease: None,
+                },
+                CloudVerdict {
+                    owner: Holder::Nobody,
+                    peer_running: None,
+                    lease: None,
+                },
+            ),
+        ];
+        for (o, want) in cases {
+            assert_eq!(verdict_from_ownership(&o), want, "{o:?}");
+        }
+        // The machine postpones a claim on the mapped peer lease.
+        let mut m = HaMachine::new(HaConfig {
+            self_id: 1,
+            ..HaConfig::default()
+        })
+        .unwrap();
+        let t0 = Instant::now();
+        m.handle(Input::Start, t0);
+        assert_eq!(
+            m.on_tick(t0 + Duration::from_secs(3)),
+            vec![Action::QueryCloud]
+        );
+        let v = verdict_from_ownership(&Ownership {
+            owner: CH::Peer,
+            peer_running: Some(true),
+            lease: lease(CH::Peer, 4_000),
+        });
+        let acts = m.handle(Input::Cloud(v), t0 + Duration::from_secs(3));
+        assert_eq!((acts, m.role()), (vec![], Role::Backup));
+        assert_eq!(m.next_deadline(), Some(t0 + Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn lease_outlives_two_missed_renewals() {
+        assert_eq!(lease_ttl(Duration::from_secs(2)), Duration::from_secs(6));
     }
 }
