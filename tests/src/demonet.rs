@@ -4,16 +4,14 @@
 //! See `tests/src/bin/demo.rs` for the picture and docs/DEMO.md for why each
 //! choice was made.
 
-use std::{
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-};
+use std::net::Ipv4Addr;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use floatlb_dataplane::{XdpPass, attach_xdp_pass};
 
 use crate::{
     ec2world::VIP,
-    netns::{Netns, run_checked, veth},
+    netns::{Netns, veth},
 };
 
 pub const CLOUD_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -73,14 +71,9 @@ pub fn build_network(tag: &str, cloud: &Netns) -> Result<(Netns, Netns, [Netns; 
     Ok((router, client, nodes, endpoints))
 }
 
-/// Wires node `i` with its instance's private address (from moto).
-pub fn wire_node(
-    router: &Netns,
-    node: &Netns,
-    i: usize,
-    private_ip: &str,
-    xdp_pass: &Path,
-) -> Result<()> {
+/// Wires node `i` with its instance's private address (from moto). The
+/// returned program must stay alive while the node runs.
+pub fn wire_node(router: &Netns, node: &Netns, i: usize, private_ip: &str) -> Result<XdpPass> {
     let port = format!("p{}", ["a", "b"][i]);
     veth(router, &port, node, "eth0")?;
     router.set_master(&port, "vpc")?;
@@ -90,10 +83,10 @@ pub fn wire_node(
     // XDP_TX on a veth only delivers when the peer runs NAPI: give the
     // router's end an XDP program that passes everything (docs/DATAPATH.md).
     router.enable_gro(&port)?;
-    let obj = xdp_pass.display().to_string();
-    router.ip(&[
-        "link", "set", "dev", &port, "xdpdrv", "obj", &obj, "sec", "xdp",
-    ])?;
+    let dev = port.clone();
+    let xdp_pass = router
+        .enter(move || attach_xdp_pass(&dev))?
+        .with_context(|| format!("XDP_PASS program on {port}"))?;
     node.addr_add("eth0", &format!("{private_ip}/24"))?;
     node.route_add(&["default", "via", &format!("10.0.{}.1", i + 1)])?;
     // The other AZ's subnet is on-link: the VPC delivers between instances
@@ -106,18 +99,5 @@ pub fn wire_node(
     node.sysctl("net.ipv4.conf.lo.forwarding", "1")?;
     node.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
     node.sysctl("net.ipv4.conf.eth0.rp_filter", "0")?;
-    Ok(())
-}
-
-/// Builds an XDP program that returns XDP_PASS, from LLVM IR with `llc`.
-pub fn build_xdp_pass(dir: &Path) -> Result<PathBuf> {
-    let ll = dir.join("xdp_pass.ll");
-    let obj = dir.join("xdp_pass.o");
-    std::fs::write(
-        &ll,
-        "define i32 @xdp_pass() section \"xdp\" {\n  ret i32 2\n}\n@_license = global [4 x i8] c\"GPL\\00\", section \"license\"\n",
-    )?;
-    let (ll_s, obj_s) = (ll.display().to_string(), obj.display().to_string());
-    run_checked("llc", &["-march=bpf", "-filetype=obj", &ll_s, "-o", &obj_s])?;
-    Ok(obj)
+    Ok(xdp_pass)
 }

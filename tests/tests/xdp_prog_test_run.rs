@@ -520,6 +520,50 @@ fn packets_not_for_a_service_pass_untouched() {
 }
 
 #[test]
+fn only_frames_unicast_to_the_ingress_mac_are_load_balanced() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1))
+            .unwrap();
+        let lbmac = lb_mac();
+        dp.set_interface_mac(ifindex, Some(lbmac)).unwrap();
+        assert_eq!(dp.interface_mac(ifindex).unwrap(), Some(lbmac));
+        // Another host's MAC (flooded unknown unicast), broadcast, multicast:
+        // not ours, passed untouched and no flow created.
+        let foreign = [0x02, 0, 0, 0, 0, 0x77];
+        for dst_mac in [foreign, [0xff; 6], [0x01, 0x00, 0x5e, 0, 0, 0x64]] {
+            let syn = tcp_frame(dst_mac, CLIENT_MAC, CLIENT, VIP, 40000, 80, SYN);
+            let out = dp
+                .prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+                .unwrap();
+            assert_eq!(out.action, xdp_action::PASS, "to {}", mac_str(&dst_mac));
+            assert_eq!(out.packet, syn, "passed frame modified");
+        }
+        assert!(
+            dp.conntrack_dump().unwrap().is_empty(),
+            "a frame for another MAC created a flow"
+        );
+        // The same SYN to our MAC is fullnatted.
+        let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40000, 80, SYN);
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+            .unwrap();
+        assert_eq!(out.action, xdp_action::TX);
+        let p = parse(&out.packet);
+        assert_eq!((p.src, p.dst), (LB_IP, EP1));
+        assert_eq!(dp.conntrack_dump().unwrap().len(), 1);
+        // Without an entry (e.g. attached by an older agent) nothing is
+        // checked: the foreign-MAC frame of an established flow is forwarded.
+        dp.set_interface_mac(ifindex, None).unwrap();
+        assert_eq!(dp.interface_mac(ifindex).unwrap(), None);
+        let ack = tcp_frame(foreign, CLIENT_MAC, CLIENT, VIP, 40000, 80, ACK);
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &ack, Some(ifindex), 1)
+            .unwrap();
+        assert_eq!(out.action, xdp_action::TX, "no entry, no check");
+    });
+}
+
+#[test]
 fn icmp_frag_needed_for_a_tracked_flow_reaches_the_client() {
     in_netns(|dp, ifindex| {
         dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1))
@@ -720,6 +764,11 @@ fn restart_keeps_link_conntrack_and_services() {
             .unwrap();
         let mode = dp.attach(LB_IF, XdpMode::Auto).expect("attach");
         assert_eq!(
+            dp.interface_mac(ifindex).unwrap(),
+            Some(lb_mac()),
+            "attach records the interface's MAC"
+        );
+        assert_eq!(
             dp.attach(LB_IF, XdpMode::Auto).unwrap(),
             mode,
             "attach is idempotent"
@@ -751,6 +800,11 @@ fn restart_keeps_link_conntrack_and_services() {
         );
         dp2.detach(LB_IF).unwrap();
         assert!(dp2.attached().is_empty());
+        assert_eq!(
+            dp2.interface_mac(ifindex).unwrap(),
+            None,
+            "detach forgets the MAC"
+        );
         let out = Command::new("ip")
             .args(["link", "show", LB_IF])
             .output()

@@ -273,6 +273,17 @@ pub struct NeighEvent {
     pub ifindex: u32,
 }
 
+/// MAC address of an interface the program is attached to, the value of the
+/// ingress-MAC map (keyed by ifindex). Filled by the loader at attach time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceMac {
+    /// The interface's own (unicast) MAC address.
+    pub mac: [u8; 6],
+    /// Explicit padding, always zero.
+    pub pad: [u8; 2],
+}
+
 // No implicit padding anywhere: each size is the plain sum of the fields.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 20);
@@ -286,6 +297,7 @@ const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<NeighEvent>() == 8);
 const _: () = assert!(core::mem::size_of::<NhEntry>() == 4 + 6 + 6 + 8);
+const _: () = assert!(core::mem::size_of::<IfaceMac>() == 8);
 const _: () = assert!(MAGLEV_CAPACITY >= MAGLEV_LEN as usize && MAGLEV_CAPACITY.is_multiple_of(8));
 
 #[cfg(feature = "user")]
@@ -316,4 +328,6 @@ mod pod {
     unsafe impl aya::Pod for NeighEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for NhEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for IfaceMac {}
 }

@@ -1,8 +1,10 @@
 //! floatlb XDP datapath: IPv4 TCP/UDP full NAT load balancing.
 //!
 //! Per packet (see docs/DATAPATH.md for the full design):
-//! 1. Anything that is not IPv4 without options, or arrives while this node is
-//!    not active (BACKUP), is passed to the stack untouched.
+//! 1. Anything that is not IPv4 without options, arrives while this node is
+//!    not active (BACKUP), or is not unicast to the ingress interface's own
+//!    MAC (when the loader recorded that MAC), is passed to the stack
+//!    untouched.
 //! 2. TCP/UDP: the 5-tuple is looked up in the conntrack LRU map. A hit carries
 //!    the full rewrite (addresses and ports) for its direction, so client
 //!    packets and endpoint replies take the same path. A miss whose
@@ -50,7 +52,7 @@ use floatlb_common::{
     ServiceValue,
 };
 use maps::{
-    CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, MAGLEV, NEIGH_RB, NEIGH_SEEN, NH_CACHE, RR,
+    CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, IFMAC, MAGLEV, NEIGH_RB, NEIGH_SEEN, NH_CACHE, RR,
     SERVICES, SVC_STATS, VIPS,
 };
 
@@ -67,6 +69,13 @@ pub fn floatlb_xdp(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(()) => xdp_action::XDP_PASS,
     }
+}
+
+/// Passes every frame. Attached to the peer of a veth so that the peer runs
+/// NAPI and receives frames sent with XDP_TX/XDP_REDIRECT (docs/DATAPATH.md).
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 /// Baseline for the per-packet benchmark: swap the MAC addresses and bounce
@@ -128,6 +137,16 @@ unsafe fn process(ctx: &XdpContext) -> Result<u32, ()> {
         Some(c) if c.active != 0 => c,
         _ => return Ok(xdp_action::XDP_PASS),
     };
+    // On a shared L2 segment a switch floods unknown unicast, so frames for
+    // another host's MAC reach us too: only a frame unicast to the ingress
+    // interface's own MAC is ours (broadcast and multicast never match).
+    // No entry (test runs, an interface attached by an older agent): no check.
+    let ifindex = ctx.ingress_ifindex() as u32;
+    if let Some(own) = unsafe { IFMAC.get(&ifindex) }
+        && unsafe { (*eth).dst } != own.mac
+    {
+        return Ok(xdp_action::XDP_PASS);
+    }
     match unsafe { (*ip).proto } {
         PROTO_TCP | PROTO_UDP => unsafe { l4(ctx, eth, ip, cfg) },
         PROTO_ICMP => unsafe { icmp(ctx, eth, ip, cfg) },

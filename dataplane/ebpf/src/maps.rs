@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use floatlb_common::{
-    Config, Counter, CtValue, DROP_REASONS, EndpointSet, FlowKeyRaw, MaglevTable, NhEntry,
-    ServiceKey, ServiceValue,
+    Config, Counter, CtValue, DROP_REASONS, EndpointSet, FlowKeyRaw, IfaceMac, MaglevTable,
+    NhEntry, ServiceKey, ServiceValue,
 };
 
 /// Element 0: runtime configuration (active flag, FIB input device, ...).
@@ -71,3 +71,9 @@ pub static DEVMAP: DevMapHash = DevMapHash::with_max_entries(256, 0);
 /// Next hop per destination address (see `NhEntry`).
 #[map(name = "FLB_NH_CACHE")]
 pub static NH_CACHE: LruHashMap<u32, NhEntry> = LruHashMap::with_max_entries(16 * 1024, 0);
+
+/// Ingress interface ifindex -> its own MAC, written by the loader's
+/// `attach`. Frames whose destination MAC differs are not ours and pass
+/// untouched; an ifindex without an entry is not checked.
+#[map(name = "FLB_IFMAC")]
+pub static IFMAC: HashMap<u32, IfaceMac> = HashMap::with_max_entries(256, 0);

@@ -18,6 +18,7 @@
 mod bpffs;
 mod conntrack;
 mod error;
+mod iface;
 pub mod maglev;
 mod services;
 mod spec;
@@ -39,6 +40,7 @@ use aya::{
 };
 pub use error::DataplaneError;
 use floatlb_common::{Config, MAX_ENDPOINTS, NeighEvent};
+pub use iface::{XdpPass, attach_xdp_pass};
 pub use spec::{
     Counters, CtRecord, DropCounters, EndpointSpec, FlowKey, PROTO_TCP, PROTO_UDP, PacketCount,
     ServiceCounters, ServiceKeySpec, ServiceSpec, TcpState,
@@ -52,6 +54,8 @@ pub static XDP_OBJECT: &[u8] =
 pub const PROG_FLOATLB: &str = "floatlb_xdp";
 /// Name of the MAC-swap baseline program (benchmarks only).
 pub const PROG_BASELINE: &str = "xdp_macswap_baseline";
+/// Name of the pass-all program (see [`attach_xdp_pass`]).
+pub const PROG_PASS: &str = "xdp_pass";
 
 pub(crate) const M_CONFIG: &str = "FLB_CONFIG";
 pub(crate) const M_SERVICES: &str = "FLB_SERVICES";
@@ -67,7 +71,8 @@ pub(crate) const M_NEIGH_RB: &str = "FLB_NEIGH_RB";
 pub(crate) const M_NEIGH_SEEN: &str = "FLB_NEIGH_SEEN";
 pub(crate) const M_DEVMAP: &str = "FLB_DEVMAP";
 pub(crate) const M_NH_CACHE: &str = "FLB_NH_CACHE";
-const MAP_NAMES: [&str; 14] = [
+pub(crate) const M_IFMAC: &str = "FLB_IFMAC";
+pub(crate) const MAP_NAMES: [&str; 15] = [
     M_CONFIG,
     M_SERVICES,
     M_EPSETS,
@@ -82,6 +87,7 @@ const MAP_NAMES: [&str; 14] = [
     M_NEIGH_SEEN,
     M_DEVMAP,
     M_NH_CACHE,
+    M_IFMAC,
 ];
 
 /// XDP verdicts, as returned by [`Dataplane::prog_test_run`].
@@ -218,7 +224,7 @@ impl std::fmt::Debug for Dataplane {
     }
 }
 
-fn load_err(e: impl std::fmt::Display) -> DataplaneError {
+pub(crate) fn load_err(e: impl std::fmt::Display) -> DataplaneError {
     DataplaneError::Load(e.to_string())
 }
 
@@ -229,7 +235,7 @@ fn pin_err(path: &Path, e: impl std::fmt::Display) -> DataplaneError {
     }
 }
 
-fn attach_err(iface: &str, e: impl std::fmt::Display) -> DataplaneError {
+pub(crate) fn attach_err(iface: &str, e: impl std::fmt::Display) -> DataplaneError {
     DataplaneError::Attach {
         iface: iface.to_string(),
         reason: e.to_string(),
@@ -435,6 +441,7 @@ impl Dataplane {
             match self.update_link(&path) {
                 Ok(()) => {
                     self.devmap_add(ifindex)?;
+                    self.record_interface_mac(iface, ifindex)?;
                     tracing::info!(
                         iface,
                         mode = attached.suffix(),
@@ -470,6 +477,7 @@ impl Dataplane {
                         )
                     })?;
                     let path = links_dir.join(format!("{iface}@{}", attached.suffix()));
+                    self.record_interface_mac(iface, ifindex)?;
                     fd_link.pin(&path).map_err(|e| pin_err(&path, e))?;
                     self.devmap_add(ifindex)?;
                     tracing::info!(iface, mode = attached.suffix(), "XDP attached");
@@ -518,6 +526,9 @@ impl Dataplane {
             && let Ok(mut dm) = DevMapHash::<&mut MapData>::try_from(self.map_mut(M_DEVMAP)?)
         {
             let _ = dm.remove(ifindex);
+        }
+        if let Ok(ifindex) = nix::net::if_::if_nametoindex(iface) {
+            self.set_interface_mac(ifindex, None)?;
         }
         tracing::info!(iface, "XDP detached");
         Ok(())

@@ -159,6 +159,8 @@ fn run(rounds: usize) -> anyhow::Result<()> {
 
 fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()> {
     dp.set_fib_lookup_iface(Some("lo"))?;
+    // As after `attach`: the destination-MAC check is on (frames go to 0xaa..).
+    dp.set_interface_mac(ifindex, Some([0xaa; 6]))?;
     dp.upsert_service(&ServiceSpec {
         vip: VIP,
         port: 80,

@@ -43,10 +43,7 @@ use floatlb_cloud::TransitionReport;
 use floatlb_tests::{
     agent::floatlb_binary,
     agent_events::{AgentEvents, unix_us, wait_bfd_quiet},
-    demonet::{
-        CLIENT_IP, CLOUD_IP, ENDPOINTS, IMDS_IP, build_network, build_xdp_pass, endpoint_ip,
-        wire_node,
-    },
+    demonet::{CLIENT_IP, CLOUD_IP, ENDPOINTS, IMDS_IP, build_network, endpoint_ip, wire_node},
     ec2world::{VIP, VIP_BLOCK, World, client, test_credentials},
     imds::ImdsServer,
     moto::{Moto, free_port},
@@ -103,7 +100,6 @@ fn main_inner() -> Result<bool> {
         "sysctl",
         "mount",
         "env",
-        "llc",
         "moto_server",
     ])?;
     let bin = floatlb_binary()?;
@@ -168,6 +164,7 @@ struct Lab {
     _imds: Vec<ImdsServer>,
     _echo: Vec<EchoServer>,
     _bpf: Vec<BpfMount>,
+    _xdp_pass: Vec<floatlb_dataplane::XdpPass>,
     moto: Moto,
     dir: TempDir,
     router: Netns,
@@ -248,6 +245,7 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         _imds: Vec::new(),
         _echo: Vec::new(),
         _bpf: Vec::new(),
+        _xdp_pass: Vec::new(),
         moto,
         dir,
         router,
@@ -255,7 +253,6 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         nodes,
         endpoints,
     };
-    let xdp_pass = build_xdp_pass(lab.dir.path())?;
     let world = World::build(client(&lab.moto.endpoint(), test_credentials()), tag).await?;
     println!(
         "\n[setup] moto at {}: VPC {}, {} in {} ({}), {} in {} ({}), Elastic IP {} ({})",
@@ -271,13 +268,8 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         world.eip_alloc
     );
     for i in 0..2 {
-        wire_node(
-            &lab.router,
-            &lab.nodes[i],
-            i,
-            &world.nodes[i].private_ip,
-            &xdp_pass,
-        )?;
+        let xdp_pass = wire_node(&lab.router, &lab.nodes[i], i, &world.nodes[i].private_ip)?;
+        lab._xdp_pass.push(xdp_pass);
         let l = lab.nodes[i].enter(|| std::net::TcpListener::bind((IMDS_IP, 80)))??;
         lab._imds.push(ImdsServer::start_on(&world.nodes[i], l)?);
     }
