@@ -12,6 +12,7 @@ use floatlb_cloud::{CloudProvider, aws::AwsMode};
 use floatlb_tests::{
     ec2world::{VIP, World, check, client, cluster_name, test_credentials},
     moto::Moto,
+    netns,
 };
 
 struct Netns(String);
@@ -30,23 +31,10 @@ fn ip(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-fn require_root() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("");
-    ensure!(
-        uid == "0",
-        "this test creates network namespaces: run it as root (make test does)"
-    );
-    Ok(())
-}
-
 #[test]
 fn cloud_eni_os_step_configures_the_hotplugged_interface() -> Result<()> {
-    require_root()?;
+    netns::require_root()?;
+    netns::require_tools(&["ip"])?;
     let ns = Netns(format!("flgo{}", std::process::id()));
     ip(&["netns", "add", &ns.0])?;
     ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;

@@ -14,7 +14,7 @@ use floatlb_cloud::{
     CloudProvider, FloatingIp, FloatingSet,
     garp::{GarpOptions, GarpProvider, packet},
 };
-use floatlb_tests::agent::floatlb_binary;
+use floatlb_tests::{agent::floatlb_binary, netns};
 
 const MAC: &str = "02:00:5e:00:53:0a";
 const MAC_BYTES: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x0a];
@@ -27,27 +27,6 @@ fn sh(args: &[&str]) -> Result<String> {
         bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
-fn require_root() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("");
-    ensure!(
-        uid == "0",
-        "this test creates network namespaces: run it as root (make test does)"
-    );
-    for tool in ["ip", "tcpdump"] {
-        ensure!(
-            Command::new(tool).arg("-V").output().is_ok()
-                || Command::new(tool).arg("--version").output().is_ok(),
-            "{tool} not found: install it (apt-get install iproute2 tcpdump; scripts/setup.sh does)"
-        );
-    }
-    Ok(())
 }
 
 /// Two namespaces joined by a veth pair; removed on drop.
@@ -204,7 +183,8 @@ fn read_pcap(b: &[u8]) -> Result<Vec<(Duration, Vec<u8>)>> {
 
 #[test]
 fn cloud_garp_announces_vips_from_a_namespace() -> Result<()> {
-    require_root()?;
+    netns::require_root()?;
+    netns::require_tools(&["ip", "tcpdump"])?;
     let pair = Pair::new()?;
     let capture = Capture::start(&pair, 6)?;
 
