@@ -84,15 +84,19 @@ fn is_local(p: &AwsProvider, e: &EniV) -> bool {
             .is_none_or(|a| a.instance == p.id.instance_id)
 }
 
+/// The `--cloudcidrblock` that ENI mode carves the VIP subnet from.
+fn cidr_block(p: &AwsProvider) -> Result<Ipv4Net, CloudError> {
+    p.opts
+        .cidr_block
+        .ok_or_else(|| CloudError::invalid("--cloudcidrblock", "(missing)", "ENI mode needs it"))
+}
+
 pub(crate) async fn promote(
     p: &AwsProvider,
     rec: &Recorder,
     pairs: &[(Ipv4Addr, Ipv4Addr)],
 ) -> Result<(), CloudError> {
-    let block = p
-        .opts
-        .cidr_block
-        .ok_or_else(|| CloudError::invalid("--cloudcidrblock", "(missing)", "ENI mode needs it"))?;
+    let block = cidr_block(p)?;
     let (vips, eips) = split(pairs);
     validate_vips(block, &vips)?;
     if vips.is_empty() {
@@ -258,10 +262,7 @@ pub(crate) async fn demote(
     rec: &Recorder,
     pairs: &[(Ipv4Addr, Ipv4Addr)],
 ) -> Result<(), CloudError> {
-    let block = p
-        .opts
-        .cidr_block
-        .ok_or_else(|| CloudError::invalid("--cloudcidrblock", "(missing)", "ENI mode needs it"))?;
+    let block = cidr_block(p)?;
     let (vips, eips) = split(pairs);
     let (enis, addrs, subnets, (_, assoc)) = tokio::try_join!(
         describe_enis(p, rec),
@@ -361,10 +362,7 @@ pub(crate) async fn status(
     rec: &Recorder,
     pairs: &[(Ipv4Addr, Ipv4Addr)],
 ) -> Result<CloudStatus, CloudError> {
-    let block = p
-        .opts
-        .cidr_block
-        .ok_or_else(|| CloudError::invalid("--cloudcidrblock", "(missing)", "ENI mode needs it"))?;
+    let block = cidr_block(p)?;
     let (vips, eips) = split(pairs);
     let view = describe_view(p, rec, block, &eips).await?;
     let mut facts = Vec::new();

@@ -11,6 +11,18 @@ use super::eni_view::{EniV, View, describe_enis, describe_subnets, describe_vpc_
 use super::{AwsProvider, ENI_NAME, ROLE_ENI, ROLE_SUBNET, SUBNET_NAME, TAG_CLUSTER};
 use crate::{CloudError, ErrorClass, Recorder};
 
+/// One delete attempt inside a bounded poll: done once the resource is gone
+/// (deleted now, or already), poll again while EC2 says it is not ready
+/// (still detaching or in use), fail on anything else.
+fn deleted<T>(res: Result<T, CloudError>) -> Result<Option<()>, CloudError> {
+    match res {
+        Ok(_) => Ok(Some(())),
+        Err(e) if e.is_not_found() => Ok(Some(())),
+        Err(e) if e.class() == ErrorClass::NotReady => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Detaches (force) and deletes one ENI. Idempotent.
 pub(crate) async fn remove_eni(
     p: &AwsProvider,
@@ -38,23 +50,17 @@ pub(crate) async fn remove_eni(
     }
     p.ec2
         .poll(&format!("delete {}", eni.id), "deleted", || async {
-            match p
-                .ec2
-                .call(rec, "ec2:DeleteNetworkInterface", &eni.id, true, || {
-                    p.ec2
-                        .client
-                        .delete_network_interface()
-                        .network_interface_id(&eni.id)
-                        .send()
-                })
-                .await
-            {
-                Ok(_) => Ok(Some(())),
-                Err(e) if e.is_not_found() => Ok(Some(())),
-                // Still detaching: poll.
-                Err(e) if e.class() == ErrorClass::NotReady => Ok(None),
-                Err(e) => Err(e),
-            }
+            deleted(
+                p.ec2
+                    .call(rec, "ec2:DeleteNetworkInterface", &eni.id, true, || {
+                        p.ec2
+                            .client
+                            .delete_network_interface()
+                            .network_interface_id(&eni.id)
+                            .send()
+                    })
+                    .await,
+            )
         })
         .await
 }
@@ -89,18 +95,13 @@ pub(crate) async fn delete_subnet(
 ) -> Result<(), CloudError> {
     p.ec2
         .poll(&format!("delete {id}"), "deleted", || async {
-            match p
-                .ec2
-                .call(rec, "ec2:DeleteSubnet", id, true, || {
-                    p.ec2.client.delete_subnet().subnet_id(id).send()
-                })
-                .await
-            {
-                Ok(_) => Ok(Some(())),
-                Err(e) if e.is_not_found() => Ok(Some(())),
-                Err(e) if e.class() == ErrorClass::NotReady => Ok(None),
-                Err(e) => Err(e),
-            }
+            deleted(
+                p.ec2
+                    .call(rec, "ec2:DeleteSubnet", id, true, || {
+                        p.ec2.client.delete_subnet().subnet_id(id).send()
+                    })
+                    .await,
+            )
         })
         .await
 }
