@@ -53,9 +53,8 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Builds the topology with `n` endpoints; namespace names start with
-    /// `prefix` followed by the pid and a counter.
-    pub fn new(prefix: &str, n: usize) -> Result<Self> {
+    /// The namespaces of either variant, not yet wired (removed on drop).
+    fn namespaces(prefix: &str, n: usize) -> Result<Self> {
         let tag = unique_name(prefix);
         let client = Netns::new(format!("{tag}-c"))?;
         let lb = Netns::new(format!("{tag}-lb"))?;
@@ -64,13 +63,19 @@ impl Topology {
         for i in 0..n {
             endpoints.push(Netns::new(format!("{tag}-e{i}"))?);
         }
-        let topo = Self {
+        Ok(Self {
             tag,
             client,
             lb,
             switch,
             endpoints,
-        };
+        })
+    }
+
+    /// Builds the topology with `n` endpoints; namespace names start with
+    /// `prefix` followed by the pid and a counter.
+    pub fn new(prefix: &str, n: usize) -> Result<Self> {
+        let topo = Self::namespaces(prefix, n)?;
         topo.wire()?;
         Ok(topo)
     }
@@ -80,21 +85,7 @@ impl Topology {
     /// leaves where it came in (XDP_TX). The client reaches the VIP via the
     /// LB (`10.100.0.0/24 via 10.1.0.1`).
     pub fn new_one_arm(prefix: &str, n: usize) -> Result<Self> {
-        let tag = unique_name(prefix);
-        let client = Netns::new(format!("{tag}-c"))?;
-        let lb = Netns::new(format!("{tag}-lb"))?;
-        let switch = Netns::new(format!("{tag}-sw"))?;
-        let mut endpoints = Vec::with_capacity(n);
-        for i in 0..n {
-            endpoints.push(Netns::new(format!("{tag}-e{i}"))?);
-        }
-        let topo = Self {
-            tag,
-            client,
-            lb,
-            switch,
-            endpoints,
-        };
+        let topo = Self::namespaces(prefix, n)?;
         topo.wire_endpoint_side()?;
         let (c, sw) = (&topo.client, &topo.switch);
         veth(c, "eth0", sw, "swc")?;
