@@ -443,6 +443,12 @@ fn setup_ipvs(lb: &Netns) -> Result<()> {
         }
     }
     lb.sysctl("net.ipv4.vs.conntrack", "1")?;
+    masquerade_to_endpoints(lb)
+}
+
+/// Source NAT of everything leaving towards the endpoints (the MASQUERADE
+/// half of both kernel NAT baselines).
+fn masquerade_to_endpoints(lb: &Netns) -> Result<()> {
     lb.run(
         "iptables",
         &[
@@ -514,20 +520,7 @@ fn setup_netfilter_nat(lb: &Netns) -> Result<()> {
             &to,
         ],
     )?;
-    lb.run(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-o",
-            LB_ENDPOINT_IF,
-            "-j",
-            "MASQUERADE",
-        ],
-    )?;
-    Ok(())
+    masquerade_to_endpoints(lb)
 }
 
 fn haproxy_config() -> String {
