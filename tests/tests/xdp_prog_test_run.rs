@@ -999,3 +999,191 @@ fn new_flows_pick_up_a_changed_neighbour_after_invalidation() {
         );
     });
 }
+
+/// Sets up one established TCP flow (SYN, SYN-ACK) to EP1; returns the
+/// SNAT port.
+fn establish(dp: &mut DpGuard, ifindex: u32, lbmac: [u8; 6], sport: u16) -> u16 {
+    let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, sport, 80, SYN);
+    let out = dp
+        .prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+        .unwrap();
+    assert_eq!(out.action, xdp_action::TX);
+    let snat_port = parse(&out.packet).sport;
+    let synack = tcp_frame(lbmac, EP1_MAC, EP1, LB_IP, 8080, snat_port, SYN_ACK);
+    let back = dp
+        .prog_test_run(TestProgram::Floatlb, &synack, Some(ifindex), 1)
+        .unwrap();
+    assert_eq!(back.action, xdp_action::TX);
+    snat_port
+}
+
+#[test]
+fn cached_established_flow_is_forwarded_exactly_like_the_conntrack_path() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1))
+            .unwrap();
+        let lbmac = lb_mac();
+        let snat_port = establish(dp, ifindex, lbmac, 40100);
+        assert_eq!(
+            dp.flow_cache_len().unwrap(),
+            1,
+            "the SYN is not cached; the SYN-ACK established the flow and its direction is"
+        );
+
+        // The first data packet of each direction goes through conntrack and
+        // fills the cache; the following ones are served from it.
+        let data = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40100, 80, ACK);
+        let reply = tcp_frame(lbmac, EP1_MAC, EP1, LB_IP, 8080, snat_port, ACK);
+        let mut outs = Vec::new();
+        for _ in 0..40 {
+            for pkt in [&data, &reply] {
+                let out = dp
+                    .prog_test_run(TestProgram::Floatlb, pkt, Some(ifindex), 1)
+                    .unwrap();
+                assert_eq!(out.action, xdp_action::TX);
+                assert_checksums_valid(&out.packet);
+                outs.push(out.packet);
+            }
+        }
+        assert_eq!(
+            dp.flow_cache_len().unwrap(),
+            2,
+            "both directions of the established flow are cached"
+        );
+        for (i, out) in outs.iter().enumerate().skip(2) {
+            assert_eq!(
+                out,
+                &outs[i % 2],
+                "packet {i}: the cached path must write the same bytes as conntrack did"
+            );
+        }
+        let p = parse(&outs[0]);
+        assert_eq!(
+            (p.src, p.sport, p.dst, p.dport, p.ttl, p.dst_mac),
+            (LB_IP, snat_port, EP1, 8080, 63, EP1_MAC)
+        );
+        let b = parse(&outs[1]);
+        assert_eq!((b.src, b.sport, b.dst, b.dport), (VIP, 80, CLIENT, 40100));
+
+        // Counters include what the caches have not written back yet.
+        let ct = dp.conntrack_dump().unwrap();
+        assert_eq!(ct.len(), 1);
+        assert_eq!(ct[0].packets, 2 + 80, "SYN, SYN-ACK and 80 data packets");
+        assert_eq!(ct[0].tcp_state, TcpState::Established);
+        let c = dp.counters().unwrap();
+        assert_eq!(c.services[0].total.packets, 2 + 80);
+
+        // TTL 1 is never forwarded, cached or not.
+        let mut dying = data.clone();
+        dying[14 + 8] = 1;
+        dying[14 + 10..14 + 12].fill(0);
+        let hc = csum(&dying[14..34]);
+        dying[14 + 10..14 + 12].copy_from_slice(&hc.to_be_bytes());
+        let out = dp
+            .prog_test_run(TestProgram::Floatlb, &dying, Some(ifindex), 1)
+            .unwrap();
+        assert_eq!(out.action, xdp_action::DROP);
+        assert_eq!(dp.counters().unwrap().drops.ttl, 1);
+
+        // A FIN leaves the cache: the state change is tracked.
+        let fin = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 40100, 80, 0x11);
+        dp.prog_test_run(TestProgram::Floatlb, &fin, Some(ifindex), 1)
+            .unwrap();
+        dp.prog_test_run(TestProgram::Floatlb, &data, Some(ifindex), 1)
+            .unwrap();
+        assert_eq!(dp.conntrack_dump().unwrap()[0].tcp_state, TcpState::Fin);
+        assert_eq!(
+            dp.flow_cache_len().unwrap(),
+            1,
+            "only the reply direction is left"
+        );
+    });
+}
+
+#[test]
+fn cached_udp_flow_keeps_a_zero_checksum_and_fixes_a_real_one() {
+    in_netns(|dp, ifindex| {
+        let mut svc = web_service(vec![ep(EP1, 1)], 1);
+        svc.proto = PROTO_UDP;
+        svc.port = 53;
+        dp.upsert_service(&svc).unwrap();
+        let lbmac = lb_mac();
+        let zero = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 33100, 53, false);
+        let with = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 33100, 53, true);
+        for i in 0..6 {
+            let out = dp
+                .prog_test_run(TestProgram::Floatlb, &zero, Some(ifindex), 1)
+                .unwrap();
+            assert_eq!(out.action, xdp_action::TX);
+            assert_eq!(
+                parse(&out.packet).l4_check,
+                0,
+                "packet {i}: zero must stay zero"
+            );
+            assert_eq!(csum(&out.packet[14..34]), 0, "IP header checksum invalid");
+            let out = dp
+                .prog_test_run(TestProgram::Floatlb, &with, Some(ifindex), 1)
+                .unwrap();
+            assert_ne!(parse(&out.packet).l4_check, 0);
+            assert_checksums_valid(&out.packet);
+        }
+        assert_eq!(dp.flow_cache_len().unwrap(), 1);
+    });
+}
+
+#[test]
+fn conntrack_changes_reach_cached_flows_at_once() {
+    in_netns(|dp, ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1), ep(EP2, 1)], 1))
+            .unwrap();
+        let lbmac = lb_mac();
+        // Pick a client port whose flow Maglev sends to EP1.
+        let sport = (41000..41100)
+            .find(|&p| {
+                let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, p, 80, SYN);
+                let out = dp
+                    .prog_test_run(TestProgram::Floatlb, &syn, Some(ifindex), 1)
+                    .unwrap();
+                parse(&out.packet).dst == EP1
+            })
+            .expect("some flow goes to EP1");
+        let rec = dp
+            .conntrack_dump()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.client.sport == sport)
+            .unwrap();
+        let synack = tcp_frame(lbmac, EP1_MAC, EP1, LB_IP, 8080, rec.nat_src.1, SYN_ACK);
+        dp.prog_test_run(TestProgram::Floatlb, &synack, Some(ifindex), 1)
+            .unwrap();
+        let data = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, sport, 80, ACK);
+        let send = |dp: &mut DpGuard| {
+            dp.prog_test_run(TestProgram::Floatlb, &data, Some(ifindex), 1)
+                .unwrap()
+        };
+        for _ in 0..3 {
+            assert_eq!(parse(&send(dp).packet).dst, EP1);
+        }
+        assert!(dp.flow_cache_len().unwrap() >= 1);
+
+        // The peer's view of the flow replaces ours (connection sync): the
+        // very next packet follows it.
+        let mut moved = rec;
+        moved.nat_dst = (EP2, 8080);
+        moved.tcp_state = TcpState::Established;
+        dp.conntrack_insert(&moved).unwrap();
+        let p = parse(&send(dp).packet);
+        assert_eq!((p.dst, p.dst_mac), (EP2, EP2_MAC));
+
+        // Deleted, with its service gone: the next packet is not ours.
+        dp.conntrack_delete(&rec.client).unwrap();
+        dp.remove_service(floatlb_dataplane::ServiceKeySpec {
+            vip: VIP,
+            port: 80,
+            proto: PROTO_TCP,
+        })
+        .unwrap();
+        assert_eq!(send(dp).action, xdp_action::PASS);
+        assert_eq!(dp.flow_cache_len().unwrap(), 0);
+    });
+}

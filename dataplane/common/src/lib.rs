@@ -246,7 +246,74 @@ pub struct Config {
     pub fib_ifindex: u32,
     /// Maximum age of a cached next hop in nanoseconds.
     pub nh_max_age_ns: u64,
+    /// Flow-cache generation: a cache entry is used only while its `gen`
+    /// equals this. Userspace bumps it whenever it deletes or overwrites a
+    /// conntrack entry, which invalidates every CPU's cache at once. Never 0
+    /// once the loader has opened the datapath, so an all-zero slot is never
+    /// valid.
+    pub ct_gen: u32,
+    /// Explicit padding, always zero.
+    pub pad: u32,
 }
+
+/// Slots of the per-CPU flow cache (a power of two).
+pub const FLOW_CACHE_SLOTS: u32 = 4096;
+
+/// How long a flow-cache entry may serve packets before the next packet
+/// takes the conntrack path again, in jiffies (64 ms at HZ=1000, 256 ms at
+/// HZ=250, 640 ms at HZ=100). That packet writes the counters and last-seen
+/// time back to the conntrack entry and refreshes the cached rewrite, so
+/// conntrack lags the traffic by at most this much.
+pub const FLOW_CACHE_SYNC_JIFFIES: u64 = 64;
+
+/// One slot of the per-CPU flow cache: the rewrite and next hop of one
+/// established flow direction, copied from its conntrack entry, so that the
+/// flow's packets need no hash lookup at all (see docs/DATAPATH.md).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCacheEntry {
+    /// The tuple this slot serves.
+    pub key: FlowKeyRaw,
+    /// `Config::ct_gen` when the slot was filled.
+    pub ct_gen: u32,
+    /// Service slot (`u32::MAX`: no per-service counters).
+    pub svc_id: u32,
+    /// New source address, network byte order.
+    pub nat_src: u32,
+    /// New destination address, network byte order.
+    pub nat_dst: u32,
+    /// New source port, network byte order.
+    pub nat_sport: u16,
+    /// New destination port, network byte order.
+    pub nat_dport: u16,
+    /// Egress interface.
+    pub nh_ifindex: u32,
+    /// Next hop source MAC.
+    pub nh_smac: [u8; 6],
+    /// Next hop destination MAC.
+    pub nh_dmac: [u8; 6],
+    /// Endpoint index (per-endpoint counters).
+    pub ep_idx: u8,
+    /// Explicit padding, always zero.
+    pub pad0: u8,
+    /// RFC 1624 `~m + m'` sum, folded to 16 bits, of this rewrite's changes
+    /// to the IPv4 header (addresses, and the TTL going down by one), which
+    /// is the same for every packet of the flow direction.
+    pub ip_csum_delta: u16,
+    /// The same for the TCP/UDP checksum (pseudo-header addresses, ports).
+    pub l4_csum_delta: u16,
+    /// Explicit padding, always zero.
+    pub pad1: [u8; 6],
+    /// `bpf_jiffies64()` when the slot was filled or last written back.
+    pub synced_jiffies: u64,
+    /// Packets served since then, not yet in the conntrack entry.
+    pub packets: u64,
+    /// Bytes served since then, not yet in the conntrack entry.
+    pub bytes: u64,
+}
+
+/// Slots of the ingress-MAC array, indexed by `ifindex % IFMAC_SLOTS`.
+pub const IFMAC_SLOTS: u32 = 1 << 16;
 
 /// Next hop cached per destination address, so that new flows to an
 /// endpoint resolved recently skip `bpf_fib_lookup`.
@@ -278,6 +345,10 @@ pub struct NeighEvent {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceMac {
+    /// The interface this slot describes (0: empty slot). The array is
+    /// indexed by `ifindex % IFMAC_SLOTS`, so a slot holding another
+    /// interface means "not recorded".
+    pub ifindex: u32,
     /// The interface's own (unicast) MAC address.
     pub mac: [u8; 6],
     /// Explicit padding, always zero.
@@ -294,10 +365,13 @@ const _: () = assert!(core::mem::size_of::<FlowKeyRaw>() == 16);
 const _: () =
     assert!(core::mem::size_of::<CtValue>() == 4 + 4 + 2 + 2 + 4 + 4 + 4 + 4 + 12 + 8 * 4);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
+const _: () =
+    assert!(core::mem::size_of::<FlowCacheEntry>() == 16 + 4 * 4 + 2 * 2 + 4 + 12 + 12 + 3 * 8);
+const _: () = assert!(FLOW_CACHE_SLOTS.is_power_of_two() && IFMAC_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<NeighEvent>() == 8);
 const _: () = assert!(core::mem::size_of::<NhEntry>() == 4 + 6 + 6 + 8);
-const _: () = assert!(core::mem::size_of::<IfaceMac>() == 8);
+const _: () = assert!(core::mem::size_of::<IfaceMac>() == 12);
 const _: () = assert!(MAGLEV_CAPACITY >= MAGLEV_LEN as usize && MAGLEV_CAPACITY.is_multiple_of(8));
 
 #[cfg(feature = "user")]
@@ -330,4 +404,6 @@ mod pod {
     unsafe impl aya::Pod for NhEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for IfaceMac {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowCacheEntry {}
 }

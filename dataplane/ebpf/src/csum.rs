@@ -34,6 +34,24 @@ impl Delta {
         Self(self.0 + (!old) as u64 + new as u64)
     }
 
+    /// The accumulated change folded to 16 bits, to store and apply later
+    /// with [`Delta::from_folded`] (one's-complement sums are associative,
+    /// so folding early gives the same checksum).
+    #[inline(always)]
+    pub const fn folded(self) -> u16 {
+        let mut s = self.0;
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s as u16
+    }
+
+    /// A change stored by [`Delta::folded`].
+    #[inline(always)]
+    pub const fn from_folded(d: u16) -> Self {
+        Self(d as u64)
+    }
+
     /// Apply the accumulated change to checksum `check`.
     #[inline(always)]
     pub const fn apply(self, check: u16) -> u16 {

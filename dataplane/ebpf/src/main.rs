@@ -5,7 +5,13 @@
 //!    not active (BACKUP), or is not unicast to the ingress interface's own
 //!    MAC (when the loader recorded that MAC), is passed to the stack
 //!    untouched.
-//! 2. TCP/UDP: the 5-tuple is looked up in the conntrack LRU map. A hit carries
+//! 2. TCP/UDP: a per-CPU flow cache (an array slot chosen by a hash of the
+//!    5-tuple) serves established flows: the rewrite, checksum deltas and
+//!    next hop are copied there from conntrack, so such a packet costs no
+//!    hash lookup and no clock read. SYN/FIN/RST, a stale slot (older than
+//!    `FLOW_CACHE_SYNC_JIFFIES`, which writes counters back) or a bumped
+//!    generation (userspace changed conntrack) take the conntrack path.
+//!    Otherwise the 5-tuple is looked up in the conntrack LRU map. A hit carries
 //!    the full rewrite (addresses and ports) for its direction, so client
 //!    packets and endpoint replies take the same path. A miss whose
 //!    (dst, dport, proto) is a service creates the two conntrack entries
@@ -39,7 +45,9 @@ use core::mem::size_of;
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_ANY, BPF_NOEXIST, bpf_fib_lookup as FibParams, xdp_action},
-    helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::{
+        bpf_fib_lookup, bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_redirect,
+    },
     macros::xdp,
     programs::XdpContext,
 };
@@ -47,13 +55,13 @@ use csum::Delta;
 use floatlb_common::{
     CT_CLOSED, CT_EST, CT_FIN, CT_SYN, Config, CtValue, DIR_FORWARD, DIR_REPLY, DROP_CT_INSERT,
     DROP_FIB, DROP_FRAGMENT, DROP_NO_ENDPOINT, DROP_NO_NEIGH, DROP_PORT_EXHAUSTED, DROP_REDIRECT,
-    DROP_TTL, Endpoint, FlowKeyRaw, MAGLEV_LEN, MAX_ENDPOINTS, NeighEvent, NhEntry, SEL_MAGLEV,
-    SEL_PERSIST, SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES, ServiceKey,
-    ServiceValue,
+    DROP_TTL, Endpoint, FLOW_CACHE_SLOTS, FLOW_CACHE_SYNC_JIFFIES, FlowCacheEntry, FlowKeyRaw,
+    IFMAC_SLOTS, MAGLEV_LEN, MAX_ENDPOINTS, NeighEvent, NhEntry, SEL_MAGLEV, SEL_PERSIST,
+    SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES, ServiceKey, ServiceValue,
 };
 use maps::{
-    CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, IFMAC, MAGLEV, NEIGH_RB, NEIGH_SEEN, NH_CACHE, RR,
-    SERVICES, SVC_STATS, VIPS,
+    CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, FLOWS, IFMAC, MAGLEV, NEIGH_RB, NEIGH_SEEN,
+    NH_CACHE, RR, SERVICES, VIPS,
 };
 
 use forward::{emit, fib, zero_in_place};
@@ -105,14 +113,11 @@ fn drop_with(reason: u32) -> u32 {
     xdp_action::XDP_DROP
 }
 
+/// Count a packet of service `svc_id` sent to its endpoint `ep_idx`. Only
+/// per-endpoint counters are kept; a service's total is the sum of its 64
+/// slots (the loader zeroes them when it creates the service).
 #[inline(always)]
 unsafe fn bump_stats(svc_id: u32, ep_idx: u8, bytes: u64) {
-    if let Some(c) = SVC_STATS.get_ptr_mut(svc_id) {
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
-        }
-    }
     let ep_slot = svc_id
         .wrapping_mul(MAX_ENDPOINTS as u32)
         .wrapping_add(ep_idx as u32);
@@ -142,7 +147,8 @@ unsafe fn process(ctx: &XdpContext) -> Result<u32, ()> {
     // interface's own MAC is ours (broadcast and multicast never match).
     // No entry (test runs, an interface attached by an older agent): no check.
     let ifindex = ctx.ingress_ifindex() as u32;
-    if let Some(own) = unsafe { IFMAC.get(&ifindex) }
+    if let Some(own) = IFMAC.get(ifindex & (IFMAC_SLOTS - 1))
+        && own.ifindex == ifindex
         && unsafe { (*eth).dst } != own.mac
     {
         return Ok(xdp_action::XDP_PASS);
@@ -177,6 +183,17 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
         pad1: 0,
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let jiffies = unsafe { bpf_jiffies64() };
+    let cached = FLOWS.get_ptr_mut(cache_slot(&key));
+    if let Some(e) = cached
+        && let Some(action) = unsafe {
+            fast_path(
+                ctx, eth, ip, head, csum, &key, &mut *e, cfg, jiffies, tcp_flags, frag, bytes,
+            )
+        }
+    {
+        return Ok(action);
+    }
     if let Some(ct) = CT.get_ptr_mut(&key) {
         let now = unsafe { bpf_ktime_get_coarse_ns() };
         if frag != 0 {
@@ -225,6 +242,9 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
                 Err(action) => return Ok(action),
             }
         };
+        if let Some(e) = cached {
+            unsafe { cache_fill(&mut *e, &key, v, cfg, jiffies) };
+        }
         return Ok(unsafe { emit(ctx, eth, &nh) });
     }
 
@@ -284,6 +304,142 @@ unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8) {
             unsafe { (*p).tcp_state = next };
         }
     }
+}
+
+/// The flow-cache fast path: when slot `e` holds this packet's tuple, is of
+/// the current generation and was synced less than `FLOW_CACHE_SYNC_JIFFIES`
+/// ago, and the packet carries no SYN, FIN or RST (conntrack tracks those),
+/// rewrite it with the cached translation and checksum deltas and send it to
+/// the cached next hop: no hash lookup and no clock read. None: take the
+/// conntrack path.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fast_path(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut IpHdr,
+    head: *mut L4Head,
+    csum: *mut u16,
+    key: &FlowKeyRaw,
+    e: &mut FlowCacheEntry,
+    cfg: &Config,
+    jiffies: u64,
+    tcp_flags: u8,
+    frag: u16,
+    bytes: u64,
+) -> Option<u32> {
+    // The tuple is compared as two words (the layout of `FlowKeyRaw`,
+    // little-endian, padding zero); the slot is 8-byte aligned.
+    let w = e as *const FlowCacheEntry as *const u64;
+    let k0 = key.src as u64 | (key.dst as u64) << 32;
+    let k1 = key.sport as u64 | (key.dport as u64) << 16 | (key.proto as u64) << 32;
+    // SAFETY: `w` points at the first 16 bytes of the slot (its key).
+    let (w0, w1) = unsafe { (*w, *w.add(1)) };
+    if w0 != k0
+        || w1 != k1
+        || e.ct_gen != cfg.ct_gen
+        || jiffies.wrapping_sub(e.synced_jiffies) >= FLOW_CACHE_SYNC_JIFFIES
+        || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
+        || frag != 0
+        || unsafe { (*ip).ttl } <= 1
+    {
+        return None;
+    }
+    e.packets += 1;
+    e.bytes += bytes;
+    if e.svc_id != u32::MAX {
+        unsafe { bump_stats(e.svc_id, e.ep_idx, bytes) };
+    }
+    // SAFETY: `ip`, `head` and `csum` were bounds-checked by the caller.
+    unsafe {
+        (*ip).ttl -= 1;
+        (*ip).check = Delta::from_folded(e.ip_csum_delta).apply((*ip).check);
+        (*ip).src = e.nat_src;
+        (*ip).dst = e.nat_dst;
+        let old = *csum;
+        if !(key.proto == PROTO_UDP && old == 0) {
+            let mut c = Delta::from_folded(e.l4_csum_delta).apply(old);
+            if key.proto == PROTO_UDP && c == 0 {
+                c = 0xffff;
+            }
+            *csum = c;
+        }
+        (*head).sport = e.nat_sport;
+        (*head).dport = e.nat_dport;
+    }
+    let nh = Nexthop {
+        ifindex: e.nh_ifindex,
+        smac: e.nh_smac,
+        dmac: e.nh_dmac,
+    };
+    Some(unsafe { emit(ctx, eth, &nh) })
+}
+
+/// After a packet took the conntrack path: write the counters the flow's
+/// cache slot accumulated back into its conntrack entry `v`, then cache `v`
+/// in the slot if the flow is established (TCP in `CT_EST`, or UDP), so its
+/// next packets take the fast path. A slot held by another flow is taken
+/// over after writing that flow's pending counters back to its own entry.
+#[inline(always)]
+unsafe fn cache_fill(
+    e: &mut FlowCacheEntry,
+    key: &FlowKeyRaw,
+    v: &mut CtValue,
+    cfg: &Config,
+    jiffies: u64,
+) {
+    let ours = e.key == *key;
+    let eligible = key.proto != PROTO_TCP || v.tcp_state == CT_EST;
+    if !ours && !eligible {
+        // Keep the slot for the flow that holds it.
+        return;
+    }
+    if e.packets != 0 {
+        if ours {
+            v.packets += e.packets;
+            v.bytes += e.bytes;
+        } else if let Some(other) = CT.get_ptr_mut(&e.key) {
+            // SAFETY: value pointer from a successful lookup.
+            unsafe {
+                (*other).packets += e.packets;
+                (*other).bytes += e.bytes;
+            }
+        }
+        e.packets = 0;
+        e.bytes = 0;
+    }
+    if !eligible {
+        // The flow left the established state: its packets go through
+        // conntrack from now on.
+        e.ct_gen = 0;
+        return;
+    }
+    e.key = *key;
+    e.ct_gen = cfg.ct_gen;
+    e.svc_id = v.svc_id;
+    e.nat_src = v.nat_src;
+    e.nat_dst = v.nat_dst;
+    e.nat_sport = v.nat_sport;
+    e.nat_dport = v.nat_dport;
+    e.nh_ifindex = v.nh_ifindex;
+    e.nh_smac = v.nh_smac;
+    e.nh_dmac = v.nh_dmac;
+    e.ep_idx = v.ep_idx;
+    // The TTL word (TTL, protocol) read natively drops by exactly one.
+    e.ip_csum_delta = Delta::new()
+        .u32(key.src, v.nat_src)
+        .u32(key.dst, v.nat_dst)
+        .u16(1, 0)
+        .folded();
+    e.l4_csum_delta = Delta::new()
+        .u32(key.src, v.nat_src)
+        .u32(key.dst, v.nat_dst)
+        .u16(key.sport, v.nat_sport)
+        .u16(key.dport, v.nat_dport)
+        .folded();
+    e.synced_jiffies = jiffies;
+    e.packets = 0;
+    e.bytes = 0;
 }
 
 /// Rewrite addresses and ports, decrement the TTL and patch both checksums.

@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use floatlb_common::{
-    Config, Counter, CtValue, DROP_REASONS, EndpointSet, FlowKeyRaw, IfaceMac, MaglevTable,
-    NhEntry, ServiceKey, ServiceValue,
+    Config, Counter, CtValue, DROP_REASONS, EndpointSet, FLOW_CACHE_SLOTS, FlowCacheEntry,
+    FlowKeyRaw, IFMAC_SLOTS, IfaceMac, MaglevTable, NhEntry, ServiceKey, ServiceValue,
 };
 
 /// Element 0: runtime configuration (active flag, FIB input device, ...).
@@ -36,11 +36,8 @@ pub static MAGLEV: HashMap<u32, MaglevTable> =
 #[map(name = "FLB_CT")]
 pub static CT: LruHashMap<FlowKeyRaw, CtValue> = LruHashMap::with_max_entries(1 << 20, 0);
 
-/// Per-service counters, indexed by service id.
-#[map(name = "FLB_SVC_STATS")]
-pub static SVC_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(16 * 1024, 0);
-
-/// Per-endpoint counters, indexed by `service id * 64 + endpoint index`.
+/// Per-endpoint counters, indexed by `service id * 64 + endpoint index`;
+/// a service's total is the sum of its 64 slots.
 #[map(name = "FLB_EP_STATS")]
 pub static EP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(16 * 1024 * 64, 0);
 
@@ -72,8 +69,14 @@ pub static DEVMAP: DevMapHash = DevMapHash::with_max_entries(256, 0);
 #[map(name = "FLB_NH_CACHE")]
 pub static NH_CACHE: LruHashMap<u32, NhEntry> = LruHashMap::with_max_entries(16 * 1024, 0);
 
-/// Ingress interface ifindex -> its own MAC, written by the loader's
-/// `attach`. Frames whose destination MAC differs are not ours and pass
-/// untouched; an ifindex without an entry is not checked.
+/// `ifindex % IFMAC_SLOTS` -> the ingress interface's own MAC, written by
+/// the loader's `attach`. Frames whose destination MAC differs are not ours
+/// and pass untouched; an interface without an entry is not checked. An
+/// array, not a hash, so the lookup is a few inlined instructions.
 #[map(name = "FLB_IFMAC")]
-pub static IFMAC: HashMap<u32, IfaceMac> = HashMap::with_max_entries(256, 0);
+pub static IFMAC: Array<IfaceMac> = Array::with_max_entries(IFMAC_SLOTS, 0);
+
+/// Per-CPU flow cache in front of `FLB_CT`, indexed by a hash of the tuple
+/// (see `FlowCacheEntry` and docs/DATAPATH.md).
+#[map(name = "FLB_FLOWS")]
+pub static FLOWS: PerCpuArray<FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);

@@ -2,16 +2,23 @@
 //! delete and expiry. Every flow has two entries, keyed by the client's
 //! tuple (forward) and by the endpoint's reply tuple; each holds the rewrite
 //! for its own direction.
+//!
+//! The program serves established flows from a per-CPU flow cache
+//! (`FLB_FLOWS`) and writes their counters and last-seen time back to these
+//! entries at least every `FLOW_CACHE_SYNC_JIFFIES`, so a dump lags the
+//! traffic by at most that much. Every change made here bumps the cache
+//! generation, so no CPU keeps using a rewrite that was deleted or replaced.
 
 use std::collections::HashMap as StdHashMap;
 
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
 use floatlb_common::{
-    CT_EST, CT_FIN, CT_SYN, CtValue, DIR_FORWARD, DIR_REPLY, FlowKeyRaw, ServiceKey, ServiceValue,
+    CT_EST, CT_FIN, CT_SYN, CtValue, DIR_FORWARD, DIR_REPLY, FLOW_CACHE_SLOTS, FlowCacheEntry,
+    FlowKeyRaw, ServiceKey, ServiceValue,
 };
 
 use crate::{
-    Dataplane, DataplaneError, M_CT, M_SERVICES, PROTO_UDP, monotonic_ns,
+    Dataplane, DataplaneError, M_CT, M_FLOWS, M_SERVICES, PROTO_UDP, monotonic_ns,
     spec::{self, CtRecord, FlowKey, TcpState},
 };
 
@@ -49,10 +56,54 @@ impl Dataplane {
         Ok(out)
     }
 
+    /// The slots of every CPU's flow cache that serve packets (current
+    /// generation) or hold packets not yet written back (any generation: the
+    /// program writes those back when it reuses the slot).
+    fn flow_cache_slots(&self) -> Result<Vec<FlowCacheEntry>, DataplaneError> {
+        let m: PerCpuArray<&MapData, FlowCacheEntry> =
+            PerCpuArray::try_from(self.map_ref(M_FLOWS)?).map_err(DataplaneError::map(M_FLOWS))?;
+        let mut out = Vec::new();
+        for i in 0..FLOW_CACHE_SLOTS {
+            let per_cpu = m.get(&i, 0).map_err(DataplaneError::map(M_FLOWS))?;
+            out.extend(
+                per_cpu
+                    .iter()
+                    .filter(|e| e.ct_gen != 0 || e.packets != 0)
+                    .copied(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// How many flow directions the per-CPU flow caches serve right now
+    /// (counted once per CPU that caches them).
+    pub fn flow_cache_len(&self) -> Result<usize, DataplaneError> {
+        let gen_now = self.config()?.ct_gen;
+        Ok(self
+            .flow_cache_slots()?
+            .iter()
+            .filter(|e| e.ct_gen == gen_now)
+            .count())
+    }
+
     /// Every tracked flow, one record per flow (counters summed over both
-    /// directions, `last_seen_ns` the later of the two).
+    /// directions, including packets the flow caches have not written back
+    /// yet; `last_seen_ns` the later of the two directions' times, which lag
+    /// the traffic by at most `FLOW_CACHE_SYNC_JIFFIES`).
     pub fn conntrack_dump(&self) -> Result<Vec<CtRecord>, DataplaneError> {
-        let all = self.ct_all()?;
+        let mut all = self.ct_all()?;
+        let mut pending: StdHashMap<FlowKeyRaw, (u64, u64)> = StdHashMap::new();
+        for e in self.flow_cache_slots()? {
+            let p = pending.entry(e.key).or_default();
+            p.0 += e.packets;
+            p.1 += e.bytes;
+        }
+        for (k, v) in &mut all {
+            if let Some((packets, bytes)) = pending.get(k) {
+                v.packets += packets;
+                v.bytes += bytes;
+            }
+        }
         let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
         let mut out = Vec::new();
         for (k, v) in &all {
@@ -144,7 +195,8 @@ impl Dataplane {
                 source: e,
             });
         }
-        Ok(())
+        // The flow may have been cached with an older rewrite.
+        self.bump_flow_cache_gen()
     }
 
     /// Delete a flow (both directions) given either of its tuples. Deleting
@@ -165,7 +217,7 @@ impl Dataplane {
         };
         let _ = m.remove(&peer_key(&raw, &v));
         let _ = m.remove(&raw);
-        Ok(())
+        self.bump_flow_cache_gen()
     }
 
     /// Remove flows idle longer than their state's timeout (using the later
@@ -219,6 +271,10 @@ impl Dataplane {
             let _ = m.remove(k);
         }
         if flows > 0 {
+            // An expired flow is idle, so its cached copies are stale (each
+            // is re-validated after FLOW_CACHE_SYNC_JIFFIES anyway); bumping
+            // the generation makes that independent of timeouts and HZ.
+            self.bump_flow_cache_gen()?;
             tracing::debug!(flows, "conntrack entries expired");
         }
         Ok(flows)

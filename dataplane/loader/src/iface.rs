@@ -5,10 +5,13 @@
 //! **Destination-MAC check.** A switch floods unknown unicast over a shared
 //! L2 segment, so an interface also sees frames addressed to other hosts'
 //! MACs; two load balancers on one segment would both forward such a frame.
-//! `attach` records the interface's MAC in `FLB_IFMAC[ifindex]`; the program
-//! then acts only on frames unicast to that MAC and passes everything else
-//! untouched (the stack drops foreign unicast as PACKET_OTHERHOST). An
-//! ifindex without an entry is not checked, which keeps BPF_PROG_TEST_RUN
+//! `attach` records the interface's MAC in `FLB_IFMAC[ifindex % IFMAC_SLOTS]`
+//! (an array, so the per-packet lookup costs a few inlined instructions; the
+//! slot also holds the ifindex, and two attached interfaces whose indexes
+//! share a slot are refused with an error); the program then acts only on
+//! frames unicast to that MAC and passes everything else untouched (the
+//! stack drops foreign unicast as PACKET_OTHERHOST). An interface without an
+//! entry is not checked, which keeps BPF_PROG_TEST_RUN
 //! without `attach` and interfaces attached by an older agent working as
 //! before. The MAC is read when attaching (through getifaddrs, i.e. netlink,
 //! in the calling thread's network namespace); after changing an interface's
@@ -16,10 +19,10 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData},
+    maps::{Array, MapData},
     programs::{Xdp, xdp::XdpMode},
 };
-use floatlb_common::IfaceMac;
+use floatlb_common::{IFMAC_SLOTS, IfaceMac};
 
 use crate::{
     DataplaneError, M_IFMAC, M_NEIGH_RB, MAP_NAMES, PROG_PASS, XDP_OBJECT, attach_err, load_err,
@@ -47,28 +50,42 @@ impl crate::Dataplane {
         ifindex: u32,
         mac: Option<[u8; 6]>,
     ) -> Result<(), DataplaneError> {
-        let mut m: HashMap<&mut MapData, u32, IfaceMac> =
-            HashMap::try_from(self.map_mut(M_IFMAC)?).map_err(DataplaneError::map(M_IFMAC))?;
-        match mac {
-            Some(mac) => m
-                .insert(ifindex, IfaceMac { mac, pad: [0; 2] }, 0)
-                .map_err(DataplaneError::map(M_IFMAC)),
-            None => match m.remove(&ifindex) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                Err(e) => Err(DataplaneError::map(M_IFMAC)(e)),
-            },
-        }
+        let slot = ifindex % IFMAC_SLOTS;
+        let mut m: Array<&mut MapData, IfaceMac> =
+            Array::try_from(self.map_mut(M_IFMAC)?).map_err(DataplaneError::map(M_IFMAC))?;
+        let cur = m.get(&slot, 0).map_err(DataplaneError::map(M_IFMAC))?;
+        let value = match mac {
+            Some(mac) => {
+                if cur.ifindex != 0 && cur.ifindex != ifindex {
+                    return Err(DataplaneError::invalid(
+                        "interface ifindex",
+                        format!(
+                            "{ifindex} (MAC-check slot {slot} holds ifindex {})",
+                            cur.ifindex
+                        ),
+                        "shares its MAC-check slot with an attached interface; detach that one first",
+                    ));
+                }
+                IfaceMac {
+                    ifindex,
+                    mac,
+                    pad: [0; 2],
+                }
+            }
+            None if cur.ifindex == ifindex => IfaceMac::default(),
+            None => return Ok(()),
+        };
+        m.set(slot, value, 0).map_err(DataplaneError::map(M_IFMAC))
     }
 
     /// The MAC recorded for `ifindex`, if any.
     pub fn interface_mac(&self, ifindex: u32) -> Result<Option<[u8; 6]>, DataplaneError> {
-        let m: HashMap<&MapData, u32, IfaceMac> =
-            HashMap::try_from(self.map_ref(M_IFMAC)?).map_err(DataplaneError::map(M_IFMAC))?;
-        match m.get(&ifindex, 0) {
-            Ok(v) => Ok(Some(v.mac)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(DataplaneError::map(M_IFMAC)(e)),
-        }
+        let m: Array<&MapData, IfaceMac> =
+            Array::try_from(self.map_ref(M_IFMAC)?).map_err(DataplaneError::map(M_IFMAC))?;
+        let v = m
+            .get(&(ifindex % IFMAC_SLOTS), 0)
+            .map_err(DataplaneError::map(M_IFMAC))?;
+        Ok((v.ifindex == ifindex && v.ifindex != 0).then_some(v.mac))
     }
 
     /// Reads `iface`'s MAC and records it for `ifindex` (no entry, so no

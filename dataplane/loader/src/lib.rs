@@ -62,7 +62,6 @@ pub(crate) const M_SERVICES: &str = "FLB_SERVICES";
 pub(crate) const M_EPSETS: &str = "FLB_EPSETS";
 pub(crate) const M_MAGLEV: &str = "FLB_MAGLEV";
 pub(crate) const M_CT: &str = "FLB_CT";
-pub(crate) const M_SVC_STATS: &str = "FLB_SVC_STATS";
 pub(crate) const M_EP_STATS: &str = "FLB_EP_STATS";
 pub(crate) const M_DROPS: &str = "FLB_DROPS";
 pub(crate) const M_RR: &str = "FLB_RR";
@@ -72,13 +71,13 @@ pub(crate) const M_NEIGH_SEEN: &str = "FLB_NEIGH_SEEN";
 pub(crate) const M_DEVMAP: &str = "FLB_DEVMAP";
 pub(crate) const M_NH_CACHE: &str = "FLB_NH_CACHE";
 pub(crate) const M_IFMAC: &str = "FLB_IFMAC";
+pub(crate) const M_FLOWS: &str = "FLB_FLOWS";
 pub(crate) const MAP_NAMES: [&str; 15] = [
     M_CONFIG,
     M_SERVICES,
     M_EPSETS,
     M_MAGLEV,
     M_CT,
-    M_SVC_STATS,
     M_EP_STATS,
     M_DROPS,
     M_RR,
@@ -88,6 +87,7 @@ pub(crate) const MAP_NAMES: [&str; 15] = [
     M_DEVMAP,
     M_NH_CACHE,
     M_IFMAC,
+    M_FLOWS,
 ];
 
 /// XDP verdicts, as returned by [`Dataplane::prog_test_run`].
@@ -292,7 +292,6 @@ impl Dataplane {
             .map_max_entries(M_EPSETS, ms.saturating_mul(2))
             .map_max_entries(M_MAGLEV, ms.saturating_mul(2))
             .map_max_entries(M_CT, opts.max_conntrack)
-            .map_max_entries(M_SVC_STATS, ms)
             .map_max_entries(M_EP_STATS, ms.saturating_mul(MAX_ENDPOINTS as u32))
             .map_max_entries(M_RR, ms)
             .map_max_entries(M_VIPS, ms);
@@ -329,6 +328,8 @@ impl Dataplane {
             cfg.active = 1;
         }
         cfg.nh_max_age_ns = opts.nexthop_cache.as_nanos().min(u128::from(u64::MAX)) as u64;
+        // A new generation: nothing cached before this open is trusted.
+        cfg.ct_gen = cfg.ct_gen.wrapping_add(1).max(1);
         dp.set_config(cfg)?;
         dp.used_ids = dp.load_used_ids()?;
         tracing::info!(pin_dir = %opts.pin_dir.display(), fresh, services = dp.used_ids.len(), "datapath opened");
@@ -352,7 +353,7 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap(name))
     }
 
-    fn config(&self) -> Result<Config, DataplaneError> {
+    pub(crate) fn config(&self) -> Result<Config, DataplaneError> {
         let a: Array<&MapData, Config> =
             Array::try_from(self.map_ref(M_CONFIG)?).map_err(DataplaneError::map(M_CONFIG))?;
         a.get(&0, 0).map_err(DataplaneError::map(M_CONFIG))
@@ -373,6 +374,15 @@ impl Dataplane {
     pub fn set_active(&mut self, active: bool) -> Result<(), DataplaneError> {
         let mut cfg = self.config()?;
         cfg.active = u32::from(active);
+        self.set_config(cfg)
+    }
+
+    /// Invalidate every CPU's flow cache at once (see `Config::ct_gen`):
+    /// called after any change to conntrack entries or next hops, so no
+    /// packet is forwarded with a rewrite or next hop userspace removed.
+    pub(crate) fn bump_flow_cache_gen(&mut self) -> Result<(), DataplaneError> {
+        let mut cfg = self.config()?;
+        cfg.ct_gen = cfg.ct_gen.wrapping_add(1).max(1);
         self.set_config(cfg)
     }
 
@@ -584,7 +594,7 @@ impl Dataplane {
         for k in keys {
             let _ = m.remove(&k);
         }
-        Ok(())
+        self.bump_flow_cache_gen()
     }
 
     /// Next hops the program found without a neighbour entry, drained from

@@ -13,8 +13,8 @@ use floatlb_common::{
 };
 
 use crate::{
-    Dataplane, DataplaneError, M_DROPS, M_EP_STATS, M_EPSETS, M_MAGLEV, M_RR, M_SERVICES,
-    M_SVC_STATS, M_VIPS, maglev,
+    Dataplane, DataplaneError, M_DROPS, M_EP_STATS, M_EPSETS, M_MAGLEV, M_RR, M_SERVICES, M_VIPS,
+    maglev,
     spec::{
         self, Counters, DropCounters, PacketCount, ServiceCounters, ServiceKeySpec, ServiceSpec,
     },
@@ -141,13 +141,6 @@ impl Dataplane {
     }
 
     fn reset_stats(&mut self, id: u32) -> Result<(), DataplaneError> {
-        {
-            let mut s: PerCpuArray<&mut MapData, Counter> =
-                PerCpuArray::try_from(self.map_mut(M_SVC_STATS)?)
-                    .map_err(DataplaneError::map(M_SVC_STATS))?;
-            s.set(id, zero_percpu()?, 0)
-                .map_err(DataplaneError::map(M_SVC_STATS))?;
-        }
         {
             let mut e: PerCpuArray<&mut MapData, Counter> =
                 PerCpuArray::try_from(self.map_mut(M_EP_STATS)?)
@@ -294,9 +287,6 @@ impl Dataplane {
                     bytes: a.bytes + c.bytes,
                 })
         };
-        let svc_stats: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.map_ref(M_SVC_STATS)?)
-                .map_err(DataplaneError::map(M_SVC_STATS))?;
         let ep_stats: PerCpuArray<&MapData, Counter> =
             PerCpuArray::try_from(self.map_ref(M_EP_STATS)?)
                 .map_err(DataplaneError::map(M_EP_STATS))?;
@@ -306,17 +296,27 @@ impl Dataplane {
         let mut services = Vec::new();
         for kv in m.iter() {
             let (k, v) = kv.map_err(DataplaneError::map(M_SERVICES))?;
-            let total = sum(svc_stats
-                .get(&v.id, 0)
-                .map_err(DataplaneError::map(M_SVC_STATS))?);
+            // The datapath counts per endpoint slot only; the total also
+            // holds slots of endpoints removed since the service was created.
+            let slots = (0..MAX_ENDPOINTS as u32)
+                .map(|i| {
+                    ep_stats
+                        .get(&(v.id * MAX_ENDPOINTS as u32 + i), 0)
+                        .map(sum)
+                        .map_err(DataplaneError::map(M_EP_STATS))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let total = slots
+                .iter()
+                .fold(PacketCount::default(), |a, c| PacketCount {
+                    packets: a.packets + c.packets,
+                    bytes: a.bytes + c.bytes,
+                });
             let set = self.live_set(&v)?;
-            let mut endpoints = Vec::new();
-            for (i, ep) in spec::endpoints_from_set(&set).into_iter().enumerate() {
-                let c = ep_stats
-                    .get(&(v.id * MAX_ENDPOINTS as u32 + i as u32), 0)
-                    .map_err(DataplaneError::map(M_EP_STATS))?;
-                endpoints.push((ep, sum(c)));
-            }
+            let endpoints = spec::endpoints_from_set(&set)
+                .into_iter()
+                .zip(slots)
+                .collect();
             services.push(ServiceCounters {
                 key: ServiceKeySpec::from_raw(&k),
                 total,

@@ -13,7 +13,8 @@ use std::{net::Ipv4Addr, path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use floatlb_dataplane::{
-    Dataplane, DataplaneOptions, EndpointSpec, PROTO_TCP, ServiceSpec, TestProgram, xdp_action,
+    Dataplane, DataplaneOptions, EndpointSpec, PROTO_TCP, ServiceSpec, TcpState, TestProgram,
+    xdp_action,
 };
 
 const LB_IF: &str = "flbb0";
@@ -187,6 +188,27 @@ fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()
         r.action == xdp_action::TX,
         "SYN not forwarded (action {})",
         r.action
+    );
+    // The endpoint's SYN-ACK completes the handshake, so the flow is
+    // established (as every data packet of a real connection is).
+    let ct = dp.conntrack_dump()?;
+    let rec = ct.first().context("the SYN created no conntrack entry")?;
+    let synack = tcp_frame(
+        rec.nat_dst.0,
+        rec.nat_src.0,
+        rec.nat_dst.1,
+        rec.nat_src.1,
+        0x12,
+    );
+    let r = dp.prog_test_run(TestProgram::Floatlb, &synack, Some(ifindex), 1)?;
+    ensure!(
+        r.action == xdp_action::TX,
+        "SYN-ACK not forwarded (action {})",
+        r.action
+    );
+    ensure!(
+        dp.conntrack_dump()?.first().map(|r| r.tcp_state) == Some(TcpState::Established),
+        "the flow is not established after the SYN-ACK"
     );
 
     // Warm up caches and the JIT'd code paths.
