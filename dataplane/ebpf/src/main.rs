@@ -64,7 +64,7 @@ use maps::{
     NH_CACHE, RR, SERVICES, VIPS,
 };
 
-use forward::{emit, fib, zero_in_place};
+use forward::{emit, fib, put_mac, zero_in_place};
 use icmp::icmp;
 use packet::*;
 
@@ -405,8 +405,8 @@ unsafe fn cache_fill(
                 (*other).bytes += e.bytes;
             }
         }
-        e.packets = 0;
-        e.bytes = 0;
+        // SAFETY: both fields are valid, aligned u64s of `e`.
+        unsafe { zero_counts(e) };
     }
     if !eligible {
         // The flow left the established state: its packets go through
@@ -422,8 +422,11 @@ unsafe fn cache_fill(
     e.nat_sport = v.nat_sport;
     e.nat_dport = v.nat_dport;
     e.nh_ifindex = v.nh_ifindex;
-    e.nh_smac = v.nh_smac;
-    e.nh_dmac = v.nh_dmac;
+    // SAFETY: MAC fields at even offsets of both structs.
+    unsafe {
+        put_mac(&mut e.nh_smac, &v.nh_smac);
+        put_mac(&mut e.nh_dmac, &v.nh_dmac);
+    }
     e.ep_idx = v.ep_idx;
     // The TTL word (TTL, protocol) read natively drops by exactly one.
     e.ip_csum_delta = Delta::new()
@@ -438,8 +441,19 @@ unsafe fn cache_fill(
         .u16(key.dport, v.nat_dport)
         .folded();
     e.synced_jiffies = jiffies;
-    e.packets = 0;
-    e.bytes = 0;
+    // SAFETY: both fields are valid, aligned u64s of `e`.
+    unsafe { zero_counts(e) };
+}
+
+/// Zero a slot's pending counters. Volatile: a plain pair of zero stores
+/// becomes a call to a byte-wise `memset` on BPF.
+#[inline(always)]
+unsafe fn zero_counts(e: &mut FlowCacheEntry) {
+    // SAFETY: both are valid, aligned u64 fields of `e`.
+    unsafe {
+        core::ptr::addr_of_mut!(e.packets).write_volatile(0);
+        core::ptr::addr_of_mut!(e.bytes).write_volatile(0);
+    }
 }
 
 /// Rewrite addresses and ports, decrement the TTL and patch both checksums.
