@@ -203,6 +203,28 @@ pub fn load_config(opts: &DaemonOptions) -> Result<LbConfig, DaemonError> {
     Ok(cfg)
 }
 
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment `install` returns:
+/// installed before the datapath is opened, so a stop request during
+/// start-up is handled (the datapath is cleaned up) instead of killing the
+/// process with its pins left behind.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Catch the three signals (needs a Tokio runtime).
+    pub fn install() -> Result<Self, DaemonError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
+            hup: signal(SignalKind::hangup()).map_err(DaemonError::Signal)?,
+        })
+    }
+}
+
 impl<D: Datapath> Daemon<D> {
     /// Applies `cfg` to the freshly opened datapath `dp`: services, interfaces,
     /// active state. On failure the datapath is shut down again (keeping pins
@@ -276,12 +298,14 @@ impl<D: Datapath> Daemon<D> {
         }
     }
 
-    /// Starts the signal and timer tasks that feed the owner loop.
-    pub fn spawn_feeders(&self) -> Result<(), DaemonError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-        let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    /// Starts the signal and timer tasks that feed the owner loop. A signal
+    /// caught by `signals` before this call is delivered now.
+    pub fn spawn_feeders(&self, signals: Signals) -> Result<(), DaemonError> {
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+        } = signals;
         let tx = self.tx.clone();
         tokio::spawn(async move {
             loop {

@@ -47,6 +47,10 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
         // with HA they are drained often (a cheap map read).
         event_poll_interval: Duration::from_millis(if run.ha.ka.is_some() { 20 } else { 200 }),
     };
+    // From here on a SIGTERM is handled, not fatal: one arriving while the
+    // datapath is being set up stops the daemon once it runs, which detaches
+    // and unpins as on any other stop.
+    let signals = daemon::Signals::install()?;
     // Validate everything before touching the datapath.
     let cfg = daemon::load_config(&opts)?;
     // Everything that can fail without side effects comes before the
@@ -73,7 +77,7 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     if let Some(ha) = ha {
         daemon.set_ha(ha);
     }
-    if let Err(e) = daemon.spawn_feeders() {
+    if let Err(e) = daemon.spawn_feeders(signals) {
         daemon.abort()?;
         return Err(e.into());
     }

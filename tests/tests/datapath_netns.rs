@@ -597,3 +597,54 @@ fn bad_config_exits_non_zero_naming_the_field_and_applies_nothing() -> Result<()
     assert!(!lab.xdp_attached(LB_CLIENT_IF), "nothing may be attached");
     Ok(())
 }
+
+/// A SIGTERM that arrives while the agent is still setting up (the first pin
+/// exists, the program may still be in the verifier, interfaces are not yet
+/// attached) stops it cleanly: exit 0, nothing pinned, nothing attached.
+#[test]
+fn sigterm_during_startup_cleans_up() -> Result<()> {
+    let lab = Lab::new("flbs")?;
+    lab.write_services(1, &[(0, 1)])?;
+    let bin = floatlb_tests::agent::floatlb_binary()?;
+    let bin = bin.to_string_lossy().into_owned();
+    let config = lab.config_path().to_string_lossy().into_owned();
+    let pin = lab.pin_dir().to_string_lossy().into_owned();
+    let args = [
+        "--config",
+        &config,
+        "--pin-dir",
+        &pin,
+        "--fib-lookup-iface",
+        "lo",
+        "--iface",
+        LB_CLIENT_IF,
+    ];
+    let mut p = lab
+        .topo
+        .lb
+        .spawn(&bin, &args, &lab.dir.join("agent-early.log"))?;
+    // Signal as soon as the first pin appears (polled every 0.2 ms).
+    let maps = lab.pin_dir().join("maps");
+    let t0 = Instant::now();
+    while !maps.exists() {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no pins after 20 s; log:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let status = p.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
+    println!(
+        "SIGTERM {:?} after start, as the first pin appeared: exit {status}",
+        t0.elapsed()
+    );
+    assert!(status.success(), "exit {status}; log:\n{}", p.log());
+    assert!(
+        lab.pins().is_empty(),
+        "a stop during start-up must remove every pin, left: {:?}",
+        lab.pins()
+    );
+    assert!(!lab.xdp_attached(LB_CLIENT_IF), "nothing may stay attached");
+    Ok(())
+}
