@@ -110,6 +110,21 @@ impl Agent {
         extra: &[&str],
         log: &Path,
     ) -> Result<(Self, Duration)> {
+        let mut process = Self::spawn(ns, config, ifaces, pin_dir, extra, log)?;
+        let ready = process.wait_for_log(READY_LINE, Duration::from_secs(20))?;
+        Ok((Self { process }, ready))
+    }
+
+    /// The process `start` runs, returned at once (for tests that act while
+    /// the agent is still starting).
+    pub fn spawn(
+        ns: &Netns,
+        config: &Path,
+        ifaces: &[&str],
+        pin_dir: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Result<NsProcess> {
         let bin = floatlb_binary()?;
         let bin = bin.to_string_lossy().into_owned();
         let config = config.to_string_lossy().into_owned();
@@ -127,9 +142,7 @@ impl Agent {
             args.extend_from_slice(&["--iface", i]);
         }
         args.extend_from_slice(extra);
-        let mut process = ns.spawn(&bin, &args, log)?;
-        let ready = process.wait_for_log(READY_LINE, Duration::from_secs(20))?;
-        Ok((Self { process }, ready))
+        ns.spawn(&bin, &args, log)
     }
 
     /// SIGTERM and wait for a clean exit (status 0).

@@ -605,24 +605,14 @@ fn bad_config_exits_non_zero_naming_the_field_and_applies_nothing() -> Result<()
 fn sigterm_during_startup_cleans_up() -> Result<()> {
     let lab = Lab::new("flbs")?;
     lab.write_services(1, &[(0, 1)])?;
-    let bin = floatlb_tests::agent::floatlb_binary()?;
-    let bin = bin.to_string_lossy().into_owned();
-    let config = lab.config_path().to_string_lossy().into_owned();
-    let pin = lab.pin_dir().to_string_lossy().into_owned();
-    let args = [
-        "--config",
-        &config,
-        "--pin-dir",
-        &pin,
-        "--fib-lookup-iface",
-        "lo",
-        "--iface",
-        LB_CLIENT_IF,
-    ];
-    let mut p = lab
-        .topo
-        .lb
-        .spawn(&bin, &args, &lab.dir.join("agent-early.log"))?;
+    let mut p = Agent::spawn(
+        &lab.topo.lb,
+        &lab.config_path(),
+        &lab.ifaces,
+        &lab.pin_dir(),
+        &[],
+        &lab.dir.join("agent-early.log"),
+    )?;
     // Signal as soon as the first pin appears (polled every 0.2 ms).
     let maps = lab.pin_dir().join("maps");
     let t0 = Instant::now();

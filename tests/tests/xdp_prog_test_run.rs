@@ -345,6 +345,15 @@ fn web_service(endpoints: Vec<EndpointSpec>, sel: u8) -> ServiceSpec {
     }
 }
 
+/// UDP port 53 on the VIP, one endpoint (EP1), Maglev.
+fn dns_service() -> ServiceSpec {
+    ServiceSpec {
+        proto: PROTO_UDP,
+        port: 53,
+        ..web_service(vec![ep(EP1, 1)], 1)
+    }
+}
+
 fn ep(ip: Ipv4Addr, weight: u8) -> EndpointSpec {
     EndpointSpec {
         ip,
@@ -639,10 +648,7 @@ fn icmp_frag_needed_for_a_tracked_flow_reaches_the_client() {
 #[test]
 fn udp_zero_checksum_stays_zero() {
     in_netns(|dp, ifindex| {
-        let mut svc = web_service(vec![ep(EP1, 1)], 1);
-        svc.proto = PROTO_UDP;
-        svc.port = 53;
-        dp.upsert_service(&svc).unwrap();
+        dp.upsert_service(&dns_service()).unwrap();
         let lbmac = lb_mac();
         let zero = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 33000, 53, false);
         let out = dp
@@ -1103,10 +1109,7 @@ fn cached_established_flow_is_forwarded_exactly_like_the_conntrack_path() {
 #[test]
 fn cached_udp_flow_keeps_a_zero_checksum_and_fixes_a_real_one() {
     in_netns(|dp, ifindex| {
-        let mut svc = web_service(vec![ep(EP1, 1)], 1);
-        svc.proto = PROTO_UDP;
-        svc.port = 53;
-        dp.upsert_service(&svc).unwrap();
+        dp.upsert_service(&dns_service()).unwrap();
         let lbmac = lb_mac();
         let zero = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 33100, 53, false);
         let with = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, 33100, 53, true);
