@@ -341,6 +341,16 @@ impl Pair {
             .find(|&t| t >= since_us)
     }
 
+    /// Number of BFD Up -> Down changes node `i` logged before `before_us`.
+    pub fn bfd_downs_before(&self, i: usize, before_us: u64) -> usize {
+        self.events(i, "bfd_state")
+            .iter()
+            .filter(|v| v["new"] == "Down" && v["old"] == "Up")
+            .filter_map(|v| v["at_unix_us"].as_u64())
+            .filter(|&t| t < before_us)
+            .count()
+    }
+
     /// Sends `sig` to node `i`'s agent and waits for it to exit.
     pub fn stop(&mut self, i: usize, sig: Signal) -> Result<std::process::ExitStatus> {
         let mut a = self.nodes[i].agent.take().context("agent not running")?;

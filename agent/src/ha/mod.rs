@@ -58,3 +58,4 @@
 
 pub mod machine;
 pub mod orchestrate;
+pub mod state_file;

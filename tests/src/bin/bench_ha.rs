@@ -26,8 +26,38 @@ const HOLDS: &[&str] = &[
     "2000",
 ];
 
-fn one_run() -> Result<(f64, f64)> {
+/// One run's figures.
+struct RunResult {
+    detection_ms: f64,
+    gap_ms: f64,
+    /// BFD Up -> Down changes logged by each node before the kill (flaps of
+    /// a session that should have stayed Up).
+    flaps: [usize; 2],
+}
+
+/// Copies both agents' logs to `$BENCH_HA_LOG_DIR/run<N>-agent<i>.log`.
+fn keep_logs(pair: &Pair, run: usize) {
+    let Some(dir) = std::env::var_os("BENCH_HA_LOG_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    for i in 0..2 {
+        let _ = std::fs::copy(
+            pair.log_path(i),
+            dir.join(format!("run{run:02}-agent{i}.log")),
+        );
+    }
+}
+
+fn one_run(run: usize) -> Result<RunResult> {
     let mut pair = Pair::new("hab")?;
+    let res = measure(&mut pair);
+    keep_logs(&pair, run);
+    res
+}
+
+fn measure(pair: &mut Pair) -> Result<RunResult> {
     for i in 0..2 {
         pair.spawn(i, 10_000, 3, HOLDS)?;
     }
@@ -41,7 +71,7 @@ fn one_run() -> Result<(f64, f64)> {
     // Let the flap hold-down of any start-up BFD flap pass (on a loaded
     // box 10 ms x 3 can flap), so every run measures a settled pair.
     std::thread::sleep(Duration::from_millis(2500));
-    let (t_kill, kill_us) = kill_node(&mut pair, 0)?;
+    let (t_kill, kill_us) = kill_node(pair, 0)?;
     pair.wait_role(1, "Master", Duration::from_secs(10))?;
     probe.wait_flowing(Duration::from_secs(5))?;
     std::thread::sleep(Duration::from_millis(200));
@@ -49,10 +79,12 @@ fn one_run() -> Result<(f64, f64)> {
     let down = pair
         .bfd_down_after(1, kill_us)
         .context("node 1 logged no BFD Down")?;
-    Ok((
-        (down.saturating_sub(kill_us)) as f64 / 1000.0,
-        gap.as_secs_f64() * 1000.0,
-    ))
+    let flaps = [0, 1].map(|i| pair.bfd_downs_before(i, kill_us));
+    Ok(RunResult {
+        detection_ms: (down.saturating_sub(kill_us)) as f64 / 1000.0,
+        gap_ms: gap.as_secs_f64() * 1000.0,
+        flaps,
+    })
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -76,9 +108,17 @@ fn main() -> Result<()> {
     let mut gaps = Vec::new();
     let mut failed = 0;
     for r in 1..=runs {
-        match one_run() {
-            Ok((d, g)) => {
-                println!("run {r:>2}: detection {d:6.1} ms, client gap {g:6.1} ms");
+        match one_run(r) {
+            Ok(RunResult {
+                detection_ms: d,
+                gap_ms: g,
+                flaps,
+            }) => {
+                println!(
+                    "run {r:>2}: detection {d:6.1} ms, client gap {g:6.1} ms, \
+                     BFD flaps before the kill: node 0 {}, node 1 {}",
+                    flaps[0], flaps[1]
+                );
                 det.push(d);
                 gaps.push(g);
             }
