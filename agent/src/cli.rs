@@ -193,7 +193,9 @@ pub struct HaArgs {
     /// Never hand the MASTER role back to a returning preferred node.
     #[arg(long)]
     pub no_preempt: bool,
-    /// Minimum time between two BFD-driven role changes (flap hold-down).
+    /// Flap damping: half-life of the BFD flap penalty, and the hold-down
+    /// (minimum BFD outage before a claim, minimum time since the last role
+    /// change) while the peer session counts as flapping. 0 turns it off.
     #[arg(long, default_value_t = 5000)]
     pub flap_hold_down_ms: u64,
     /// How often a MASTER re-checks EIP ownership and renews its lease.

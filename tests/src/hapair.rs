@@ -247,6 +247,32 @@ impl Pair {
         }
     }
 
+    /// Polls (every 10 ms) until node `i`'s BFD session to the peer is Up
+    /// and has not changed for `stable` (from its state file).
+    pub fn wait_bfd_settled(&self, i: usize, stable: Duration, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        let stable_us = stable.as_micros() as u64;
+        loop {
+            let bfd = read_state(&self.state_file(i)).map(|v| v["bfd"].clone());
+            let settled = bfd.as_ref().is_some_and(|b| {
+                b["new"] == "Up"
+                    && b["at_unix_us"]
+                        .as_u64()
+                        .is_some_and(|at| now_unix_us().saturating_sub(at) >= stable_us)
+            });
+            if settled {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "node {i}: BFD not Up and unchanged for {stable:?} within {timeout:?} (last: {bfd:?}){}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Polls until node `i` logged a finished cloud promote.
     pub fn wait_promoted(&self, i: usize, timeout: Duration) -> Result<()> {
         let start = Instant::now();
@@ -339,6 +365,16 @@ impl Pair {
             .filter(|v| v["new"] == "Down" && v["old"] == "Up")
             .filter_map(|v| v["at_unix_us"].as_u64())
             .find(|&t| t >= since_us)
+    }
+
+    /// Number of BFD Up -> Down changes node `i` logged before `before_us`.
+    pub fn bfd_downs_before(&self, i: usize, before_us: u64) -> usize {
+        self.events(i, "bfd_state")
+            .iter()
+            .filter(|v| v["new"] == "Down" && v["old"] == "Up")
+            .filter_map(|v| v["at_unix_us"].as_u64())
+            .filter(|&t| t < before_us)
+            .count()
     }
 
     /// Sends `sig` to node `i`'s agent and waits for it to exit.

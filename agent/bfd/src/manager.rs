@@ -99,6 +99,14 @@ pub struct Counters {
     pub rx_ok: u64,
     pub tx_ok: u64,
     pub tx_errors: u64,
+    /// Periodic packets of an Up session sent a whole transmit interval or
+    /// more after their time: the owner task was blocked or not scheduled,
+    /// and the peer's detection timer ran down meanwhile. A peer that
+    /// declares us Down right after such a delay saw our stall, not a
+    /// network fault.
+    pub tx_late: u64,
+    /// The largest such delay, in microseconds.
+    pub tx_max_late_us: u64,
     pub decode_errors: BTreeMap<&'static str, u64>,
     pub rx_errors: BTreeMap<&'static str, u64>,
 }
@@ -388,6 +396,18 @@ impl BfdManager {
         let mut changes = Vec::new();
         for peer in due {
             if let Some(e) = self.sessions.get_mut(&peer) {
+                if e.session.state == State::Up
+                    && let (Some(t), Some(iv)) = (e.session.next_tx, e.session.tx_interval())
+                    && now.saturating_duration_since(t) >= iv
+                {
+                    let late_us = now.saturating_duration_since(t).as_micros() as u64;
+                    self.counters.tx_late += 1;
+                    self.counters.tx_max_late_us = self.counters.tx_max_late_us.max(late_us);
+                    if let Some(suppressed) = self.log_limit.allow("tx_late", now) {
+                        tracing::warn!(%peer, late_us, interval_us = iv.as_micros() as u64,
+                            suppressed, "bfd transmit late: the owner task was blocked or not scheduled");
+                    }
+                }
                 let outs = events::on_timers(&mut e.session, now, self.jitter.as_mut());
                 changes.extend(self.perform(peer, outs, now));
             }
@@ -514,14 +534,16 @@ mod tests {
         }
     }
 
-    async fn pair(a_ip: &str, b_ip: &str, v6: bool) -> (BfdManager, BfdManager) {
+    /// Two managers on ports derived from the pid (so parallel test
+    /// binaries do not collide) plus `slot` x 2 (so tests of one binary do
+    /// not either).
+    async fn pair(a_ip: &str, b_ip: &str, v6: bool, slot: u16) -> (BfdManager, BfdManager) {
         let mk = |port| ManagerConfig {
             port,
             ipv4: (!v6).then_some(Ipv4Addr::UNSPECIFIED),
             ipv6: v6.then_some(Ipv6Addr::UNSPECIFIED),
         };
-        // Ports derived from the pid so parallel test binaries do not collide.
-        let base = 20000 + (std::process::id() % 20000) as u16 + if v6 { 2 } else { 0 };
+        let base = 20000 + (std::process::id() % 20000) as u16 + 2 * slot;
         let mut a = BfdManager::bind(&mk(base)).unwrap();
         let mut b = BfdManager::bind(&mk(base + 1)).unwrap();
         a.add_session(cfg(a_ip, b_ip, base + 1)).unwrap();
@@ -547,7 +569,7 @@ mod tests {
 
     #[tokio::test]
     async fn two_managers_on_loopback_come_up_and_see_admin_down() {
-        let (mut a, mut b) = pair("127.0.0.1", "127.0.0.2", false).await;
+        let (mut a, mut b) = pair("127.0.0.1", "127.0.0.2", false, 0).await;
         let mut a_events = a.subscribe();
         let (pa, pb): (IpAddr, IpAddr) =
             ("127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap());
@@ -574,9 +596,31 @@ mod tests {
         );
     }
 
+    /// A transmission that goes out a whole interval late is counted (the
+    /// owner was stalled); one on time is not.
+    #[tokio::test]
+    async fn a_transmission_an_interval_late_is_counted() {
+        let (mut a, mut b) = pair("127.0.0.3", "127.0.0.4", false, 2).await;
+        let pa: IpAddr = "127.0.0.4".parse().unwrap();
+        let pb: IpAddr = "127.0.0.3".parse().unwrap();
+        drive(&mut a, &mut b, |a, b| {
+            a.session(pa)
+                .is_some_and(|s| s.state == State::Up && !s.poll_pending)
+                && b.session(pb).is_some_and(|s| s.state == State::Up)
+        })
+        .await;
+        let due = a.sessions[&pa].session.next_tx.unwrap();
+        a.handle_timers(due);
+        assert_eq!(a.counters().tx_late, 0, "on time");
+        let due = a.sessions[&pa].session.next_tx.unwrap();
+        a.handle_timers(due + Duration::from_millis(25));
+        assert_eq!(a.counters().tx_late, 1);
+        assert!(a.counters().tx_max_late_us >= 25_000);
+    }
+
     #[tokio::test]
     async fn ipv6_loopback_session_comes_up() {
-        let (mut a, mut b) = pair("::1", "::1", true).await;
+        let (mut a, mut b) = pair("::1", "::1", true, 1).await;
         let p: IpAddr = "::1".parse().unwrap();
         drive(&mut a, &mut b, |a, b| {
             a.session(p).unwrap().state == State::Up && b.session(p).unwrap().state == State::Up

@@ -7,8 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::damping::FlapDamping;
 use crate::bfd::manager::StateChange;
 use crate::bfd::packet::State as BfdState;
+use crate::ratelimit::RateLimit;
 
 /// HA role of this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -31,7 +33,8 @@ pub struct HaConfig {
     /// BFD must be Up this long before a preferred BACKUP claims or a
     /// non-preferred MASTER hands over (stand-in for "peer synced").
     pub preempt_hold: Duration,
-    /// Minimum time between two role changes caused by BFD.
+    /// Half-life of the flap penalty, and the hold-down applied while the
+    /// peer session counts as flapping (see [`super::damping`]).
     pub flap_hold_down: Duration,
     /// How often a MASTER re-verifies ownership and renews its lease.
     pub verify_interval: Duration,
@@ -210,8 +213,10 @@ pub struct HaMachine {
     cfg: HaConfig,
     role: Role,
     bfd_up: bool,
-    last_bfd_down: Option<Instant>,
-    last_flap: Option<Instant>,
+    /// Flap penalty of the peer session.
+    damping: FlapDamping,
+    /// A flapping link can trigger the damping log line often.
+    damping_log: RateLimit,
     /// Discriminator of the peer's last BFD Up.
     peer_discr: Option<u32>,
     /// Set when we promoted because the peer with this discriminator
@@ -231,11 +236,11 @@ impl HaMachine {
     pub fn new(cfg: HaConfig) -> Result<HaMachine, HaConfigError> {
         cfg.validate()?;
         Ok(HaMachine {
+            damping: FlapDamping::new(cfg.flap_hold_down),
             cfg,
             role: Role::Init,
             bfd_up: false,
-            last_bfd_down: None,
-            last_flap: None,
+            damping_log: RateLimit::new(Duration::from_secs(10)),
             peer_discr: None,
             promoted_on_loss_of: None,
             pending: Pending::None,
@@ -331,15 +336,29 @@ impl HaMachine {
         }
     }
 
-    /// Starts a claim now, or when the flap hold-down ends.
+    /// Whether the peer session counts as flapping at `now`.
+    pub fn flapping(&self, now: Instant) -> bool {
+        self.damping.flapping(now)
+    }
+
+    /// Starts a claim now or, while the link flaps, once the hold-down
+    /// since the last role change has passed.
     fn claim(&mut self, reason: ClaimReason, now: Instant, out: &mut Vec<Action>) {
         if self.role != Role::Backup || self.pending != Pending::None {
             return;
         }
-        if let Some(last) = self.last_role_change {
+        if self.damping.flapping(now)
+            && let Some(last) = self.last_role_change
+        {
             let until = last + self.cfg.flap_hold_down;
             if now < until {
-                tracing::info!(?reason, "claim deferred by flap hold-down");
+                if let Some(suppressed) = self.damping_log.check_at(now) {
+                    tracing::info!(
+                        ?reason,
+                        suppressed,
+                        "claim deferred: bfd flapping, role changed recently"
+                    );
+                }
                 self.claim_at = Some((until, reason));
                 return;
             }
@@ -402,9 +421,6 @@ impl HaMachine {
                     self.hand_over("peer was alive through the BFD outage", now, &mut out);
                     return out;
                 }
-                if self.last_bfd_down.is_some() {
-                    self.last_flap = Some(now);
-                }
                 if self.role == Role::Backup {
                     self.claim_at = None;
                     if matches!(self.pending, Pending::Claim(ClaimReason::PeerLost)) {
@@ -415,16 +431,21 @@ impl HaMachine {
             }
             Input::BfdDown => {
                 self.bfd_up = false;
-                self.last_bfd_down = Some(now);
+                // Decision point: an isolated Down is acted on at once; see
+                // `super::damping` for when the link counts as flapping.
+                let flapping = self.damping.on_down(now);
                 if self.role == Role::Backup {
                     self.preempt_at = None;
-                    let flapping = self
-                        .last_flap
-                        .is_some_and(|t| now < t + self.cfg.flap_hold_down);
                     if flapping {
-                        // The session flapped recently: only a Down that
-                        // lasts the hold-down counts as losing the peer.
-                        tracing::info!("bfd flapping: claim waits for the hold-down");
+                        // Only a Down that lasts the hold-down counts as
+                        // losing the peer.
+                        if let Some(suppressed) = self.damping_log.check_at(now) {
+                            tracing::info!(
+                                penalty = self.damping.penalty(now),
+                                suppressed,
+                                "bfd flapping: claim waits for the hold-down"
+                            );
+                        }
                         self.claim_at =
                             Some((now + self.cfg.flap_hold_down, ClaimReason::PeerLost));
                     } else {

@@ -43,18 +43,26 @@
 //!   After the handover pause BFD is re-enabled; if it has not come Up
 //!   `claim_hold` later (the peer died in the pause, or both handed back at
 //!   once) the node claims as at a cold start.
-//! * **Flapping.** After any promotion or demotion the node makes no
-//!   BFD-driven role change for `flap_hold_down`; a claim that falls inside
-//!   the hold-down is retried when it ends, if BFD is still Down. Once the
-//!   session has flapped (Down then Up again) within the hold-down, a BACKUP
-//!   only claims after BFD has stayed Down for the whole hold-down. Role
-//!   changes on a lossy link are thus bounded to one per hold-down.
+//! * **Flapping.** Flap damping ([`damping`]) tells an isolated BFD
+//!   outage from a flapping link: each Down (not AdminDown) adds 1 to a
+//!   penalty that halves every `flap_hold_down`; from 2 until it decays
+//!   below 1 the link counts as flapping. Only then is anything held back:
+//!   a BACKUP claims only after BFD has stayed Down for `flap_hold_down`,
+//!   and no claim runs within `flap_hold_down` of the last role change.
+//!   Two outages never damp, so a flap shortly before a real failure does
+//!   not delay the takeover. Claims caused by a flapping link stay bounded:
+//!   outages more than a half-life apart are each acted on (at most one
+//!   claim per half-life); closer ones damp the link after a few (at the
+//!   third when each follows the one before within 0.69 half-lives), and
+//!   while it is damped only an outage that lasts the hold-down is claimed.
 //!
 //! What the policy does not guarantee: with a provider that reports
-//! nothing ([`machine::CloudVerdict::unknown`], e.g. gARP) the first BFD
-//! outage on a healthy pair still promotes the BACKUP for the length of the
-//! outage; and with `--no-preempt` and no cloud information a returning
+//! nothing ([`machine::CloudVerdict::unknown`], e.g. gARP) every BFD outage
+//! on a healthy pair that damping does not hold back (at least the first
+//! two) still promotes the BACKUP for the length of the outage; and with `--no-preempt` and no cloud information a returning
 //! preferred node claims after `preempt_hold + handover_pause`.
 
+pub mod damping;
 pub mod machine;
 pub mod orchestrate;
+pub mod state_file;

@@ -47,7 +47,8 @@
 //! [`TransitionReport`]. Records go to the log (structured `tracing`), to
 //! stdout as one JSON line per event (`"event":"ha_transition"`,
 //! `"ha_cloud"`, `"bfd_state"`) and to the state file (written atomically
-//! on every change) when one is configured; see [`StateFile`].
+//! by a thread of its own, only when something changed) when one is
+//! configured; see [`super::state_file`].
 
 use std::{
     net::IpAddr,
@@ -63,6 +64,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use super::machine::{
     Action, CloudVerdict, HaConfig, HaConfigError, HaMachine, Holder, Input, Role,
 };
+use super::state_file::{StateFile, StateWriter};
 use crate::bfd::{
     manager::{BfdError, BfdManager, ManagerConfig, StateChange},
     packet::State as BfdState,
@@ -79,6 +81,11 @@ pub enum OrchestrateError {
     Config(#[from] HaConfigError),
     #[error("BFD: {0}")]
     Bfd(#[from] BfdError),
+    #[error("cannot start the HA state file writer for {path}: {source}")]
+    StateWriter {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Settings of the orchestrator.
@@ -177,17 +184,6 @@ pub struct BfdRecord {
     pub remote_state: BfdState,
     pub diag: crate::bfd::packet::Diag,
     pub at_unix_us: u64,
-}
-
-/// Contents of the state file (`--ha-state-file`).
-#[derive(Debug, Serialize)]
-pub struct StateFile<'a> {
-    pub pid: u32,
-    pub self_id: u8,
-    pub role: Role,
-    pub updated_unix_us: u64,
-    pub bfd: Option<&'a BfdRecord>,
-    pub transitions: &'a [TransitionRecord],
 }
 
 fn unix_us(t: SystemTime) -> u64 {
@@ -292,6 +288,10 @@ pub struct Orchestrator {
     history_seen: usize,
     bfd_last: Option<BfdRecord>,
     fault_retry_at: Option<Instant>,
+    /// Writes `--ha-state-file` off the owner task.
+    state_writer: Option<StateWriter>,
+    /// The state file's content changed since it was last published.
+    state_dirty: bool,
 }
 
 impl Drop for Orchestrator {
@@ -316,6 +316,15 @@ impl Orchestrator {
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = mpsc::unbounded_channel();
         let ttl = lease_ttl(opts.machine.verify_interval);
+        let state_writer = match &opts.state_file {
+            None => None,
+            Some(path) => Some(StateWriter::spawn(path.clone()).map_err(|source| {
+                OrchestrateError::StateWriter {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
+        };
         let worker = tokio::spawn(worker(provider, Arc::new(set), ttl, jobs_rx, done_tx));
         Ok(Orchestrator {
             opts,
@@ -332,6 +341,8 @@ impl Orchestrator {
             history_seen: 0,
             bfd_last: None,
             fault_retry_at: None,
+            state_writer,
+            state_dirty: true,
         })
     }
 
@@ -437,6 +448,9 @@ impl Orchestrator {
             }
         }
         self.publish_state();
+        if let Some(w) = self.state_writer.as_mut() {
+            w.finish();
+        }
         cmds
     }
 
@@ -480,6 +494,7 @@ impl Orchestrator {
                 diag = ?sc.diag, "bfd state change");
             self.emit("bfd_state", &rec);
             self.bfd_last = Some(rec);
+            self.state_dirty = true;
         }
     }
 
@@ -542,6 +557,7 @@ impl Orchestrator {
             && r.report.is_none()
         {
             r.report = Some(report.clone());
+            self.state_dirty = true;
         }
     }
 
@@ -611,6 +627,7 @@ impl Orchestrator {
             self.next_seq += 1;
             self.emit("ha_transition", &rec);
             self.records.push(rec);
+            self.state_dirty = true;
             if self.records.len() > MAX_RECORDS {
                 self.records.remove(0);
             }
@@ -630,10 +647,16 @@ impl Orchestrator {
         println!("{v}");
     }
 
-    fn publish_state(&self) {
-        let Some(path) = &self.opts.state_file else {
+    /// Hands the state to the writer thread when it changed since the
+    /// last time (never on a mere BFD packet: see [`super::state_file`]).
+    fn publish_state(&mut self) {
+        if !self.state_dirty {
+            return;
+        }
+        let Some(writer) = &self.state_writer else {
             return;
         };
+        self.state_dirty = false;
         let state = StateFile {
             pid: std::process::id(),
             self_id: self.opts.machine.self_id,
@@ -642,16 +665,9 @@ impl Orchestrator {
             bfd: self.bfd_last.as_ref(),
             transitions: &self.records,
         };
-        let body = match serde_json::to_vec(&state) {
-            Ok(b) => b,
-            Err(error) => {
-                tracing::warn!(%error, "cannot encode the HA state");
-                return;
-            }
-        };
-        let tmp = path.with_extension("tmp");
-        if let Err(error) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, path)) {
-            tracing::warn!(path = %path.display(), %error, "cannot write the HA state file");
+        match serde_json::to_vec(&state) {
+            Ok(body) => writer.publish(body),
+            Err(error) => tracing::warn!(%error, "cannot encode the HA state"),
         }
     }
 }

@@ -390,15 +390,16 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         "[ready] client {CLIENT_IP} probing {target} every {} ms: answered",
         PROBE_EVERY.as_millis()
     );
-    // Steady state past every hold-down, so the kill meets a settled pair: a
-    // BFD flap shortly before the kill (10 ms timers on a loaded machine)
-    // makes the BACKUP wait out its flap hold-down before it claims.
+    // Steady state, so the kill meets a settled pair: a BFD flap just before
+    // the kill (10 ms timers on a loaded machine) can leave the BACKUP in its
+    // 1 s hand-back pause or, after several flaps, make it wait out the flap
+    // hold-down before it claims.
     tokio::time::sleep(Duration::from_millis(300)).await;
     if mode == Orchestration::Agents {
         let quiet = wait_bfd_quiet(&lab.agents, FLAP_HOLD_DOWN + Duration::from_millis(200)).await;
         if quiet < FLAP_HOLD_DOWN {
             println!(
-                "[ready] note: BFD changed state {:.0} ms before the kill (no quiet period within 15 s); node B's flap hold-down ({} ms) will delay its claim",
+                "[ready] note: BFD changed state {:.0} ms before the kill (no quiet period within 15 s); node B's claim may be delayed (hand-back pause, or the flap hold-down of {} ms if the link counts as flapping)",
                 quiet.as_secs_f64() * 1e3,
                 FLAP_HOLD_DOWN.as_millis()
             );
