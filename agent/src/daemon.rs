@@ -57,8 +57,13 @@ pub trait Datapath {
     /// Attaches to `iface` (idempotent); returns the mode actually used.
     fn attach(&mut self, iface: &str, mode: XdpModeArg) -> Result<String, Self::Error>;
     fn set_active(&mut self, active: bool) -> Result<(), Self::Error>;
-    /// Removes idle conntrack entries; returns how many.
-    fn expire_conntrack(&mut self) -> Result<usize, Self::Error>;
+    /// A function that removes idle conntrack entries and returns how many.
+    /// It walks the whole table, so the daemon runs it on a thread of its
+    /// own, never in the owner task (which also carries BFD).
+    #[allow(clippy::type_complexity)]
+    fn conntrack_sweeper(
+        &self,
+    ) -> Result<Box<dyn FnMut() -> Result<usize, Self::Error> + Send>, Self::Error>;
     /// Drops the program's cached next hops (after a route change).
     fn invalidate_nexthops(&mut self) -> Result<(), Self::Error>;
     /// Next hops the program found unresolved since the last call.
@@ -87,6 +92,8 @@ pub enum DaemonError {
     Neighbour(#[from] NeighError),
     #[error("cannot install signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 fn dp_err<E: std::error::Error + Send + Sync + 'static>(
@@ -127,7 +134,6 @@ pub enum Msg {
     Reload,
     /// MASTER (true) or BACKUP (false). Sent by HA.
     SetActive(bool),
-    ExpireConntrack,
     RefreshNeighbours,
     PollDatapathEvents,
     /// Answered once every message sent before it has been handled.
@@ -173,6 +179,52 @@ pub struct Daemon<D: Datapath> {
     next_hops: HashMap<Ipv4Addr, NextHop>,
     /// The HA orchestrator, when `--ka` configures a pair.
     ha: Option<Orchestrator>,
+    /// The conntrack expiry thread, once started.
+    sweeper: Option<SweeperThread>,
+}
+
+/// The thread that expires conntrack entries every
+/// `conntrack_expiry_interval`. Walking a large table takes seconds, which
+/// must never delay the owner task: it sends BFD and answers the peer.
+struct SweeperThread {
+    stop: std::sync::mpsc::Sender<()>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl SweeperThread {
+    fn spawn<E: std::fmt::Display + 'static>(
+        every: Duration,
+        mut sweep: Box<dyn FnMut() -> Result<usize, E> + Send>,
+    ) -> std::io::Result<Self> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("ct-expiry".into())
+            .spawn(move || {
+                let mut warn = RateLimit::new(Duration::from_secs(60));
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    match sweep() {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::debug!(removed, "conntrack entries expired"),
+                        Err(error) => {
+                            if let Some(suppressed) = warn.check() {
+                                tracing::warn!(%error, suppressed, "conntrack expiry failed");
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(Self { stop, handle })
+    }
+
+    /// Stops the thread and waits for a sweep in progress to finish.
+    fn stop(self) {
+        drop(self.stop);
+        if self.handle.join().is_err() {
+            tracing::error!("conntrack expiry thread panicked");
+        }
+    }
 }
 
 /// The next HA event, or never without HA.
@@ -253,6 +305,7 @@ impl<D: Datapath> Daemon<D> {
             neigh_warn: RateLimit::new(Duration::from_secs(10)),
             next_hops: HashMap::new(),
             ha: None,
+            sweeper: None,
         })
     }
 
@@ -298,9 +351,18 @@ impl<D: Datapath> Daemon<D> {
         }
     }
 
-    /// Starts the signal and timer tasks that feed the owner loop. A signal
-    /// caught by `signals` before this call is delivered now.
-    pub fn spawn_feeders(&self, signals: Signals) -> Result<(), DaemonError> {
+    /// Starts the signal and timer tasks that feed the owner loop, and the
+    /// conntrack expiry thread. A signal caught by `signals` before this
+    /// call is delivered now.
+    pub fn spawn_feeders(&mut self, signals: Signals) -> Result<(), DaemonError> {
+        let sweep = self
+            .dp
+            .conntrack_sweeper()
+            .map_err(dp_err("conntrack sweeper"))?;
+        self.sweeper = Some(
+            SweeperThread::spawn(self.opts.conntrack_expiry_interval, sweep)
+                .map_err(DaemonError::Thread)?,
+        );
         let Signals {
             mut term,
             mut int,
@@ -319,8 +381,7 @@ impl<D: Datapath> Daemon<D> {
                 }
             }
         });
-        let timers: [(Duration, fn() -> Msg); 3] = [
-            (self.opts.conntrack_expiry_interval, || Msg::ExpireConntrack),
+        let timers: [(Duration, fn() -> Msg); 2] = [
             (self.opts.neighbour_refresh_interval, || {
                 Msg::RefreshNeighbours
             }),
@@ -377,6 +438,9 @@ impl<D: Datapath> Daemon<D> {
             }
             self.handle_msg(msg).await;
         }
+        if let Some(s) = self.sweeper.take() {
+            s.stop();
+        }
         let keep = self.opts.keep_pinned;
         self.dp.shutdown(keep).map_err(dp_err("shutdown"))?;
         if keep {
@@ -389,7 +453,10 @@ impl<D: Datapath> Daemon<D> {
 
     /// Stops without running: shuts the datapath down as a shutdown would
     /// (for a failure between [`Daemon::start`] and [`Daemon::run`]).
-    pub fn abort(self) -> Result<(), DaemonError> {
+    pub fn abort(mut self) -> Result<(), DaemonError> {
+        if let Some(s) = self.sweeper.take() {
+            s.stop();
+        }
         self.dp
             .shutdown(self.opts.keep_pinned)
             .map_err(dp_err("shutdown"))
@@ -409,11 +476,6 @@ impl<D: Datapath> Daemon<D> {
                     tracing::info!(active, "datapath state changed");
                 }
                 Err(error) => tracing::error!(active, %error, "cannot change datapath state"),
-            },
-            Msg::ExpireConntrack => match self.dp.expire_conntrack() {
-                Ok(0) => {}
-                Ok(removed) => tracing::debug!(removed, "conntrack entries expired"),
-                Err(error) => tracing::warn!(%error, "conntrack expiry failed"),
             },
             Msg::RefreshNeighbours => {
                 let endpoints = endpoint_addrs(&self.services);
@@ -556,9 +618,14 @@ mod tests {
             self.push(format!("active {active}"));
             Ok(())
         }
-        fn expire_conntrack(&mut self) -> Result<usize, Refused> {
-            self.push("expire".into());
-            Ok(0)
+        fn conntrack_sweeper(
+            &self,
+        ) -> Result<Box<dyn FnMut() -> Result<usize, Refused> + Send>, Refused> {
+            let me = self.clone();
+            Ok(Box::new(move || {
+                me.push("expire".into());
+                Ok(0)
+            }))
         }
         fn invalidate_nexthops(&mut self) -> Result<(), Refused> {
             self.push("invalidate_nexthops".into());
@@ -687,7 +754,6 @@ mod tests {
             let h = d.handle();
             let task = tokio::spawn(d.run());
             assert!(h.set_active(false).await);
-            assert!(h.send(Msg::ExpireConntrack).await);
             assert!(h.send(Msg::PollDatapathEvents).await);
             // A reload with a bad file changes nothing; a good one re-syncs.
             std::fs::write(&o.config_path, "{").unwrap();
@@ -708,15 +774,48 @@ mod tests {
                 rec.calls()[5..],
                 [
                     "active false".to_string(),
-                    "expire".into(),
                     "take_unresolved".into(),
                     "active true".into(),
                     "sync 192.0.2.1:80x1".into(),
                     format!("shutdown keep_pinned={keep}"),
                 ]
             );
-            assert!(!h.send(Msg::ExpireConntrack).await, "daemon must be gone");
+            assert!(
+                !h.send(Msg::PollDatapathEvents).await,
+                "daemon must be gone"
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn conntrack_expiry_runs_off_the_owner_task_and_stops_with_it() {
+        let dir = tempdir("sweeper");
+        let mut o = opts(&dir, false);
+        o.conntrack_expiry_interval = Duration::from_millis(5);
+        let cfg = load_config(&o).unwrap();
+        let rec = Recorder::default();
+        let mut d = Daemon::start(o, rec.clone(), cfg, None).unwrap();
+        d.spawn_feeders(Signals::install().unwrap()).unwrap();
+        let h = d.handle();
+        let task = tokio::spawn(d.run());
+        let expiries = || rec.calls().iter().filter(|c| *c == "expire").count();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while expiries() < 3 {
+            assert!(std::time::Instant::now() < deadline, "no periodic expiry");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(h.send(Msg::Shutdown { signal: "test" }).await);
+        task.await.unwrap().unwrap();
+        let calls = rec.calls();
+        let last = calls.last().cloned();
+        assert_eq!(last.as_deref(), Some("shutdown keep_pinned=false"));
+        let n = expiries();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(
+            expiries(),
+            n,
+            "the expiry thread must be stopped before the datapath is"
+        );
     }
 
     fn d_services_len(rec: &Recorder) -> usize {

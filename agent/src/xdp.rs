@@ -77,8 +77,11 @@ impl Datapath for XdpDatapath {
         self.dp.set_active(active)
     }
 
-    fn expire_conntrack(&mut self) -> Result<usize, DataplaneError> {
-        self.dp.expire_conntrack()
+    fn conntrack_sweeper(
+        &self,
+    ) -> Result<Box<dyn FnMut() -> Result<usize, DataplaneError> + Send>, DataplaneError> {
+        let mut sweeper = self.dp.conntrack_sweeper()?;
+        Ok(Box::new(move || sweeper.expire()))
     }
 
     fn invalidate_nexthops(&mut self) -> Result<(), DataplaneError> {

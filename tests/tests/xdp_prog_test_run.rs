@@ -873,10 +873,37 @@ fn conntrack_insert_delete_and_expire() {
         syn.tcp_state = TcpState::Syn;
         dp.conntrack_insert(&syn).unwrap();
         assert_eq!(dp.conntrack_dump().unwrap().len(), 3);
-        assert_eq!(dp.expire_conntrack().unwrap(), 2);
+        // The agent expires from a thread of its own, through its own
+        // descriptors of the pinned maps.
+        let mut sweeper = dp.conntrack_sweeper().unwrap();
+        for p in [&pkt, &reply] {
+            let out = dp
+                .prog_test_run(TestProgram::Floatlb, p, Some(ifindex), 1)
+                .unwrap();
+            assert_eq!(out.action, xdp_action::TX);
+        }
+        assert_eq!(
+            dp.flow_cache_len().unwrap(),
+            2,
+            "the live flow's directions are cached"
+        );
+        assert_eq!(
+            std::thread::spawn(move || sweeper.expire())
+                .join()
+                .unwrap()
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            dp.flow_cache_len().unwrap(),
+            0,
+            "an expiry that removed flows invalidates every cached flow"
+        );
+        assert_eq!(dp.expire_conntrack().unwrap(), 0, "nothing else is idle");
         let left = dp.conntrack_dump().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].client.sport, 41000);
+        assert_eq!(left[0].packets, 14, "every packet counted, cached or not");
 
         // Delete by the reply tuple removes both directions.
         dp.conntrack_delete(&FlowKey {

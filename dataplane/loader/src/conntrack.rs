@@ -9,16 +9,20 @@
 //! traffic by at most that much. Every change made here bumps the cache
 //! generation, so no CPU keeps using a rewrite that was deleted or replaced.
 
-use std::collections::HashMap as StdHashMap;
+use std::{
+    collections::HashMap as StdHashMap,
+    sync::{Arc, Mutex},
+};
 
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
 use floatlb_common::{
     CT_EST, CT_FIN, CT_SYN, CtValue, DIR_FORWARD, DIR_REPLY, FLOW_CACHE_SLOTS, FlowCacheEntry,
     FlowKeyRaw, ServiceKey, ServiceValue,
 };
 
 use crate::{
-    Dataplane, DataplaneError, M_CT, M_FLOWS, M_SERVICES, PROTO_UDP, monotonic_ns,
+    CtTimeouts, Dataplane, DataplaneError, M_CONFIG, M_CT, M_FLOWS, M_SERVICES, PROTO_UDP,
+    bump_gen, modify_config_map, monotonic_ns,
     spec::{self, CtRecord, FlowKey, TcpState},
 };
 
@@ -37,23 +41,7 @@ fn peer_key(k: &FlowKeyRaw, v: &CtValue) -> FlowKeyRaw {
 
 impl Dataplane {
     fn ct_all(&self) -> Result<Vec<(FlowKeyRaw, CtValue)>, DataplaneError> {
-        let m: HashMap<&MapData, FlowKeyRaw, CtValue> =
-            HashMap::try_from(self.map_ref(M_CT)?).map_err(DataplaneError::map(M_CT))?;
-        let mut out = Vec::new();
-        for kv in m.iter() {
-            match kv {
-                Ok(kv) => out.push(kv),
-                // An LRU entry evicted between get_next_key and lookup.
-                Err(MapError::KeyNotFound) => continue,
-                Err(e) => {
-                    return Err(DataplaneError::Map {
-                        map: M_CT,
-                        source: e,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        entries(self.map_ref(M_CT)?)
     }
 
     /// The slots of every CPU's flow cache that serve packets (current
@@ -223,60 +211,140 @@ impl Dataplane {
     /// Remove flows idle longer than their state's timeout (using the later
     /// last-seen time of the two directions). Returns the number of flows
     /// removed (a lone entry whose other direction is gone counts as one).
+    /// On a large table this walks every entry; the agent runs it on a
+    /// thread of its own through [`Dataplane::conntrack_sweeper`].
     pub fn expire_conntrack(&mut self) -> Result<usize, DataplaneError> {
-        let now = monotonic_ns();
-        let t = self.opts.timeouts;
-        let all = self.ct_all()?;
-        let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
-        let mut doomed = Vec::new();
-        let mut flows = 0usize;
-        for (k, v) in &all {
-            let peer_k = peer_key(k, v);
-            let peer = by_key.get(&peer_k);
-            // Visit each pair once: from the forward entry, or from a lone entry.
-            if v.dir == DIR_REPLY && peer.is_some() {
-                continue;
-            }
-            let secs = match (k.proto, v.tcp_state) {
-                (p, _) if p == PROTO_UDP => {
-                    if v.idle_timeout_s != 0 {
-                        v.idle_timeout_s
-                    } else {
-                        t.udp_secs
-                    }
-                }
-                (_, CT_SYN) => t.syn_secs,
-                (_, CT_EST) => {
-                    if v.idle_timeout_s != 0 {
-                        v.idle_timeout_s
-                    } else {
-                        t.established_secs
-                    }
-                }
-                (_, CT_FIN) => t.fin_secs,
-                _ => t.closed_secs,
-            };
-            let last = v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns));
-            if now.saturating_sub(last) > u64::from(secs) * 1_000_000_000 {
-                doomed.push(*k);
-                if peer.is_some() {
-                    doomed.push(peer_k);
-                }
-                flows += 1;
-            }
-        }
-        let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
-            HashMap::try_from(self.map_mut(M_CT)?).map_err(DataplaneError::map(M_CT))?;
-        for k in &doomed {
-            let _ = m.remove(k);
-        }
+        let timeouts = self.opts.timeouts;
+        let flows = expire_idle(self.map_mut(M_CT)?, timeouts)?;
         if flows > 0 {
-            // An expired flow is idle, so its cached copies are stale (each
-            // is re-validated after FLOW_CACHE_SYNC_JIFFIES anyway); bumping
-            // the generation makes that independent of timeouts and HZ.
             self.bump_flow_cache_gen()?;
-            tracing::debug!(flows, "conntrack entries expired");
         }
         Ok(flows)
     }
+
+    /// A handle that expires conntrack entries like
+    /// [`Dataplane::expire_conntrack`] through its own descriptors of the
+    /// pinned maps, so it can run on another thread while this one keeps
+    /// serving (a walk over a million entries takes seconds).
+    pub fn conntrack_sweeper(&self) -> Result<ConntrackSweeper, DataplaneError> {
+        let open = |name: &'static str| {
+            MapData::from_pin(self.opts.pin_dir.join("maps").join(name))
+                .and_then(Map::from_map_data)
+                .map_err(DataplaneError::map(name))
+        };
+        Ok(ConntrackSweeper {
+            ct: open(M_CT)?,
+            config: open(M_CONFIG)?,
+            config_lock: self.config_lock.clone(),
+            timeouts: self.opts.timeouts,
+        })
+    }
+}
+
+/// Expires idle conntrack entries from another thread; made by
+/// [`Dataplane::conntrack_sweeper`].
+pub struct ConntrackSweeper {
+    ct: Map,
+    config: Map,
+    config_lock: Arc<Mutex<()>>,
+    timeouts: CtTimeouts,
+}
+
+impl std::fmt::Debug for ConntrackSweeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConntrackSweeper")
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConntrackSweeper {
+    /// Remove idle flows, as [`Dataplane::expire_conntrack`] does; returns
+    /// how many.
+    pub fn expire(&mut self) -> Result<usize, DataplaneError> {
+        let flows = expire_idle(&mut self.ct, self.timeouts)?;
+        if flows > 0 {
+            let _held = self.config_lock.lock().unwrap_or_else(|p| p.into_inner());
+            modify_config_map(&mut self.config, bump_gen)?;
+        }
+        Ok(flows)
+    }
+}
+
+/// Every entry of the conntrack map `m`.
+fn entries(m: &Map) -> Result<Vec<(FlowKeyRaw, CtValue)>, DataplaneError> {
+    let m: HashMap<&MapData, FlowKeyRaw, CtValue> =
+        HashMap::try_from(m).map_err(DataplaneError::map(M_CT))?;
+    let mut out = Vec::new();
+    for kv in m.iter() {
+        match kv {
+            Ok(kv) => out.push(kv),
+            // An LRU entry evicted between get_next_key and lookup.
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => {
+                return Err(DataplaneError::Map {
+                    map: M_CT,
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the idle flows of the conntrack map `ct`; returns how many. The
+/// caller bumps the flow-cache generation when any went: an expired flow is
+/// idle, so its cached copies are stale (each is re-validated after
+/// FLOW_CACHE_SYNC_JIFFIES anyway); bumping makes that independent of
+/// timeouts and HZ.
+fn expire_idle(ct: &mut Map, t: CtTimeouts) -> Result<usize, DataplaneError> {
+    let now = monotonic_ns();
+    let all = entries(ct)?;
+    let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
+    let mut doomed = Vec::new();
+    let mut flows = 0usize;
+    for (k, v) in &all {
+        let peer_k = peer_key(k, v);
+        let peer = by_key.get(&peer_k);
+        // Visit each pair once: from the forward entry, or from a lone entry.
+        if v.dir == DIR_REPLY && peer.is_some() {
+            continue;
+        }
+        let secs = match (k.proto, v.tcp_state) {
+            (p, _) if p == PROTO_UDP => {
+                if v.idle_timeout_s != 0 {
+                    v.idle_timeout_s
+                } else {
+                    t.udp_secs
+                }
+            }
+            (_, CT_SYN) => t.syn_secs,
+            (_, CT_EST) => {
+                if v.idle_timeout_s != 0 {
+                    v.idle_timeout_s
+                } else {
+                    t.established_secs
+                }
+            }
+            (_, CT_FIN) => t.fin_secs,
+            _ => t.closed_secs,
+        };
+        let last = v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns));
+        if now.saturating_sub(last) > u64::from(secs) * 1_000_000_000 {
+            doomed.push(*k);
+            if peer.is_some() {
+                doomed.push(peer_k);
+            }
+            flows += 1;
+        }
+    }
+    let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
+        HashMap::try_from(ct).map_err(DataplaneError::map(M_CT))?;
+    for k in &doomed {
+        let _ = m.remove(k);
+    }
+    if flows > 0 {
+        tracing::debug!(flows, "conntrack entries expired");
+    }
+    Ok(flows)
 }

@@ -38,6 +38,7 @@ use aya::{
         xdp::{XdpLink, XdpMode as AyaXdpMode},
     },
 };
+pub use conntrack::ConntrackSweeper;
 pub use error::DataplaneError;
 use floatlb_common::{Config, MAX_ENDPOINTS, NeighEvent};
 pub use iface::{XdpPass, attach_xdp_pass};
@@ -214,6 +215,9 @@ pub struct Dataplane {
     neigh_rb: RingBuf<MapData>,
     /// Service ids in use (mirrors the service map).
     used_ids: std::collections::BTreeSet<u32>,
+    /// Held for every read-modify-write of `FLB_CONFIG`, which a
+    /// [`ConntrackSweeper`] on another thread also updates.
+    config_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -240,6 +244,24 @@ pub(crate) fn attach_err(iface: &str, e: impl std::fmt::Display) -> DataplaneErr
         iface: iface.to_string(),
         reason: e.to_string(),
     }
+}
+
+/// Read-modify-write of element 0 of the config map `m` (callers hold the
+/// config lock).
+pub(crate) fn modify_config_map(
+    m: &mut Map,
+    f: impl FnOnce(&mut Config),
+) -> Result<(), DataplaneError> {
+    let mut a: Array<&mut MapData, Config> =
+        Array::try_from(m).map_err(DataplaneError::map(M_CONFIG))?;
+    let mut cfg = a.get(&0, 0).map_err(DataplaneError::map(M_CONFIG))?;
+    f(&mut cfg);
+    a.set(0, cfg, 0).map_err(DataplaneError::map(M_CONFIG))
+}
+
+/// A new flow-cache generation (never 0): see `Config::ct_gen`.
+pub(crate) fn bump_gen(cfg: &mut Config) {
+    cfg.ct_gen = cfg.ct_gen.wrapping_add(1).max(1);
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
@@ -321,16 +343,18 @@ impl Dataplane {
             opts: opts.clone(),
             neigh_rb,
             used_ids: Default::default(),
+            config_lock: Default::default(),
         };
-        let mut cfg = dp.config()?;
-        if fresh {
-            // A standalone node forwards; an HA agent sets BACKUP explicitly.
-            cfg.active = 1;
-        }
-        cfg.nh_max_age_ns = opts.nexthop_cache.as_nanos().min(u128::from(u64::MAX)) as u64;
-        // A new generation: nothing cached before this open is trusted.
-        cfg.ct_gen = cfg.ct_gen.wrapping_add(1).max(1);
-        dp.set_config(cfg)?;
+        let nh_max_age_ns = opts.nexthop_cache.as_nanos().min(u128::from(u64::MAX)) as u64;
+        dp.modify_config(|cfg| {
+            if fresh {
+                // A standalone node forwards; an HA agent sets BACKUP explicitly.
+                cfg.active = 1;
+            }
+            cfg.nh_max_age_ns = nh_max_age_ns;
+            // A new generation: nothing cached before this open is trusted.
+            cfg.ct_gen = cfg.ct_gen.wrapping_add(1).max(1);
+        })?;
         dp.used_ids = dp.load_used_ids()?;
         tracing::info!(pin_dir = %opts.pin_dir.display(), fresh, services = dp.used_ids.len(), "datapath opened");
         Ok(dp)
@@ -359,10 +383,11 @@ impl Dataplane {
         a.get(&0, 0).map_err(DataplaneError::map(M_CONFIG))
     }
 
-    fn set_config(&mut self, cfg: Config) -> Result<(), DataplaneError> {
-        let mut a: Array<&mut MapData, Config> =
-            Array::try_from(self.map_mut(M_CONFIG)?).map_err(DataplaneError::map(M_CONFIG))?;
-        a.set(0, cfg, 0).map_err(DataplaneError::map(M_CONFIG))
+    /// Read-modify-write of `FLB_CONFIG` under the config lock.
+    fn modify_config(&mut self, f: impl FnOnce(&mut Config)) -> Result<(), DataplaneError> {
+        let lock = self.config_lock.clone();
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        modify_config_map(self.map_mut(M_CONFIG)?, f)
     }
 
     /// The options this datapath was opened with.
@@ -372,18 +397,14 @@ impl Dataplane {
 
     /// When inactive (BACKUP), every packet is passed to the stack untouched.
     pub fn set_active(&mut self, active: bool) -> Result<(), DataplaneError> {
-        let mut cfg = self.config()?;
-        cfg.active = u32::from(active);
-        self.set_config(cfg)
+        self.modify_config(|cfg| cfg.active = u32::from(active))
     }
 
     /// Invalidate every CPU's flow cache at once (see `Config::ct_gen`):
     /// called after any change to conntrack entries or next hops, so no
     /// packet is forwarded with a rewrite or next hop userspace removed.
     pub(crate) fn bump_flow_cache_gen(&mut self) -> Result<(), DataplaneError> {
-        let mut cfg = self.config()?;
-        cfg.ct_gen = cfg.ct_gen.wrapping_add(1).max(1);
-        self.set_config(cfg)
+        self.modify_config(bump_gen)
     }
 
     /// Whether the datapath is load-balancing (MASTER).
@@ -401,9 +422,7 @@ impl Dataplane {
             Some(name) => nix::net::if_::if_nametoindex(name).map_err(|e| attach_err(name, e))?,
             None => 0,
         };
-        let mut cfg = self.config()?;
-        cfg.fib_ifindex = ifindex;
-        self.set_config(cfg)
+        self.modify_config(|cfg| cfg.fib_ifindex = ifindex)
     }
 
     fn links_dir(&self) -> PathBuf {
