@@ -61,10 +61,14 @@ use floatlb_cloud::{CloudProvider, FloatingSet, Ownership, TransitionReport};
 use serde::Serialize;
 use tokio::{sync::mpsc, task::JoinHandle};
 
+pub use super::cloud_worker::{CloudDone, CloudJob};
 use super::machine::{
     Action, CloudVerdict, HaConfig, HaConfigError, HaMachine, Holder, Input, Role,
 };
-use super::state_file::{StateFile, StateWriter};
+use super::{
+    cloud_worker,
+    state_file::{StateFile, StateWriter},
+};
 use crate::bfd::{
     manager::{BfdError, BfdManager, ManagerConfig, StateChange},
     packet::State as BfdState,
@@ -127,31 +131,6 @@ impl HaOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatapathCmd {
     SetActive(bool),
-}
-
-/// Work for the cloud worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloudJob {
-    Reconcile,
-    /// Promote for the transition with this sequence number.
-    Promote {
-        seq: u64,
-    },
-    Demote {
-        seq: u64,
-    },
-    Query,
-    /// Extend this node's lease tag by [`lease_ttl`].
-    RenewLease,
-}
-
-/// A finished cloud job.
-#[derive(Debug)]
-pub struct CloudDone {
-    pub job: CloudJob,
-    pub report: Option<TransitionReport>,
-    pub verdict: Option<CloudVerdict>,
 }
 
 /// One event for [`Orchestrator::handle`].
@@ -226,51 +205,6 @@ pub fn lease_ttl(verify_interval: Duration) -> Duration {
     verify_interval * 3
 }
 
-async fn worker(
-    provider: Arc<dyn CloudProvider>,
-    set: Arc<FloatingSet>,
-    lease_ttl: Duration,
-    mut jobs: mpsc::UnboundedReceiver<CloudJob>,
-    done: mpsc::UnboundedSender<CloudDone>,
-) {
-    while let Some(job) = jobs.recv().await {
-        let (report, verdict) = match job {
-            CloudJob::Reconcile => (Some(provider.reconcile(&set).await), None),
-            CloudJob::Promote { .. } => (Some(provider.promote(&set).await), None),
-            CloudJob::Demote { .. } => (Some(provider.demote(&set).await), None),
-            CloudJob::Query => {
-                let v = match provider.ownership(&set).await {
-                    Ok(o) => verdict_from_ownership(&o),
-                    Err(error) => {
-                        tracing::warn!(%error, "cloud ownership query failed; answering unknown");
-                        CloudVerdict::unknown()
-                    }
-                };
-                (None, Some(v))
-            }
-            CloudJob::RenewLease => {
-                match provider.renew_lease(&set, lease_ttl).await {
-                    Ok(()) => {
-                        tracing::debug!(ttl_ms = lease_ttl.as_millis() as u64, "lease renewed")
-                    }
-                    Err(error) => tracing::warn!(%error, "lease renewal failed"),
-                }
-                (None, None)
-            }
-        };
-        if done
-            .send(CloudDone {
-                job,
-                report,
-                verdict,
-            })
-            .is_err()
-        {
-            break;
-        }
-    }
-}
-
 /// The HA orchestrator (see the module docs).
 pub struct Orchestrator {
     opts: HaOptions,
@@ -325,7 +259,13 @@ impl Orchestrator {
                 }
             })?),
         };
-        let worker = tokio::spawn(worker(provider, Arc::new(set), ttl, jobs_rx, done_tx));
+        let worker = tokio::spawn(cloud_worker::run(
+            provider,
+            Arc::new(set),
+            ttl,
+            jobs_rx,
+            done_tx,
+        ));
         Ok(Orchestrator {
             opts,
             machine,
@@ -506,6 +446,9 @@ impl Orchestrator {
             CloudJob::Query => {
                 let v = done.verdict.unwrap_or_else(CloudVerdict::unknown);
                 self.feed(Input::Cloud(v), now, cmds);
+            }
+            CloudJob::Promote { .. } if done.superseded => {
+                tracing::info!("cloud promote stopped: a demote queued behind it supersedes it");
             }
             CloudJob::Promote { .. } | CloudJob::Demote { .. } => {
                 if let Some(r) = &done.report

@@ -184,7 +184,8 @@ fn main() -> Result<()> {
     // VIP packets before they reach its sockets, so it only serves its own row.
     let hap_cfg = dir.join("haproxy.cfg");
     std::fs::write(&hap_cfg, haproxy_config())?;
-    topo.lb.addr_add(LB_ENDPOINT_IF, &format!("{HAPROXY_SRC}/24"))?;
+    topo.lb
+        .addr_add(LB_ENDPOINT_IF, &format!("{HAPROXY_SRC}/24"))?;
     let hap = topo.lb.spawn(
         "haproxy",
         &["-db", "-f", &hap_cfg.to_string_lossy()],

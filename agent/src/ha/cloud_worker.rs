@@ -1,0 +1,268 @@
+//! The cloud worker: runs the orchestrator's cloud jobs one after another in
+//! a task of its own (EC2 calls take seconds; the owner task must not wait)
+//! and sends each result back.
+//!
+//! Jobs run in order, so a demote never overtakes the promote before it.
+//! But a promote can be long (the gARP burst announces the VIPs for about a
+//! second; on AWS a takeover is a chain of EC2 calls), and a node that is
+//! demoted meanwhile (its peer came back, a flap ended in a hand-back) must
+//! not go on announcing: clients would follow the announcements to a node
+//! that no longer forwards. So while a promote runs, the worker keeps
+//! reading the queue, and a demote that arrives stops the promote at once
+//! (its future is dropped) and runs next. The stopped promote is reported as
+//! `superseded`, not as a failure, so the node does not enter FAULT. Every
+//! provider's promote and demote are idempotent and converge from any
+//! partial state (the AWS chain is tested with an abort after each of its
+//! mutating steps), which is what makes stopping one midway safe.
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use floatlb_cloud::{CloudProvider, FloatingSet, TransitionReport};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::machine::CloudVerdict;
+use super::orchestrate::verdict_from_ownership;
+
+/// Work for the cloud worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudJob {
+    Reconcile,
+    /// Promote for the transition with this sequence number.
+    Promote {
+        seq: u64,
+    },
+    Demote {
+        seq: u64,
+    },
+    Query,
+    /// Extend this node's lease tag by the lease length
+    /// ([`super::orchestrate::lease_ttl`]).
+    RenewLease,
+}
+
+/// A finished cloud job.
+#[derive(Debug)]
+pub struct CloudDone {
+    pub job: CloudJob,
+    pub report: Option<TransitionReport>,
+    pub verdict: Option<CloudVerdict>,
+    /// A promote stopped because a demote was queued behind it (see the
+    /// module docs); its report covers the calls made until then.
+    pub superseded: bool,
+}
+
+/// Runs `jobs` one after another until the queue closes, sending each
+/// result to `done`.
+pub async fn run(
+    provider: Arc<dyn CloudProvider>,
+    set: Arc<FloatingSet>,
+    lease_ttl: Duration,
+    mut jobs: mpsc::UnboundedReceiver<CloudJob>,
+    done: mpsc::UnboundedSender<CloudDone>,
+) {
+    // Jobs read from the queue while a promote ran.
+    let mut ahead: VecDeque<CloudJob> = VecDeque::new();
+    loop {
+        let job = match ahead.pop_front() {
+            Some(j) => j,
+            None => match jobs.recv().await {
+                Some(j) => j,
+                None => break,
+            },
+        };
+        let mut superseded = false;
+        let (report, verdict) = match job {
+            CloudJob::Reconcile => (Some(provider.reconcile(&set).await), None),
+            CloudJob::Promote { .. } => {
+                let (report, stopped) =
+                    promote_unless_demoted(&*provider, &set, &mut jobs, &mut ahead).await;
+                superseded = stopped;
+                (Some(report), None)
+            }
+            CloudJob::Demote { .. } => (Some(provider.demote(&set).await), None),
+            CloudJob::Query => {
+                let v = match provider.ownership(&set).await {
+                    Ok(o) => verdict_from_ownership(&o),
+                    Err(error) => {
+                        tracing::warn!(%error, "cloud ownership query failed; answering unknown");
+                        CloudVerdict::unknown()
+                    }
+                };
+                (None, Some(v))
+            }
+            CloudJob::RenewLease => {
+                match provider.renew_lease(&set, lease_ttl).await {
+                    Ok(()) => {
+                        tracing::debug!(ttl_ms = lease_ttl.as_millis() as u64, "lease renewed")
+                    }
+                    Err(error) => tracing::warn!(%error, "lease renewal failed"),
+                }
+                (None, None)
+            }
+        };
+        let msg = CloudDone {
+            job,
+            report,
+            verdict,
+            superseded,
+        };
+        if done.send(msg).is_err() {
+            break;
+        }
+    }
+}
+
+/// Runs a promote while watching the queue: jobs that arrive go to `ahead`,
+/// and a demote among them stops the promote. Returns the report and
+/// whether the promote was stopped.
+async fn promote_unless_demoted(
+    provider: &dyn CloudProvider,
+    set: &FloatingSet,
+    jobs: &mut mpsc::UnboundedReceiver<CloudJob>,
+    ahead: &mut VecDeque<CloudJob>,
+) -> (TransitionReport, bool) {
+    let promote = provider.promote(set);
+    tokio::pin!(promote);
+    let mut queue_open = true;
+    loop {
+        tokio::select! {
+            report = &mut promote => return (report, false),
+            next = jobs.recv(), if queue_open => match next {
+                Some(j) => {
+                    let demote = matches!(j, CloudJob::Demote { .. });
+                    ahead.push_back(j);
+                    if demote {
+                        return (stopped_report(provider), true);
+                    }
+                }
+                None => queue_open = false,
+            },
+        }
+    }
+}
+
+/// The report of a promote stopped by a demote: not ok (the asked state was
+/// not reached), with the reason.
+fn stopped_report(provider: &dyn CloudProvider) -> TransitionReport {
+    let mut r = floatlb_cloud::Recorder::new(floatlb_cloud::Action::Promote, provider.name())
+        .finish(Ok(()));
+    r.ok = false;
+    r.error = Some("stopped: a demote queued behind it supersedes it".into());
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use floatlb_cloud::{Action, CloudError, CloudStatus, NodeIdentity, NoneProvider, Recorder};
+
+    use super::*;
+
+    /// A provider whose promote announces for `promote_for` (like the gARP
+    /// burst) and records when each call starts and ends.
+    struct Slow {
+        promote_for: Duration,
+        log: Mutex<Vec<&'static str>>,
+    }
+
+    #[async_trait::async_trait]
+    impl CloudProvider for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        async fn discover(&self) -> Result<NodeIdentity, CloudError> {
+            NoneProvider.discover().await
+        }
+        async fn promote(&self, _set: &FloatingSet) -> TransitionReport {
+            self.log.lock().unwrap().push("promote start");
+            tokio::time::sleep(self.promote_for).await;
+            self.log.lock().unwrap().push("promote end");
+            Recorder::new(Action::Promote, "slow").finish(Ok(()))
+        }
+        async fn demote(&self, _set: &FloatingSet) -> TransitionReport {
+            self.log.lock().unwrap().push("demote");
+            Recorder::new(Action::Demote, "slow").finish(Ok(()))
+        }
+        async fn reconcile(&self, set: &FloatingSet) -> TransitionReport {
+            NoneProvider.reconcile(set).await
+        }
+        async fn status(&self, set: &FloatingSet) -> Result<CloudStatus, CloudError> {
+            NoneProvider.status(set).await
+        }
+    }
+
+    fn start(
+        promote_for: Duration,
+    ) -> (
+        Arc<Slow>,
+        mpsc::UnboundedSender<CloudJob>,
+        mpsc::UnboundedReceiver<CloudDone>,
+    ) {
+        let p = Arc::new(Slow {
+            promote_for,
+            log: Mutex::new(Vec::new()),
+        });
+        let (jobs, jobs_rx) = mpsc::unbounded_channel();
+        let (done_tx, done) = mpsc::unbounded_channel();
+        let set = Arc::new(FloatingSet::new([]));
+        tokio::spawn(run(
+            p.clone(),
+            set,
+            Duration::from_secs(6),
+            jobs_rx,
+            done_tx,
+        ));
+        (p, jobs, done)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_demote_queued_behind_a_promote_stops_it_at_once() {
+        let (p, jobs, mut done) = start(Duration::from_secs(1));
+        let t0 = tokio::time::Instant::now();
+        jobs.send(CloudJob::Promote { seq: 1 }).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        jobs.send(CloudJob::Demote { seq: 2 }).unwrap();
+        let first = done.recv().await.unwrap();
+        assert_eq!(first.job, CloudJob::Promote { seq: 1 });
+        assert!(first.superseded);
+        let r = first.report.unwrap();
+        assert!(!r.ok && r.error.unwrap().contains("demote"));
+        let second = done.recv().await.unwrap();
+        assert_eq!(second.job, CloudJob::Demote { seq: 2 });
+        assert!(!second.superseded && second.report.unwrap().ok);
+        assert!(
+            t0.elapsed() < Duration::from_millis(200),
+            "the demote waited for the promote: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(*p.log.lock().unwrap(), ["promote start", "demote"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_jobs_wait_for_the_promote_and_keep_their_order() {
+        let (p, jobs, mut done) = start(Duration::from_secs(1));
+        jobs.send(CloudJob::Promote { seq: 1 }).unwrap();
+        jobs.send(CloudJob::RenewLease).unwrap();
+        jobs.send(CloudJob::Query).unwrap();
+        let got: Vec<(CloudJob, bool)> = [
+            done.recv().await.unwrap(),
+            done.recv().await.unwrap(),
+            done.recv().await.unwrap(),
+        ]
+        .into_iter()
+        .map(|d| (d.job, d.superseded))
+        .collect();
+        assert_eq!(
+            got,
+            [
+                (CloudJob::Promote { seq: 1 }, false),
+                (CloudJob::RenewLease, false),
+                (CloudJob::Query, false)
+            ]
+        );
+        assert_eq!(*p.log.lock().unwrap(), ["promote start", "promote end"]);
+    }
+}
