@@ -1217,3 +1217,70 @@ fn conntrack_changes_reach_cached_flows_at_once() {
         assert_eq!(dp.flow_cache_len().unwrap(), 0);
     });
 }
+
+#[test]
+fn removing_an_endpoint_flushes_its_udp_flows_and_keeps_its_tcp_flows() {
+    in_netns(|dp, ifindex| {
+        let both = || vec![ep(EP1, 1), ep(EP2, 1)];
+        let udp = |eps| ServiceSpec {
+            proto: PROTO_UDP,
+            port: 53,
+            ..web_service(eps, 0)
+        };
+        dp.upsert_service(&udp(both())).unwrap();
+        dp.upsert_service(&web_service(both(), 0)).unwrap();
+        let lbmac = lb_mac();
+        let send = |dp: &mut DpGuard, f: &[u8]| {
+            let out = dp
+                .prog_test_run(TestProgram::Floatlb, f, Some(ifindex), 1)
+                .unwrap();
+            assert_eq!(out.action, xdp_action::TX);
+            parse(&out.packet).dst
+        };
+        // Round-robin: the flows alternate between the two endpoints.
+        let mut udp_to_ep2 = Vec::new();
+        for port in 34000..34006u16 {
+            let d = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, port, 53, true);
+            if send(dp, &d) == EP2 {
+                udp_to_ep2.push(port);
+            }
+        }
+        let mut tcp_to_ep2 = 0;
+        for port in 42000..42006u16 {
+            let syn = tcp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, port, 80, SYN);
+            tcp_to_ep2 += usize::from(send(dp, &syn) == EP2);
+        }
+        assert_eq!((udp_to_ep2.len(), tcp_to_ep2), (3, 3));
+
+        // EP2 leaves both services; the next sweep (the agent's thread)
+        // flushes its UDP flows only.
+        dp.upsert_service(&udp(vec![ep(EP1, 1)])).unwrap();
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 0))
+            .unwrap();
+        let mut sweeper = dp.conntrack_sweeper().unwrap();
+        assert_eq!(sweeper.expire().unwrap(), 3, "the three UDP flows to EP2");
+        assert_eq!(sweeper.expire().unwrap(), 0, "flushed once");
+        let ct = dp.conntrack_dump().unwrap();
+        let to_ep2 = |proto| {
+            ct.iter()
+                .filter(|r| r.client.proto == proto && r.nat_dst.0 == EP2)
+                .count()
+        };
+        assert_eq!(to_ep2(PROTO_UDP), 0);
+        assert_eq!(to_ep2(PROTO_TCP), 3, "TCP flows finish on their endpoint");
+        // The next datagram of a flushed flow is balanced afresh.
+        let d = udp_frame(lbmac, CLIENT_MAC, CLIENT, VIP, udp_to_ep2[0], 53, true);
+        assert_eq!(send(dp, &d), EP1);
+
+        // A removed UDP service takes its flows with it.
+        dp.remove_service(floatlb_dataplane::ServiceKeySpec {
+            vip: VIP,
+            port: 53,
+            proto: PROTO_UDP,
+        })
+        .unwrap();
+        assert_eq!(sweeper.expire().unwrap(), 4);
+        let ct = dp.conntrack_dump().unwrap();
+        assert!(ct.iter().all(|r| r.client.proto == PROTO_TCP), "{ct:?}");
+    });
+}

@@ -3,6 +3,16 @@
 //! tuple (forward) and by the endpoint's reply tuple; each holds the rewrite
 //! for its own direction.
 //!
+//! **Removed UDP endpoints.** When an endpoint leaves a UDP service (or the
+//! service goes), the next sweep deletes the flows to it, so the next
+//! datagram of such a flow is balanced afresh instead of following a
+//! mapping to an endpoint that is gone: UDP has no reset that would tell
+//! the client. TCP flows to a removed endpoint are kept until they close or
+//! idle out, so a still-running endpoint finishes its connections (and a
+//! dead one answers nothing; the client's retransmissions time out as they
+//! would without a load balancer), the policy of kube-proxy's netfilter
+//! mode. The sweep runs every `conntrack_expiry_interval` in the agent.
+//!
 //! The program serves established flows from a per-CPU flow cache
 //! (`FLB_FLOWS`) and writes their counters and last-seen time back to these
 //! entries at least every `FLOW_CACHE_SYNC_JIFFIES`, so a dump lags the
@@ -25,6 +35,43 @@ use crate::{
     bump_gen, modify_config_map, monotonic_ns,
     spec::{self, CtRecord, FlowKey, TcpState},
 };
+
+/// A UDP endpoint removed from service `svc_id`, whose flows the next sweep
+/// deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RetiredEndpoint {
+    svc_id: u32,
+    /// Address, as stored in the maps.
+    ip: u32,
+    /// Port, network byte order.
+    port: u16,
+}
+
+impl RetiredEndpoint {
+    pub(crate) fn new(svc_id: u32, ep: &spec::EndpointSpec) -> Self {
+        Self {
+            svc_id,
+            ip: spec::ip_raw(ep.ip),
+            port: ep.port.to_be(),
+        }
+    }
+
+    /// The endpoint a forward entry `v` sends to.
+    fn of_flow(v: &CtValue) -> Option<Self> {
+        (v.dir == DIR_FORWARD).then_some(Self {
+            svc_id: v.svc_id,
+            ip: v.nat_dst,
+            port: v.nat_dport,
+        })
+    }
+}
+
+/// The queue of retired endpoints shared by the datapath and its sweepers.
+pub(crate) type Retired = Arc<Mutex<Vec<RetiredEndpoint>>>;
+
+fn take_retired(r: &Retired) -> Vec<RetiredEndpoint> {
+    std::mem::take(&mut *r.lock().unwrap_or_else(|p| p.into_inner()))
+}
 
 /// Key of the entry for the opposite direction of the flow whose entry is (k, v).
 fn peer_key(k: &FlowKeyRaw, v: &CtValue) -> FlowKeyRaw {
@@ -215,7 +262,8 @@ impl Dataplane {
     /// thread of its own through [`Dataplane::conntrack_sweeper`].
     pub fn expire_conntrack(&mut self) -> Result<usize, DataplaneError> {
         let timeouts = self.opts.timeouts;
-        let flows = expire_idle(self.map_mut(M_CT)?, timeouts)?;
+        let retired = take_retired(&self.retired);
+        let flows = expire_idle(self.map_mut(M_CT)?, timeouts, &retired)?;
         if flows > 0 {
             self.bump_flow_cache_gen()?;
         }
@@ -236,8 +284,19 @@ impl Dataplane {
             ct: open(M_CT)?,
             config: open(M_CONFIG)?,
             config_lock: self.config_lock.clone(),
+            retired: self.retired.clone(),
             timeouts: self.opts.timeouts,
         })
+    }
+
+    /// Queue the flows to these endpoints for the next sweep.
+    pub(crate) fn retire_endpoints(&mut self, eps: Vec<RetiredEndpoint>) {
+        if !eps.is_empty() {
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(eps);
+        }
     }
 }
 
@@ -247,6 +306,7 @@ pub struct ConntrackSweeper {
     ct: Map,
     config: Map,
     config_lock: Arc<Mutex<()>>,
+    retired: Retired,
     timeouts: CtTimeouts,
 }
 
@@ -262,7 +322,8 @@ impl ConntrackSweeper {
     /// Remove idle flows, as [`Dataplane::expire_conntrack`] does; returns
     /// how many.
     pub fn expire(&mut self) -> Result<usize, DataplaneError> {
-        let flows = expire_idle(&mut self.ct, self.timeouts)?;
+        let retired = take_retired(&self.retired);
+        let flows = expire_idle(&mut self.ct, self.timeouts, &retired)?;
         if flows > 0 {
             let _held = self.config_lock.lock().unwrap_or_else(|p| p.into_inner());
             modify_config_map(&mut self.config, bump_gen)?;
@@ -292,13 +353,19 @@ fn entries(m: &Map) -> Result<Vec<(FlowKeyRaw, CtValue)>, DataplaneError> {
     Ok(out)
 }
 
-/// Removes the idle flows of the conntrack map `ct`; returns how many. The
+/// Removes the idle flows of the conntrack map `ct`, and the flows to the
+/// `retired` endpoints; returns how many. The
 /// caller bumps the flow-cache generation when any went: an expired flow is
 /// idle, so its cached copies are stale (each is re-validated after
 /// FLOW_CACHE_SYNC_JIFFIES anyway); bumping makes that independent of
 /// timeouts and HZ.
-fn expire_idle(ct: &mut Map, t: CtTimeouts) -> Result<usize, DataplaneError> {
+fn expire_idle(
+    ct: &mut Map,
+    t: CtTimeouts,
+    retired: &[RetiredEndpoint],
+) -> Result<usize, DataplaneError> {
     let now = monotonic_ns();
+    let retired: std::collections::HashSet<RetiredEndpoint> = retired.iter().copied().collect();
     let all = entries(ct)?;
     let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
     let mut doomed = Vec::new();
@@ -330,7 +397,9 @@ fn expire_idle(ct: &mut Map, t: CtTimeouts) -> Result<usize, DataplaneError> {
             _ => t.closed_secs,
         };
         let last = v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns));
-        if now.saturating_sub(last) > u64::from(secs) * 1_000_000_000 {
+        let idle = now.saturating_sub(last) > u64::from(secs) * 1_000_000_000;
+        let to_retired = RetiredEndpoint::of_flow(v).is_some_and(|e| retired.contains(&e));
+        if idle || to_retired {
             doomed.push(*k);
             if peer.is_some() {
                 doomed.push(peer_k);

@@ -218,6 +218,9 @@ pub struct Dataplane {
     /// Held for every read-modify-write of `FLB_CONFIG`, which a
     /// [`ConntrackSweeper`] on another thread also updates.
     config_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// UDP endpoints removed from their service whose flows the next sweep
+    /// flushes (shared with every [`ConntrackSweeper`]).
+    retired: conntrack::Retired,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -344,6 +347,7 @@ impl Dataplane {
             neigh_rb,
             used_ids: Default::default(),
             config_lock: Default::default(),
+            retired: Default::default(),
         };
         let nh_max_age_ns = opts.nexthop_cache.as_nanos().min(u128::from(u64::MAX)) as u64;
         dp.modify_config(|cfg| {

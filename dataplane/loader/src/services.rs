@@ -14,6 +14,8 @@ use floatlb_common::{
 
 use crate::{
     Dataplane, DataplaneError, M_DROPS, M_EP_STATS, M_EPSETS, M_MAGLEV, M_RR, M_SERVICES, M_VIPS,
+    PROTO_UDP,
+    conntrack::RetiredEndpoint,
     maglev,
     spec::{
         self, Counters, DropCounters, PacketCount, ServiceCounters, ServiceKeySpec, ServiceSpec,
@@ -73,6 +75,20 @@ impl Dataplane {
         svc.validate()?;
         let key = svc.key().raw();
         let existing = self.service_raw(&key)?;
+        // UDP endpoints that leave the set: their flows are flushed by the
+        // next conntrack sweep (see `conntrack` docs).
+        let retiring: Vec<_> = match existing {
+            Some(v) if svc.proto == PROTO_UDP => spec::endpoints_from_set(&self.live_set(&v)?)
+                .into_iter()
+                .filter(|old| {
+                    !svc.endpoints
+                        .iter()
+                        .any(|n| n.ip == old.ip && n.port == old.port)
+                })
+                .map(|old| RetiredEndpoint::new(v.id, &old))
+                .collect(),
+            _ => Vec::new(),
+        };
         let (id, generation) = match existing {
             Some(v) => (v.id, (v.generation ^ 1) & 1),
             None => (self.free_id()?, 0),
@@ -127,6 +143,7 @@ impl Dataplane {
         m.insert(key, value, 0)
             .map_err(DataplaneError::map(M_SERVICES))?;
         self.used_ids.insert(id);
+        self.retire_endpoints(retiring);
         if existing.is_some() && !svc.needs_maglev() {
             // A service that left Maglev: drop both of its tables.
             let mut t: HashMap<&mut MapData, u32, MaglevTable> =
@@ -167,6 +184,14 @@ impl Dataplane {
                 proto: key.proto,
             });
         };
+        let retiring: Vec<_> = if key.proto == PROTO_UDP {
+            spec::endpoints_from_set(&self.live_set(&v)?)
+                .iter()
+                .map(|old| RetiredEndpoint::new(v.id, old))
+                .collect()
+        } else {
+            Vec::new()
+        };
         {
             let mut m: HashMap<&mut MapData, ServiceKey, ServiceValue> =
                 HashMap::try_from(self.map_mut(M_SERVICES)?)
@@ -187,6 +212,7 @@ impl Dataplane {
                 HashMap::try_from(self.map_mut(M_VIPS)?).map_err(DataplaneError::map(M_VIPS))?;
             let _ = vips.remove(&raw.vip);
         }
+        self.retire_endpoints(retiring);
         tracing::info!(vip = %key.vip, port = key.port, proto = key.proto, "service removed");
         Ok(())
     }
