@@ -1284,3 +1284,41 @@ fn removing_an_endpoint_flushes_its_udp_flows_and_keeps_its_tcp_flows() {
         assert!(ct.iter().all(|r| r.client.proto == PROTO_TCP), "{ct:?}");
     });
 }
+
+/// Pins left by another floatlb version (here: a map of another layout
+/// pinned under FLB_CONFIG's name) are refused with an error that names
+/// the map, both layouts and the way out; nothing is loaded or changed.
+#[test]
+fn pins_of_another_layout_are_refused_with_a_clear_error() {
+    in_netns(|dp, _ifindex| {
+        dp.upsert_service(&web_service(vec![ep(EP1, 1)], 1))
+            .unwrap();
+        let opts = dp.options().clone();
+        dp.0.take().unwrap().release();
+        let maps = opts.pin_dir.join("maps");
+        std::fs::remove_file(maps.join("FLB_CONFIG")).unwrap();
+        std::fs::rename(maps.join("FLB_DROPS"), maps.join("FLB_CONFIG")).unwrap();
+        let prog = std::fs::metadata(opts.pin_dir.join("prog")).unwrap();
+        let e = Dataplane::open(&opts).unwrap_err().to_string();
+        println!("re-open over foreign pins: {e}");
+        for part in [
+            "FLB_CONFIG",
+            "PerCpuArray",
+            "value 8 bytes",
+            "value 24 bytes",
+            "another floatlb version",
+            &opts.pin_dir.display().to_string(),
+        ] {
+            assert!(e.contains(part), "{part:?} missing from: {e}");
+        }
+        assert_eq!(
+            std::fs::metadata(opts.pin_dir.join("prog"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            prog.modified().unwrap(),
+            "the pinned program must not be replaced"
+        );
+        assert!(maps.join("FLB_SERVICES").exists(), "pins are left alone");
+    });
+}

@@ -1,4 +1,5 @@
-//! Making sure the pin directory lives on a bpffs.
+//! Making sure the pin directory lives on a bpffs, and that maps pinned
+//! there by an earlier run fit this program.
 //!
 //! `ip netns exec` remounts /sys, so inside it /sys/fs/bpf is an empty sysfs
 //! directory. `ensure` accepts a pin directory that already is on bpffs,
@@ -79,4 +80,57 @@ pub(crate) fn remove_dir(dir: &Path) {
         tracing::warn!(path = %dir.display(), error = %e, "umount bpffs");
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+/// Checks every map already pinned under `maps_dir` against the program's
+/// definition in `object` (type, key size, value size). aya reuses a pinned
+/// map as it finds it, so a map left by another floatlb version would
+/// otherwise reach the verifier (an opaque rejection) or, worse, be used
+/// with another layout. Capacities may differ: a pinned map keeps the size
+/// it was created with.
+pub(crate) fn check_pinned_layout(
+    object: &[u8],
+    pin_dir: &Path,
+    maps_dir: &Path,
+    names: &[&str],
+) -> Result<(), DataplaneError> {
+    let obj = aya_obj::Object::parse(object)
+        .map_err(|e| DataplaneError::Load(format!("parsing the XDP object: {e}")))?;
+    for name in names {
+        let path = maps_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let want = obj
+            .maps
+            .get(*name)
+            .ok_or_else(|| DataplaneError::Load(format!("map {name} not in the XDP object")))?;
+        let pinned = aya::maps::MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map_err(|e| DataplaneError::Pin {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let want_type = aya_obj::generated::bpf_map_type::try_from(want.map_type())
+            .ok()
+            .and_then(|t| aya::maps::MapType::try_from(t).ok());
+        let found_type = pinned.map_type().ok();
+        let layout = |t: Option<aya::maps::MapType>, k: u32, v: u32| {
+            let t = t.map_or_else(|| "unknown".to_string(), |t| format!("{t:?}"));
+            format!("{t} map, key {k} bytes, value {v} bytes")
+        };
+        if want_type != found_type
+            || want.key_size() != pinned.key_size()
+            || want.value_size() != pinned.value_size()
+        {
+            return Err(DataplaneError::IncompatiblePin {
+                map: (*name).to_string(),
+                path,
+                found: layout(found_type, pinned.key_size(), pinned.value_size()),
+                expected: layout(want_type, want.key_size(), want.value_size()),
+                pin_dir: pin_dir.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -70,6 +70,25 @@ pub enum DataplaneError {
     /// Every service slot is in use (`max_services`).
     #[error("service table full ({0} services)")]
     ServicesFull(u32),
+    /// A map pinned by an earlier run does not match this program's map
+    /// (another floatlb version made it); nothing was loaded or changed.
+    #[error(
+        "pinned map {map} at {path} does not fit this floatlb ({found}; this version needs \
+         {expected}): it was made by another floatlb version. Stop that datapath (an agent \
+         stopped without --keep-pinned removes it) or delete {pin_dir}, then start again"
+    )]
+    IncompatiblePin {
+        /// Map name.
+        map: String,
+        /// The pinned map's path.
+        path: PathBuf,
+        /// What is pinned (type, key and value sizes).
+        found: String,
+        /// What this program defines.
+        expected: String,
+        /// The pin directory.
+        pin_dir: PathBuf,
+    },
     /// BPF_PROG_TEST_RUN failed.
     #[error("BPF_PROG_TEST_RUN: {0}")]
     TestRun(String),

@@ -307,6 +307,7 @@ impl Dataplane {
             std::fs::create_dir_all(d).map_err(|e| pin_err(d, e))?;
         }
         let fresh = !maps_dir.join(M_CONFIG).exists();
+        bpffs::check_pinned_layout(XDP_OBJECT, &opts.pin_dir, &maps_dir, &MAP_NAMES)?;
         let ms = opts.max_services;
         let mut loader = EbpfLoader::new();
         for name in MAP_NAMES {
