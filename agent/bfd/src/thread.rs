@@ -22,6 +22,12 @@
 //! ([`BfdThread::admin_down_acked`], used where the order of the packet
 //! and the caller's next step matters: the shutdown handover).
 //!
+//! The sessions run only from [`BfdThread::start`] on: the daemon binds
+//! early (so bind errors stop it before the datapath is opened) but must
+//! not let the peer see it Up, nor collect state changes, while it is
+//! still loading the datapath and cannot act on them yet. Until then the
+//! receive tasks queue what arrives (bounded), as they did before.
+//!
 //! Sockets are bound on the BFD thread, inside its runtime (a tokio socket
 //! belongs to the runtime it was registered with); the outcome of binding
 //! and adding the sessions is handed back before [`BfdThread::spawn`]
@@ -41,6 +47,8 @@ use super::session::SessionConfig;
 /// A request to the BFD thread.
 #[derive(Debug)]
 pub enum Command {
+    /// Start running the sessions (see [`BfdThread::start`]).
+    Start,
     /// Set the session to `peer` AdminDown and tell the peer at once. The
     /// resulting changes go to `ack` when given, else out as an event.
     AdminDown {
@@ -129,6 +137,12 @@ impl BfdThread {
         }
     }
 
+    /// Lets the sessions run: transmissions, timers and received packets
+    /// are processed from now on.
+    pub fn start(&self) {
+        let _ = self.cmds.send(Command::Start);
+    }
+
     /// The next batch of state changes (cancel-safe). `None` once the
     /// thread has stopped.
     pub async fn recv(&mut self) -> Option<Vec<StateChange>> {
@@ -190,42 +204,54 @@ fn setup(cfg: &ManagerConfig, sessions: Vec<SessionConfig>) -> Result<BfdManager
     Ok(mgr)
 }
 
-/// The thread's loop: commands first, then datagrams and timers.
+/// The thread's loop: commands first, then datagrams and timers; the
+/// sessions wait for [`Command::Start`].
 async fn run(
     mut mgr: BfdManager,
     mut cmds: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Vec<StateChange>>,
 ) {
-    let emit = |changes: Vec<StateChange>| {
-        if !changes.is_empty() {
-            // The owner gone means it is shutting down; keep serving the
-            // session until told to stop.
-            let _ = events.send(changes);
-        }
-    };
+    let mut started = false;
     loop {
-        tokio::select! {
-            biased;
-            cmd = cmds.recv() => match cmd {
-                None | Some(Command::Shutdown) => break,
-                Some(Command::AdminDown { peer, ack }) => {
-                    let changes = mgr.admin_down(peer);
-                    match ack {
-                        Some(ack) => {
-                            let _ = ack.send(changes);
-                        }
-                        None => emit(changes),
+        let cmd = if started {
+            tokio::select! {
+                biased;
+                cmd = cmds.recv() => cmd,
+                changes = mgr.step() => {
+                    emit(&events, changes);
+                    continue;
+                }
+            }
+        } else {
+            cmds.recv().await
+        };
+        match cmd {
+            None | Some(Command::Shutdown) => break,
+            Some(Command::Start) => started = true,
+            Some(Command::AdminDown { peer, ack }) => {
+                let changes = mgr.admin_down(peer);
+                match ack {
+                    Some(ack) => {
+                        let _ = ack.send(changes);
                     }
+                    None => emit(&events, changes),
                 }
-                Some(Command::AdminUp(peer)) => emit(mgr.admin_up(peer)),
-                Some(Command::Snapshot(reply)) => {
-                    let _ = reply.send(snapshot(&mgr));
-                }
-            },
-            changes = mgr.step() => emit(changes),
+            }
+            Some(Command::AdminUp(peer)) => emit(&events, mgr.admin_up(peer)),
+            Some(Command::Snapshot(reply)) => {
+                let _ = reply.send(snapshot(&mgr));
+            }
         }
     }
     tracing::debug!("bfd thread stopping");
+}
+
+fn emit(events: &mpsc::UnboundedSender<Vec<StateChange>>, changes: Vec<StateChange>) {
+    if !changes.is_empty() {
+        // No receiver means the owner is shutting down; keep serving the
+        // sessions until told to stop.
+        let _ = events.send(changes);
+    }
 }
 
 fn snapshot(mgr: &BfdManager) -> Snapshot {
@@ -294,6 +320,12 @@ mod tests {
             BfdThread::spawn(listen(p), vec![cfg("127.0.0.1", "127.0.0.5", p + 1)]).unwrap();
         let mut b =
             BfdThread::spawn(listen(p + 1), vec![cfg("127.0.0.5", "127.0.0.1", p)]).unwrap();
+        // Not started: nothing is sent, so the peer cannot come Up.
+        let idle = tokio::time::timeout(Duration::from_millis(50), a.recv()).await;
+        assert!(idle.is_err(), "a change before start: {idle:?}");
+        assert_eq!(a.snapshot().await.unwrap().counters.tx_ok, 0);
+        a.start();
+        b.start();
         wait_for(&mut a, State::Up).await;
         wait_for(&mut b, State::Up).await;
         let snap = a.snapshot().await.unwrap();
@@ -340,6 +372,7 @@ mod tests {
         let p = base(2);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, p));
         let t = BfdThread::spawn(listen(p), vec![]).unwrap();
+        t.start();
         // The receive socket holds the port (a bind without SO_REUSEADDR fails).
         assert!(std::net::UdpSocket::bind(addr).is_err());
         let t0 = Instant::now();

@@ -274,13 +274,15 @@ impl Orchestrator {
         &self.records
     }
 
-    /// Startup: withdraw leftovers (reconcile, demote), enter BACKUP.
+    /// Startup: withdraw leftovers (reconcile, demote), enter BACKUP, let
+    /// the BFD session run.
     pub fn start(&mut self) -> Vec<DatapathCmd> {
         self.submit(CloudJob::Reconcile);
         self.submit(CloudJob::Demote { seq: 0 });
         let mut cmds = vec![DatapathCmd::SetActive(false)];
         self.feed(Input::Start, Instant::now(), &mut cmds);
         self.publish_state();
+        self.bfd.start();
         cmds
     }
 
