@@ -1,4 +1,5 @@
-//! [`BfdManager`]: the session table, driven by the daemon's owner task.
+//! [`BfdManager`]: the session table, driven by one task (in the daemon,
+//! the loop of [`super::thread::BfdThread`], on a thread of its own).
 //!
 //! The owner calls [`BfdManager::step`] in its `select!` loop; `step` waits
 //! for the next datagram (from the per-socket receive tasks, over an mpsc
@@ -306,6 +307,11 @@ impl BfdManager {
                 poll_pending: s.poll_pending,
             }
         })
+    }
+
+    /// The peers of all sessions.
+    pub fn peers(&self) -> Vec<IpAddr> {
+        self.sessions.keys().copied().collect()
     }
 
     pub fn counters(&self) -> &Counters {

@@ -17,12 +17,11 @@
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use floatlb_cloud::{CloudProvider, FloatingSet, TransitionReport};
+use floatlb_cloud::{CloudProvider, FloatingSet, Ownership, TransitionReport};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::machine::CloudVerdict;
-use super::orchestrate::verdict_from_ownership;
+use super::machine::{CloudVerdict, Holder};
 
 /// Work for the cloud worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -38,7 +37,7 @@ pub enum CloudJob {
     },
     Query,
     /// Extend this node's lease tag by the lease length
-    /// ([`super::orchestrate::lease_ttl`]).
+    /// ([`lease_ttl`]).
     RenewLease,
 }
 
@@ -51,6 +50,34 @@ pub struct CloudDone {
     /// A promote stopped because a demote was queued behind it (see the
     /// module docs); its report covers the calls made until then.
     pub superseded: bool,
+}
+
+fn holder(h: floatlb_cloud::Holder) -> Holder {
+    match h {
+        floatlb_cloud::Holder::Us => Holder::Us,
+        floatlb_cloud::Holder::Peer => Holder::Peer,
+        floatlb_cloud::Holder::Nobody => Holder::Nobody,
+        floatlb_cloud::Holder::Unknown => Holder::Unknown,
+    }
+}
+
+/// The machine's verdict from the provider's [`Ownership`]: owner of the
+/// floating address, peer instance state and the lease tag with its time
+/// left (zero once expired, which the machine treats as no lease).
+pub fn verdict_from_ownership(o: &Ownership) -> CloudVerdict {
+    CloudVerdict {
+        owner: holder(o.owner),
+        peer_running: o.peer_running,
+        lease: o.lease.map(|l| (holder(l.holder), l.remaining)),
+    }
+}
+
+/// Length of the lease a MASTER writes each time it re-verifies: three
+/// verify intervals, so two renewals in a row may fail (a slow or
+/// throttled EC2 call) before the peer may take over, and a crashed MASTER
+/// is taken over at most this long after its last renewal.
+pub fn lease_ttl(verify_interval: Duration) -> Duration {
+    verify_interval * 3
 }
 
 /// Runs `jobs` one after another until the queue closes, sending each
@@ -264,5 +291,97 @@ mod tests {
             ]
         );
         assert_eq!(*p.log.lock().unwrap(), ["promote start", "promote end"]);
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::ha::machine::{Action, HaConfig, HaMachine, Input, Role};
+    use floatlb_cloud::{Holder as CH, Lease};
+
+    fn lease(holder: CH, remaining_ms: u64) -> Option<Lease> {
+        Some(Lease {
+            holder,
+            expires_unix_ms: 1_800_000_000_000,
+            remaining: Duration::from_millis(remaining_ms),
+        })
+    }
+
+    /// Ownership as the provider reports it -> the verdict the machine
+    /// decides on, one case per owner and lease shape.
+    #[test]
+    fn ownership_maps_to_the_full_verdict() {
+        type Case = (Ownership, CloudVerdict);
+        let ms = Duration::from_millis;
+        let cases: Vec<Case> = vec![
+            (Ownership::unknown(), CloudVerdict::unknown()),
+            (
+                Ownership {
+                    owner: CH::Peer,
+                    peer_running: Some(true),
+                    lease: lease(CH::Peer, 4_000),
+                },
+                CloudVerdict {
+                    owner: Holder::Peer,
+                    peer_running: Some(true),
+                    lease: Some((Holder::Peer, ms(4_000))),
+                },
+            ),
+            (
+                Ownership {
+                    owner: CH::Us,
+                    peer_running: Some(false),
+                    lease: lease(CH::Us, 0),
+                },
+                CloudVerdict {
+                    owner: Holder::Us,
+                    peer_running: Some(false),
+                    lease: Some((Holder::Us, Duration::ZERO)),
+                },
+            ),
+            (
+                Ownership {
+                    owner: CH::Nobody,
+                    peer_running: None,
+                    lease: None,
+                },
+                CloudVerdict {
+                    owner: Holder::Nobody,
+                    peer_running: None,
+                    lease: None,
+                },
+            ),
+        ];
+        for (o, want) in cases {
+            assert_eq!(verdict_from_ownership(&o), want, "{o:?}");
+        }
+        // The machine postpones a claim on the mapped peer lease.
+        let mut m = HaMachine::new(HaConfig {
+            self_id: 1,
+            ..HaConfig::default()
+        })
+        .unwrap();
+        let t0 = Instant::now();
+        m.handle(Input::Start, t0);
+        assert_eq!(
+            m.on_tick(t0 + Duration::from_secs(3)),
+            vec![Action::QueryCloud]
+        );
+        let v = verdict_from_ownership(&Ownership {
+            owner: CH::Peer,
+            peer_running: Some(true),
+            lease: lease(CH::Peer, 4_000),
+        });
+        let acts = m.handle(Input::Cloud(v), t0 + Duration::from_secs(3));
+        assert_eq!((acts, m.role()), (vec![], Role::Backup));
+        assert_eq!(m.next_deadline(), Some(t0 + Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn lease_outlives_two_missed_renewals() {
+        assert_eq!(lease_ttl(Duration::from_secs(2)), Duration::from_secs(6));
     }
 }

@@ -1,11 +1,18 @@
 //! The HA orchestrator: carries out what the pure [`HaMachine`] decides.
 //!
-//! It owns the BFD session table ([`BfdManager`]), the machine and a handle
-//! to the cloud worker, and it runs *inside* the daemon's owner task: the
-//! daemon's `select!` loop awaits [`Orchestrator::next`] (BFD datagrams and
-//! timers, HA timers, finished cloud jobs) next to its own messages, hands
-//! the event to [`Orchestrator::handle`], and applies the datapath commands
-//! it returns. Nothing is shared or locked; the datapath stays the daemon's.
+//! It owns the machine, a handle to the BFD thread ([`BfdThread`]) and a
+//! handle to the cloud worker, and it runs *inside* the daemon's owner
+//! task: the daemon's `select!` loop awaits [`Orchestrator::next`] (BFD
+//! state changes, HA timers, finished cloud jobs) next to its own
+//! messages, hands the event to [`Orchestrator::handle`], and applies the
+//! datapath commands it returns. Nothing is shared or locked; the datapath
+//! stays the daemon's.
+//!
+//! BFD itself (sockets, timers, transmissions) runs on a thread of its own
+//! with its own runtime, so a slow reload or datapath call in the owner
+//! task cannot delay a packet and make the peer declare us Down. The owner
+//! task only sees the state changes, in order, and sends AdminDown /
+//! AdminUp as commands; the changes those cause come back as events too.
 //!
 //! Cloud work (promote, demote, queries, lease renewal) can take seconds on
 //! AWS, so it never runs in the owner task: jobs go, in order, to one
@@ -57,26 +64,28 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use floatlb_cloud::{CloudProvider, FloatingSet, Ownership, TransitionReport};
+use floatlb_cloud::{CloudProvider, FloatingSet, TransitionReport};
 use serde::Serialize;
 use tokio::{sync::mpsc, task::JoinHandle};
 
-pub use super::cloud_worker::{CloudDone, CloudJob};
-use super::machine::{
-    Action, CloudVerdict, HaConfig, HaConfigError, HaMachine, Holder, Input, Role,
-};
+pub use super::cloud_worker::{CloudDone, CloudJob, lease_ttl, verdict_from_ownership};
+use super::machine::{Action, CloudVerdict, HaConfig, HaConfigError, HaMachine, Input, Role};
 use super::{
     cloud_worker,
     state_file::{StateFile, StateWriter},
 };
 use crate::bfd::{
-    manager::{BfdError, BfdManager, ManagerConfig, StateChange},
+    manager::{BfdError, ManagerConfig, StateChange},
     packet::State as BfdState,
     session::SessionConfig,
+    thread::BfdThread,
 };
 
 /// Most transitions kept in memory and in the state file.
 const MAX_RECORDS: usize = 200;
+
+/// Bound on waiting for the BFD thread to confirm the shutdown AdminDown.
+const ADMIN_DOWN_ACK: Duration = Duration::from_secs(1);
 
 /// Errors building the orchestrator.
 #[derive(Debug, thiserror::Error)]
@@ -177,39 +186,11 @@ fn wall_of(at: Instant) -> SystemTime {
     SystemTime::now() - now.saturating_duration_since(at)
 }
 
-fn holder(h: floatlb_cloud::Holder) -> Holder {
-    match h {
-        floatlb_cloud::Holder::Us => Holder::Us,
-        floatlb_cloud::Holder::Peer => Holder::Peer,
-        floatlb_cloud::Holder::Nobody => Holder::Nobody,
-        floatlb_cloud::Holder::Unknown => Holder::Unknown,
-    }
-}
-
-/// The machine's verdict from the provider's [`Ownership`]: owner of the
-/// floating address, peer instance state and the lease tag with its time
-/// left (zero once expired, which the machine treats as no lease).
-pub fn verdict_from_ownership(o: &Ownership) -> CloudVerdict {
-    CloudVerdict {
-        owner: holder(o.owner),
-        peer_running: o.peer_running,
-        lease: o.lease.map(|l| (holder(l.holder), l.remaining)),
-    }
-}
-
-/// Length of the lease a MASTER writes each time it re-verifies: three
-/// verify intervals, so two renewals in a row may fail (a slow or
-/// throttled EC2 call) before the peer may take over, and a crashed MASTER
-/// is taken over at most this long after its last renewal.
-pub fn lease_ttl(verify_interval: Duration) -> Duration {
-    verify_interval * 3
-}
-
 /// The HA orchestrator (see the module docs).
 pub struct Orchestrator {
     opts: HaOptions,
     machine: HaMachine,
-    bfd: BfdManager,
+    bfd: BfdThread,
     peer: IpAddr,
     /// Whether the provider can answer queries (AWS); others get `unknown`.
     provider_knows: bool,
@@ -235,17 +216,16 @@ impl Drop for Orchestrator {
 }
 
 impl Orchestrator {
-    /// Binds BFD, adds the peer session and starts the cloud worker. Must
-    /// run inside a tokio runtime.
+    /// Starts the BFD thread with the peer session (bind errors surface
+    /// here) and the cloud worker. Must run inside a tokio runtime.
     pub fn new(
         opts: HaOptions,
         provider: Arc<dyn CloudProvider>,
         set: FloatingSet,
     ) -> Result<Self, OrchestrateError> {
         let machine = HaMachine::new(opts.machine.clone())?;
-        let mut bfd = BfdManager::bind(&opts.bfd)?;
+        let bfd = BfdThread::spawn(opts.bfd.clone(), vec![opts.session.clone()])?;
         let peer = opts.session.peer;
-        bfd.add_session(opts.session.clone())?;
         let provider_knows = provider.name().starts_with("aws");
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = mpsc::unbounded_channel();
@@ -294,18 +274,20 @@ impl Orchestrator {
         &self.records
     }
 
-    /// Startup: withdraw leftovers (reconcile, demote), enter BACKUP.
+    /// Startup: withdraw leftovers (reconcile, demote), enter BACKUP, let
+    /// the BFD session run.
     pub fn start(&mut self) -> Vec<DatapathCmd> {
         self.submit(CloudJob::Reconcile);
         self.submit(CloudJob::Demote { seq: 0 });
         let mut cmds = vec![DatapathCmd::SetActive(false)];
         self.feed(Input::Start, Instant::now(), &mut cmds);
         self.publish_state();
+        self.bfd.start();
         cmds
     }
 
-    /// Waits for the next event (cancel-safe: BFD's `step` is, the channel
-    /// receive and the sleep are).
+    /// Waits for the next event (cancel-safe: the channel receives and the
+    /// sleep are).
     pub async fn next(&mut self) -> HaEvent {
         let deadline = [self.machine.next_deadline(), self.fault_retry_at]
             .into_iter()
@@ -318,7 +300,7 @@ impl Orchestrator {
             }
         };
         tokio::select! {
-            changes = self.bfd.step() => HaEvent::Bfd(changes),
+            Some(changes) = self.bfd.recv() => HaEvent::Bfd(changes),
             Some(done) = self.done.recv() => HaEvent::Cloud(done),
             () = sleep => HaEvent::Tick,
         }
@@ -353,9 +335,16 @@ impl Orchestrator {
         for a in actions {
             match a {
                 Action::SendAdminDown => {
-                    let changes = self.bfd.admin_down(self.peer);
-                    self.note_bfd(&changes);
-                    tracing::info!(peer = %self.peer, "bfd AdminDown sent (handover)");
+                    // The drain below assumes the peer has been told:
+                    // wait until the BFD thread has sent the AdminDown.
+                    match self.bfd.admin_down_acked(self.peer, ADMIN_DOWN_ACK).await {
+                        Some(changes) => {
+                            self.note_bfd(&changes);
+                            tracing::info!(peer = %self.peer, "bfd AdminDown sent (handover)");
+                        }
+                        None => tracing::warn!(peer = %self.peer,
+                            "the BFD thread did not confirm the AdminDown; draining anyway"),
+                    }
                 }
                 Action::Demote => {
                     if was_master && !self.opts.shutdown_drain.is_zero() {
@@ -400,6 +389,9 @@ impl Orchestrator {
         }
     }
 
+    /// Changes we caused (AdminDown / AdminUp on the machine's request)
+    /// arrive here too; `Input::from_bfd` maps them to no input, so they
+    /// are only recorded, as when they were returned at once.
     fn on_bfd(&mut self, changes: Vec<StateChange>, cmds: &mut Vec<DatapathCmd>) {
         self.note_bfd(&changes);
         for sc in changes {
@@ -524,14 +516,9 @@ impl Orchestrator {
                     cmds.push(DatapathCmd::SetActive(false));
                     self.submit(CloudJob::Demote { seq });
                 }
-                Action::SendAdminDown => {
-                    let changes = self.bfd.admin_down(self.peer);
-                    self.note_bfd(&changes);
-                }
-                Action::ResumeBfd => {
-                    let changes = self.bfd.admin_up(self.peer);
-                    self.note_bfd(&changes);
-                }
+                // The changes these cause come back as `HaEvent::Bfd`.
+                Action::SendAdminDown => self.bfd.admin_down(self.peer),
+                Action::ResumeBfd => self.bfd.admin_up(self.peer),
                 Action::QueryCloud => {
                     if self.provider_knows {
                         self.submit(CloudJob::Query);
@@ -612,94 +599,5 @@ impl Orchestrator {
             Ok(body) => writer.publish(body),
             Err(error) => tracing::warn!(%error, "cannot encode the HA state"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use floatlb_cloud::{Holder as CH, Lease};
-
-    fn lease(holder: CH, remaining_ms: u64) -> Option<Lease> {
-        Some(Lease {
-            holder,
-            expires_unix_ms: 1_800_000_000_000,
-            remaining: Duration::from_millis(remaining_ms),
-        })
-    }
-
-    /// Ownership as the provider reports it -> the verdict the machine
-    /// decides on, one case per owner and lease shape.
-    #[test]
-    fn ownership_maps_to_the_full_verdict() {
-        type Case = (Ownership, CloudVerdict);
-        let ms = Duration::from_millis;
-        let cases: Vec<Case> = vec![
-            (Ownership::unknown(), CloudVerdict::unknown()),
-            (
-                Ownership {
-                    owner: CH::Peer,
-                    peer_running: Some(true),
-                    lease: lease(CH::Peer, 4_000),
-                },
-                CloudVerdict {
-                    owner: Holder::Peer,
-                    peer_running: Some(true),
-                    lease: Some((Holder::Peer, ms(4_000))),
-                },
-            ),
-            (
-                Ownership {
-                    owner: CH::Us,
-                    peer_running: Some(false),
-                    lease: lease(CH::Us, 0),
-                },
-                CloudVerdict {
-                    owner: Holder::Us,
-                    peer_running: Some(false),
-                    lease: Some((Holder::Us, Duration::ZERO)),
-                },
-            ),
-            (
-                Ownership {
-                    owner: CH::Nobody,
-                    peer_running: None,
-                    lease: None,
-                },
-                CloudVerdict {
-                    owner: Holder::Nobody,
-                    peer_running: None,
-                    lease: None,
-                },
-            ),
-        ];
-        for (o, want) in cases {
-            assert_eq!(verdict_from_ownership(&o), want, "{o:?}");
-        }
-        // The machine postpones a claim on the mapped peer lease.
-        let mut m = HaMachine::new(HaConfig {
-            self_id: 1,
-            ..HaConfig::default()
-        })
-        .unwrap();
-        let t0 = Instant::now();
-        m.handle(Input::Start, t0);
-        assert_eq!(
-            m.on_tick(t0 + Duration::from_secs(3)),
-            vec![Action::QueryCloud]
-        );
-        let v = verdict_from_ownership(&Ownership {
-            owner: CH::Peer,
-            peer_running: Some(true),
-            lease: lease(CH::Peer, 4_000),
-        });
-        let acts = m.handle(Input::Cloud(v), t0 + Duration::from_secs(3));
-        assert_eq!((acts, m.role()), (vec![], Role::Backup));
-        assert_eq!(m.next_deadline(), Some(t0 + Duration::from_secs(7)));
-    }
-
-    #[test]
-    fn lease_outlives_two_missed_renewals() {
-        assert_eq!(lease_ttl(Duration::from_secs(2)), Duration::from_secs(6));
     }
 }
