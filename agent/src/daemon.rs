@@ -59,7 +59,7 @@ pub trait Datapath {
     fn set_active(&mut self, active: bool) -> Result<(), Self::Error>;
     /// A function that removes idle conntrack entries and returns how many.
     /// It walks the whole table, so the daemon runs it on a thread of its
-    /// own, never in the owner task (which also carries BFD).
+    /// own, never in the owner task (which runs the HA orchestration).
     #[allow(clippy::type_complexity)]
     fn conntrack_sweeper(
         &self,
@@ -185,7 +185,7 @@ pub struct Daemon<D: Datapath> {
 
 /// The thread that expires conntrack entries every
 /// `conntrack_expiry_interval`. Walking a large table takes seconds, which
-/// must never delay the owner task: it sends BFD and answers the peer.
+/// must never delay the owner task, which runs the HA orchestration.
 struct SweeperThread {
     stop: std::sync::mpsc::Sender<()>,
     handle: std::thread::JoinHandle<()>,
