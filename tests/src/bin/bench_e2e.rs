@@ -406,12 +406,15 @@ impl Bench {
     }
 }
 
+/// One nginx process per endpoint. `master_process off`: the process that
+/// serves is the one the harness kills, so no worker outlives the run (a
+/// master killed with SIGKILL leaves its workers behind).
 fn start_nginx(ns: &Netns, dir: &TempDir, i: usize) -> Result<NsProcess> {
     let d = dir.join(&format!("nginx{i}"));
     std::fs::create_dir_all(&d)?;
     let d = d.to_string_lossy().into_owned();
     let conf = format!(
-        "worker_processes 1;\nuser root;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+        "master_process off;\nuser root;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          events {{ worker_connections 8192; }}\n\
          http {{\n access_log off;\n keepalive_requests 1000000;\n\
          client_body_temp_path {d}/cb; proxy_temp_path {d}/px; fastcgi_temp_path {d}/fc;\n\
