@@ -325,8 +325,7 @@ impl ConntrackSweeper {
         let retired = take_retired(&self.retired);
         let flows = expire_idle(&mut self.ct, self.timeouts, &retired)?;
         if flows > 0 {
-            let _held = self.config_lock.lock().unwrap_or_else(|p| p.into_inner());
-            modify_config_map(&mut self.config, bump_gen)?;
+            modify_config_map(&self.config_lock, &mut self.config, bump_gen)?;
         }
         Ok(flows)
     }

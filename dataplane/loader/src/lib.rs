@@ -249,12 +249,14 @@ pub(crate) fn attach_err(iface: &str, e: impl std::fmt::Display) -> DataplaneErr
     }
 }
 
-/// Read-modify-write of element 0 of the config map `m` (callers hold the
-/// config lock).
+/// Read-modify-write of element 0 of the config map `m` under `lock`, the
+/// config lock the datapath shares with its sweepers.
 pub(crate) fn modify_config_map(
+    lock: &std::sync::Mutex<()>,
     m: &mut Map,
     f: impl FnOnce(&mut Config),
 ) -> Result<(), DataplaneError> {
+    let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
     let mut a: Array<&mut MapData, Config> =
         Array::try_from(m).map_err(DataplaneError::map(M_CONFIG))?;
     let mut cfg = a.get(&0, 0).map_err(DataplaneError::map(M_CONFIG))?;
@@ -391,8 +393,7 @@ impl Dataplane {
     /// Read-modify-write of `FLB_CONFIG` under the config lock.
     fn modify_config(&mut self, f: impl FnOnce(&mut Config)) -> Result<(), DataplaneError> {
         let lock = self.config_lock.clone();
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-        modify_config_map(self.map_mut(M_CONFIG)?, f)
+        modify_config_map(&lock, self.map_mut(M_CONFIG)?, f)
     }
 
     /// The options this datapath was opened with.

@@ -77,17 +77,9 @@ impl Dataplane {
         let existing = self.service_raw(&key)?;
         // UDP endpoints that leave the set: their flows are flushed by the
         // next conntrack sweep (see `conntrack` docs).
-        let retiring: Vec<_> = match existing {
-            Some(v) if svc.proto == PROTO_UDP => spec::endpoints_from_set(&self.live_set(&v)?)
-                .into_iter()
-                .filter(|old| {
-                    !svc.endpoints
-                        .iter()
-                        .any(|n| n.ip == old.ip && n.port == old.port)
-                })
-                .map(|old| RetiredEndpoint::new(v.id, &old))
-                .collect(),
-            _ => Vec::new(),
+        let retiring = match existing {
+            Some(v) => self.leaving_udp_endpoints(&v, svc.proto, &svc.endpoints)?,
+            None => Vec::new(),
         };
         let (id, generation) = match existing {
             Some(v) => (v.id, (v.generation ^ 1) & 1),
@@ -184,14 +176,7 @@ impl Dataplane {
                 proto: key.proto,
             });
         };
-        let retiring: Vec<_> = if key.proto == PROTO_UDP {
-            spec::endpoints_from_set(&self.live_set(&v)?)
-                .iter()
-                .map(|old| RetiredEndpoint::new(v.id, old))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let retiring = self.leaving_udp_endpoints(&v, key.proto, &[])?;
         {
             let mut m: HashMap<&mut MapData, ServiceKey, ServiceValue> =
                 HashMap::try_from(self.map_mut(M_SERVICES)?)
@@ -215,6 +200,25 @@ impl Dataplane {
         self.retire_endpoints(retiring);
         tracing::info!(vip = %key.vip, port = key.port, proto = key.proto, "service removed");
         Ok(())
+    }
+
+    /// The live endpoints of service `v` that are not in `staying`, when it
+    /// is a UDP service (their flows are flushed by the next sweep; see the
+    /// `conntrack` docs); none for TCP.
+    fn leaving_udp_endpoints(
+        &self,
+        v: &ServiceValue,
+        proto: u8,
+        staying: &[spec::EndpointSpec],
+    ) -> Result<Vec<RetiredEndpoint>, DataplaneError> {
+        if proto != PROTO_UDP {
+            return Ok(Vec::new());
+        }
+        Ok(spec::endpoints_from_set(&self.live_set(v)?)
+            .iter()
+            .filter(|old| !staying.iter().any(|n| n.ip == old.ip && n.port == old.port))
+            .map(|old| RetiredEndpoint::new(v.id, old))
+            .collect())
     }
 
     fn live_set(&self, v: &ServiceValue) -> Result<EndpointSet, DataplaneError> {
