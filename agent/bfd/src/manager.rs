@@ -525,10 +525,12 @@ impl BfdManager {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn cfg(local: &str, peer: &str, peer_port: u16) -> SessionConfig {
+    /// A 10 ms x 3 session from `local` to `peer` (listening on
+    /// `peer_port`), for tests with real sockets on loopback.
+    pub(crate) fn cfg(local: &str, peer: &str, peer_port: u16) -> SessionConfig {
         SessionConfig {
             peer: peer.parse().unwrap(),
             local: local.parse().unwrap(),

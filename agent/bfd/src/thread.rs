@@ -270,21 +270,10 @@ fn snapshot(mgr: &BfdManager) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manager::tests::cfg;
     use crate::packet::{Diag, State};
     use std::net::{Ipv4Addr, SocketAddr};
     use std::time::Instant;
-
-    fn cfg(local: &str, peer: &str, peer_port: u16) -> SessionConfig {
-        SessionConfig {
-            peer: peer.parse().unwrap(),
-            local: local.parse().unwrap(),
-            peer_port,
-            desired_min_tx: Duration::from_millis(10),
-            required_min_rx: Duration::from_millis(10),
-            detect_mult: 3,
-            auth: None,
-        }
-    }
 
     fn listen(port: u16) -> ManagerConfig {
         ManagerConfig {
