@@ -1,11 +1,13 @@
 //! The `floatlb` daemon: one owner task that holds the datapath.
 //!
-//! Design: every change to the datapath is made by a single task,
-//! [`Daemon::run`], which owns the [`Datapath`] and reacts to [`Msg`]s. Signals
-//! and timers are small tasks that only send messages; other subsystems (the HA
-//! state machine) get a cloneable [`DaemonHandle`] and send messages too. No
-//! lock is ever taken on the datapath and the order of changes is the order of
-//! messages.
+//! Design: every change to agent state is made by a single task,
+//! [`Daemon::run`], which owns the [`Datapath`], the services and the HA
+//! orchestrator, and reacts to one [`Event`] type (see [`crate::events`] for
+//! every event and the task/thread diagram). Signals and timers are small
+//! tasks that only send events; the BFD thread and the cloud worker send
+//! theirs to the same queue; others get a cloneable [`DaemonHandle`]. No lock
+//! is ever taken on agent state and the order of changes is the order of
+//! events.
 //!
 //! Startup is all or nothing: the configuration is validated before the
 //! datapath is touched (a bad file exits non-zero with the field and the value,
@@ -28,11 +30,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::mpsc;
-
 use crate::{
     config::{ConfigError, LbConfig, Service},
-    ha::orchestrate::{DatapathCmd, HaEvent, Orchestrator},
+    events::{Event, EventRx, EventTx},
+    ha::orchestrate::{DatapathCmd, Orchestrator},
     neigh::{NeighError, NextHop, Resolver},
     ratelimit::RateLimit,
 };
@@ -123,45 +124,33 @@ pub struct DaemonOptions {
     pub event_poll_interval: Duration,
 }
 
-/// Messages to the owner task.
-#[derive(Debug)]
-pub enum Msg {
-    /// Stop (SIGTERM/SIGINT); `signal` names the cause for the log.
-    Shutdown {
-        signal: &'static str,
-    },
-    /// Re-read the configuration file (SIGHUP).
-    Reload,
-    /// MASTER (true) or BACKUP (false). Sent by HA.
-    SetActive(bool),
-    RefreshNeighbours,
-    PollDatapathEvents,
-    /// Answered once every message sent before it has been handled.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
 /// A cloneable way to talk to the running daemon.
 #[derive(Debug, Clone)]
 pub struct DaemonHandle {
-    tx: mpsc::Sender<Msg>,
+    tx: EventTx,
 }
 
 impl DaemonHandle {
     /// Switches the datapath between active (forwarding VIP traffic) and
     /// passive. Returns false if the daemon has stopped.
-    pub async fn set_active(&self, active: bool) -> bool {
-        self.tx.send(Msg::SetActive(active)).await.is_ok()
+    pub fn set_active(&self, active: bool) -> bool {
+        self.tx.send(Event::SetActive(active)).is_ok()
     }
 
-    pub async fn send(&self, msg: Msg) -> bool {
-        self.tx.send(msg).await.is_ok()
+    pub fn send(&self, ev: Event) -> bool {
+        self.tx.send(ev).is_ok()
     }
 
-    /// Waits until every message sent before this call has been handled.
+    /// The queue internal producers (the HA orchestrator) send to.
+    pub fn events(&self) -> EventTx {
+        self.tx.clone()
+    }
+
+    /// Waits until every event sent before this call has been handled.
     /// Returns false if the daemon has stopped.
     pub async fn flush(&self) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx.send(Msg::Flush(tx)).await.is_ok() && rx.await.is_ok()
+        self.tx.send(Event::Flush(tx)).is_ok() && rx.await.is_ok()
     }
 }
 
@@ -171,8 +160,8 @@ pub struct Daemon<D: Datapath> {
     dp: D,
     services: Vec<Service>,
     active: bool,
-    rx: mpsc::Receiver<Msg>,
-    tx: mpsc::Sender<Msg>,
+    rx: EventRx,
+    tx: EventTx,
     resolver: Option<Resolver>,
     neigh_warn: RateLimit,
     /// Last known next hop of each endpoint.
@@ -227,10 +216,10 @@ impl SweeperThread {
     }
 }
 
-/// The next HA event, or never without HA.
-async fn next_ha_event(ha: &mut Option<Orchestrator>) -> HaEvent {
-    match ha {
-        Some(h) => h.next().await,
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
 }
@@ -281,11 +270,15 @@ impl<D: Datapath> Daemon<D> {
     /// Applies `cfg` to the freshly opened datapath `dp`: services, interfaces,
     /// active state. On failure the datapath is shut down again (keeping pins
     /// only with `keep_pinned`, since they may belong to a running setup).
+    /// `queue` is the owner's event queue ([`events::channel`]), made by the
+    /// caller so that producers built earlier (the HA orchestrator) can hold
+    /// its sender.
     pub fn start(
         opts: DaemonOptions,
         mut dp: D,
         cfg: LbConfig,
         resolver: Option<Resolver>,
+        queue: (EventTx, EventRx),
     ) -> Result<Self, DaemonError> {
         if let Err(e) = Self::apply_initial(&opts, &mut dp, &cfg) {
             if let Err(error) = dp.shutdown(opts.keep_pinned) {
@@ -293,7 +286,7 @@ impl<D: Datapath> Daemon<D> {
             }
             return Err(e);
         }
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = queue;
         Ok(Self {
             active: opts.initially_active,
             opts,
@@ -334,12 +327,10 @@ impl<D: Datapath> Daemon<D> {
         self.ha = Some(ha);
     }
 
-    async fn apply_ha(&mut self, cmds: Vec<DatapathCmd>) {
+    fn apply_ha(&mut self, cmds: Vec<DatapathCmd>) {
         for c in cmds {
             match c {
-                DatapathCmd::SetActive(a) if a != self.active => {
-                    self.handle_msg(Msg::SetActive(a)).await
-                }
+                DatapathCmd::SetActive(a) if a != self.active => self.set_active(a),
                 DatapathCmd::SetActive(_) => {}
             }
         }
@@ -371,23 +362,23 @@ impl<D: Datapath> Daemon<D> {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             loop {
-                let msg = tokio::select! {
-                    _ = term.recv() => Msg::Shutdown { signal: "SIGTERM" },
-                    _ = int.recv() => Msg::Shutdown { signal: "SIGINT" },
-                    _ = hup.recv() => Msg::Reload,
+                let ev = tokio::select! {
+                    _ = term.recv() => Event::Shutdown { signal: "SIGTERM" },
+                    _ = int.recv() => Event::Shutdown { signal: "SIGINT" },
+                    _ = hup.recv() => Event::Reload,
                 };
-                if tx.send(msg).await.is_err() {
+                if tx.send(ev).is_err() {
                     break;
                 }
             }
         });
-        let timers: [(Duration, fn() -> Msg); 2] = [
+        let timers: [(Duration, fn() -> Event); 2] = [
             (self.opts.neighbour_refresh_interval, || {
-                Msg::RefreshNeighbours
+                Event::RefreshNeighbours
             }),
-            (self.opts.event_poll_interval, || Msg::PollDatapathEvents),
+            (self.opts.event_poll_interval, || Event::PollDatapathEvents),
         ];
-        for (every, msg) in timers {
+        for (every, ev) in timers {
             let tx = self.tx.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -395,7 +386,7 @@ impl<D: Datapath> Daemon<D> {
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    if tx.send(msg()).await.is_err() {
+                    if tx.send(ev()).is_err() {
                         break;
                     }
                 }
@@ -404,39 +395,37 @@ impl<D: Datapath> Daemon<D> {
         Ok(())
     }
 
-    /// Runs until a shutdown message, then shuts the datapath down.
+    /// Runs until a shutdown event, then shuts the datapath down.
     pub async fn run(mut self) -> Result<(), DaemonError> {
         let endpoints = endpoint_addrs(&self.services);
         self.refresh_neighbours(&endpoints).await;
-        let mut ha = self.ha.take();
-        if let Some(h) = ha.as_mut() {
+        if let Some(h) = self.ha.as_mut() {
             let cmds = h.start();
-            self.apply_ha(cmds).await;
+            self.apply_ha(cmds);
         }
-        tracing::info!(active = self.active, ha = ha.is_some(), "floatlb running");
+        tracing::info!(
+            active = self.active,
+            ha = self.ha.is_some(),
+            "floatlb running"
+        );
         loop {
-            let msg = tokio::select! {
-                msg = self.rx.recv() => match msg {
-                    Some(m) => m,
+            let deadline = self.ha.as_ref().and_then(Orchestrator::next_deadline);
+            let ev = tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => ev,
                     None => break,
                 },
-                ev = next_ha_event(&mut ha) => {
-                    if let Some(h) = ha.as_mut() {
-                        let cmds = h.handle(ev);
-                        self.apply_ha(cmds).await;
-                    }
-                    continue;
-                }
+                () = sleep_until(deadline) => Event::HaTimer,
             };
-            if let Msg::Shutdown { signal } = msg {
+            if let Event::Shutdown { signal } = ev {
                 tracing::info!(signal, keep_pinned = self.opts.keep_pinned, "shutting down");
-                if let Some(h) = ha.as_mut() {
-                    let cmds = h.shutdown().await;
-                    self.apply_ha(cmds).await;
+                if let Some(mut h) = self.ha.take() {
+                    let cmds = h.shutdown(&mut self.rx).await;
+                    self.apply_ha(cmds);
                 }
                 break;
             }
-            self.handle_msg(msg).await;
+            self.handle_event(ev).await;
         }
         if let Some(s) = self.sweeper.take() {
             s.stop();
@@ -462,26 +451,20 @@ impl<D: Datapath> Daemon<D> {
             .map_err(dp_err("shutdown"))
     }
 
-    /// Handles one message. Errors are logged; the daemon keeps running.
-    pub async fn handle_msg(&mut self, msg: Msg) {
-        match msg {
-            Msg::Shutdown { .. } => {}
-            Msg::Flush(done) => {
+    /// Handles one event. Errors are logged; the daemon keeps running.
+    pub async fn handle_event(&mut self, ev: Event) {
+        match ev {
+            Event::Shutdown { .. } => {}
+            Event::Flush(done) => {
                 let _ = done.send(());
             }
-            Msg::Reload => self.reload().await,
-            Msg::SetActive(active) => match self.dp.set_active(active) {
-                Ok(()) => {
-                    self.active = active;
-                    tracing::info!(active, "datapath state changed");
-                }
-                Err(error) => tracing::error!(active, %error, "cannot change datapath state"),
-            },
-            Msg::RefreshNeighbours => {
+            Event::Reload => self.reload().await,
+            Event::SetActive(active) => self.set_active(active),
+            Event::RefreshNeighbours => {
                 let endpoints = endpoint_addrs(&self.services);
                 self.refresh_neighbours(&endpoints).await
             }
-            Msg::PollDatapathEvents => {
+            Event::PollDatapathEvents => {
                 let mut hops = self.dp.take_unresolved_neighbours();
                 hops.sort_unstable();
                 hops.dedup();
@@ -489,6 +472,35 @@ impl<D: Datapath> Daemon<D> {
                     self.refresh_neighbours(&hops).await;
                 }
             }
+            Event::HaTimer => {
+                if let Some(h) = self.ha.as_mut() {
+                    let cmds = h.on_timer();
+                    self.apply_ha(cmds);
+                }
+            }
+            Event::Bfd(changes) => {
+                if let Some(h) = self.ha.as_mut() {
+                    let cmds = h.on_bfd(changes);
+                    self.apply_ha(cmds);
+                }
+            }
+            Event::Cloud(done) => {
+                if let Some(h) = self.ha.as_mut() {
+                    let cmds = h.on_cloud(done);
+                    self.apply_ha(cmds);
+                }
+            }
+            Event::Persisted(_) => {}
+        }
+    }
+
+    fn set_active(&mut self, active: bool) {
+        match self.dp.set_active(active) {
+            Ok(()) => {
+                self.active = active;
+                tracing::info!(active, "datapath state changed");
+            }
+            Err(error) => tracing::error!(active, %error, "cannot change datapath state"),
         }
     }
 
@@ -549,10 +561,19 @@ impl<D: Datapath> Daemon<D> {
             Ok(()) => {
                 tracing::info!(services = cfg.services.len(), "configuration reloaded");
                 self.services = cfg.services;
+                self.floating_changed();
                 let endpoints = endpoint_addrs(&self.services);
                 self.refresh_neighbours(&endpoints).await;
             }
             Err(error) => tracing::error!(%error, "reload: cannot sync services"),
+        }
+    }
+
+    /// Hands the floating addresses the services now use to HA, which
+    /// moves the changed ones in the background when MASTER.
+    fn floating_changed(&mut self) {
+        if let Some(h) = self.ha.as_mut() {
+            h.set_floating(crate::cloudctl::floating_set(&self.services));
         }
     }
 
@@ -571,6 +592,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::events;
 
     /// Records every datapath call, so the owner loop's decisions can be checked.
     #[derive(Clone, Default)]
@@ -688,7 +710,7 @@ mod tests {
         let o = opts(&dir, false);
         let cfg = load_config(&o).unwrap();
         let rec = Recorder::default();
-        let d = Daemon::start(o, rec.clone(), cfg, None).unwrap();
+        let d = Daemon::start(o, rec.clone(), cfg, None, events::channel()).unwrap();
         assert!(d.is_active());
         assert_eq!(
             rec.calls(),
@@ -711,7 +733,9 @@ mod tests {
             fail_attach: Some("eth1"),
             ..Recorder::default()
         };
-        let err = Daemon::start(o, rec.clone(), cfg, None).err().unwrap();
+        let err = Daemon::start(o, rec.clone(), cfg, None, events::channel())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("attach to eth1"), "{err}");
         assert_eq!(
             rec.calls().last().map(String::as_str),
@@ -750,25 +774,25 @@ mod tests {
                 unresolved: vec![Ipv4Addr::new(10, 0, 0, 5)],
                 ..Recorder::default()
             };
-            let d = Daemon::start(o.clone(), rec.clone(), cfg, None).unwrap();
+            let d = Daemon::start(o.clone(), rec.clone(), cfg, None, events::channel()).unwrap();
             let h = d.handle();
             let task = tokio::spawn(d.run());
-            assert!(h.set_active(false).await);
-            assert!(h.send(Msg::PollDatapathEvents).await);
+            assert!(h.set_active(false));
+            assert!(h.send(Event::PollDatapathEvents));
             // A reload with a bad file changes nothing; a good one re-syncs.
             std::fs::write(&o.config_path, "{").unwrap();
-            assert!(h.send(Msg::Reload).await);
+            assert!(h.send(Event::Reload));
             assert!(h.flush().await);
-            assert!(h.send(Msg::SetActive(true)).await);
+            assert!(h.send(Event::SetActive(true)));
             let two = CFG.replace(
                 r#",{"endpointIP":"10.0.0.6","targetPort":8080,"weight":2}"#,
                 "",
             );
             std::fs::write(&o.config_path, two).unwrap();
-            assert!(h.send(Msg::Reload).await);
+            assert!(h.send(Event::Reload));
             assert!(h.flush().await);
             assert!(d_services_len(&rec) == 1);
-            assert!(h.send(Msg::Shutdown { signal: "test" }).await);
+            assert!(h.send(Event::Shutdown { signal: "test" }));
             task.await.unwrap().unwrap();
             assert_eq!(
                 rec.calls()[5..],
@@ -780,10 +804,7 @@ mod tests {
                     format!("shutdown keep_pinned={keep}"),
                 ]
             );
-            assert!(
-                !h.send(Msg::PollDatapathEvents).await,
-                "daemon must be gone"
-            );
+            assert!(!h.send(Event::PollDatapathEvents), "daemon must be gone");
         }
     }
 
@@ -794,7 +815,7 @@ mod tests {
         o.conntrack_expiry_interval = Duration::from_millis(5);
         let cfg = load_config(&o).unwrap();
         let rec = Recorder::default();
-        let mut d = Daemon::start(o, rec.clone(), cfg, None).unwrap();
+        let mut d = Daemon::start(o, rec.clone(), cfg, None, events::channel()).unwrap();
         d.spawn_feeders(Signals::install().unwrap()).unwrap();
         let h = d.handle();
         let task = tokio::spawn(d.run());
@@ -804,7 +825,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "no periodic expiry");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(h.send(Msg::Shutdown { signal: "test" }).await);
+        assert!(h.send(Event::Shutdown { signal: "test" }));
         task.await.unwrap().unwrap();
         let calls = rec.calls();
         let last = calls.last().cloned();
@@ -832,7 +853,7 @@ mod tests {
         let dir = tempdir("nexthops");
         let o = opts(&dir, false);
         let cfg = load_config(&o).unwrap();
-        let mut d = Daemon::start(o, Recorder::default(), cfg, None).unwrap();
+        let mut d = Daemon::start(o, Recorder::default(), cfg, None, events::channel()).unwrap();
         let ep = Ipv4Addr::new(10, 0, 0, 5);
         let hop = |a: u8, ifindex| NextHop {
             addr: Ipv4Addr::new(10, 0, 0, a),

@@ -4,7 +4,7 @@ use std::{io::IsTerminal, sync::Arc, time::Duration};
 
 use clap::Parser;
 use floatlb_agent::{
-    cli::{Cli, Command, LogFormat, RunArgs},
+    cli::{Cli, CloudKind, Command, LogFormat, RunArgs},
     daemon::{self, Daemon, DaemonOptions},
     ha::orchestrate::{HaOptions, Orchestrator},
     neigh::Resolver,
@@ -39,13 +39,20 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
         xdp_mode: dp_args.xdp_mode,
         fib_lookup_iface: dp_args.fib_lookup_iface,
         keep_pinned: dp_args.keep_pinned,
-        // With HA the orchestrator decides; without, the node is always active.
-        initially_active: run.ha.ka.is_none(),
+        // With HA (BFD or assigned roles) the orchestrator decides;
+        // without, the node is always active.
+        initially_active: run.ha.ka.is_none() && run.cloud.cloud == CloudKind::None,
         conntrack_expiry_interval: Duration::from_secs(dp_args.ct_expiry_secs.max(1)),
         neighbour_refresh_interval: Duration::from_secs(dp_args.neigh_refresh_secs.max(1)),
         // A new MASTER learns its clients' next hops from these reports, so
         // with HA they are drained often (a cheap map read).
-        event_poll_interval: Duration::from_millis(if run.ha.ka.is_some() { 20 } else { 200 }),
+        event_poll_interval: Duration::from_millis(
+            if run.ha.ka.is_some() || run.cloud.cloud != CloudKind::None {
+                20
+            } else {
+                200
+            },
+        ),
     };
     // From here on a SIGTERM is handled, not fatal: one arriving while the
     // datapath is being set up stops the daemon once it runs, which detaches
@@ -56,16 +63,27 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     // Everything that can fail without side effects comes before the
     // datapath is opened, so a failure leaves nothing behind.
     let resolver = Resolver::new()?;
-    let ha = match run.ha.bfd_session() {
-        None => None,
-        Some(session) => {
-            let provider = floatlb_agent::cloudctl::build_provider(&run.cloud).await?;
-            let set = floatlb_agent::cloudctl::floating_set(&cfg.services);
-            let mut o = HaOptions::new(run.ha.ha_config()?, session);
-            o.state_file = run.ha.ha_state_file.clone();
-            o.shutdown_drain = Duration::from_millis(run.ha.shutdown_drain_ms);
-            Some(Orchestrator::new(o, Arc::from(provider), set)?)
-        }
+    let (events, queue) = floatlb_agent::events::channel();
+    // --ka: BFD elects. No --ka but a cloud provider: kube-loxilb assigns
+    // the roles (POST /config/cistate) and the node starts BACKUP. Neither:
+    // a standalone node, always active.
+    let ha = if run.ha.ka.is_some() || run.cloud.cloud != CloudKind::None {
+        let provider = floatlb_agent::cloudctl::build_provider(&run.cloud).await?;
+        let set = floatlb_agent::cloudctl::floating_set(&cfg.services);
+        let mut o = match run.ha.bfd_session() {
+            Some(session) => HaOptions::new(run.ha.ha_config()?, session),
+            None => HaOptions::assigned(run.ha.ha_config()?),
+        };
+        o.state_file = run.ha.ha_state_file.clone();
+        o.shutdown_drain = Duration::from_millis(run.ha.shutdown_drain_ms);
+        Some(Orchestrator::new(
+            o,
+            Arc::from(provider),
+            set,
+            events.clone(),
+        )?)
+    } else {
+        None
     };
     let dp = XdpDatapath::open(&floatlb_dataplane::DataplaneOptions {
         pin_dir: dp_args.pin_dir,
@@ -73,7 +91,7 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
         max_conntrack: dp_args.max_conntrack,
         ..Default::default()
     })?;
-    let mut daemon = Daemon::start(opts, dp, cfg, Some(resolver))?;
+    let mut daemon = Daemon::start(opts, dp, cfg, Some(resolver), (events, queue))?;
     if let Some(ha) = ha {
         daemon.set_ha(ha);
     }

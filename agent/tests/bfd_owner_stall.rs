@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use floatlb_agent::bfd::manager::{BfdManager, ManagerConfig, StateChange};
 use floatlb_agent::bfd::packet::State;
 use floatlb_agent::bfd::session::SessionConfig;
+use floatlb_agent::events::{self, Event, EventRx};
 use floatlb_agent::ha::machine::HaConfig;
-use floatlb_agent::ha::orchestrate::{HaEvent, HaOptions, Orchestrator};
+use floatlb_agent::ha::orchestrate::{HaOptions, Orchestrator};
 use floatlb_cloud::{FloatingSet, NoneProvider};
 
 const INTERVAL: Duration = Duration::from_millis(10);
@@ -82,17 +83,27 @@ fn spawn_peer(
     (stop_tx, changes_rx, thread)
 }
 
-/// Drives the orchestrator until `until`; returns the BFD state changes it
-/// reported.
-async fn drive(o: &mut Orchestrator, until: Instant) -> Vec<StateChange> {
+/// Drives the orchestrator as the owner task does, until `until`; returns
+/// the BFD state changes it reported.
+async fn drive(o: &mut Orchestrator, rx: &mut EventRx, until: Instant) -> Vec<StateChange> {
     let mut seen = Vec::new();
-    while let Ok(ev) = tokio::time::timeout_at(until.into(), o.next()).await {
-        if let HaEvent::Bfd(changes) = &ev {
-            seen.extend(changes.iter().cloned());
+    loop {
+        let wake = o.next_deadline().map_or(until, |d| d.min(until));
+        match tokio::time::timeout_at(wake.into(), rx.recv()).await {
+            Ok(Some(Event::Bfd(changes))) => {
+                seen.extend(changes.iter().cloned());
+                o.on_bfd(changes);
+            }
+            Ok(Some(Event::Cloud(done))) => {
+                o.on_cloud(done);
+            }
+            Ok(_) => {}
+            Err(_) if Instant::now() >= until => return seen,
+            Err(_) => {
+                o.on_timer();
+            }
         }
-        o.handle(ev);
     }
-    seen
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -113,7 +124,8 @@ async fn peer_sees_no_down_while_the_owner_task_is_blocked() {
     );
     opts.bfd = listen(a_port);
     opts.print_events = false;
-    let mut orch = Orchestrator::new(opts, Arc::new(NoneProvider), FloatingSet::new([]))
+    let (tx, mut rx) = events::channel();
+    let mut orch = Orchestrator::new(opts, Arc::new(NoneProvider), FloatingSet::new([]), tx)
         .expect("orchestrator");
     orch.start();
 
@@ -124,14 +136,19 @@ async fn peer_sees_no_down_while_the_owner_task_is_blocked() {
     while !(we_up && peer_up) {
         assert!(Instant::now() < deadline, "BFD session did not come Up");
         let step = Instant::now() + Duration::from_millis(20);
-        we_up |= drive(&mut orch, step)
+        we_up |= drive(&mut orch, &mut rx, step)
             .await
             .iter()
             .any(|c| c.new == State::Up);
         peer_up |= peer_changes.try_iter().any(|c| c.new == State::Up);
     }
     // Let the Poll Sequences that switch both sides to 10 ms finish.
-    drive(&mut orch, Instant::now() + Duration::from_millis(200)).await;
+    drive(
+        &mut orch,
+        &mut rx,
+        Instant::now() + Duration::from_millis(200),
+    )
+    .await;
     let before: Vec<StateChange> = peer_changes.try_iter().collect();
     assert!(
         before.iter().all(|c| c.new == State::Up),
@@ -142,7 +159,12 @@ async fn peer_sees_no_down_while_the_owner_task_is_blocked() {
     let t0 = Instant::now();
     std::thread::sleep(STALL);
     let blocked = t0.elapsed();
-    let ours = drive(&mut orch, Instant::now() + Duration::from_millis(100)).await;
+    let ours = drive(
+        &mut orch,
+        &mut rx,
+        Instant::now() + Duration::from_millis(100),
+    )
+    .await;
     let theirs: Vec<StateChange> = peer_changes.try_iter().collect();
     println!(
         "owner task blocked for {} ms at {} ms x {MULT}: peer state changes {}, ours {}",

@@ -165,6 +165,14 @@ pub trait CloudProvider: Send + Sync {
     /// Gives up the floating addresses held by this node (only its own).
     async fn demote(&self, set: &FloatingSet) -> TransitionReport;
 
+    /// Gives up only the addresses of `set` (they left the floating set
+    /// while this node is MASTER), keeping every other one serving. The
+    /// default is [`CloudProvider::demote`] of `set`, right for providers
+    /// whose demote touches only the addresses it is given.
+    async fn release(&self, set: &FloatingSet) -> TransitionReport {
+        self.demote(set).await
+    }
+
     /// At startup: adopts resources left by an earlier run of this node and
     /// removes half-built ones (never the peer's).
     async fn reconcile(&self, set: &FloatingSet) -> TransitionReport;

@@ -73,9 +73,14 @@ pub struct Snapshot {
 /// Handle of the BFD thread (see the module docs).
 pub struct BfdThread {
     cmds: mpsc::UnboundedSender<Command>,
-    events: mpsc::UnboundedReceiver<Vec<StateChange>>,
+    /// The changes, when no sink was given ([`BfdThread::spawn`]).
+    events: Option<mpsc::UnboundedReceiver<Vec<StateChange>>>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// Where the thread hands its state changes, in order, from the thread
+/// itself: it must not block (an unbounded channel send, for instance).
+pub type EventSink = Box<dyn Fn(Vec<StateChange>) + Send + 'static>;
 
 impl BfdThread {
     /// Starts the thread, binds the receive sockets on it and adds
@@ -83,8 +88,26 @@ impl BfdThread {
     /// Blocks the caller for as long as binding takes (no I/O beyond
     /// `bind`).
     pub fn spawn(cfg: ManagerConfig, sessions: Vec<SessionConfig>) -> Result<Self, BfdError> {
-        let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
+        let sink: EventSink = Box::new(move |changes| {
+            // No receiver means the owner is shutting down; keep serving
+            // the sessions until told to stop.
+            let _ = event_tx.send(changes);
+        });
+        let mut handle = Self::spawn_with_sink(cfg, sessions, sink)?;
+        handle.events = Some(events);
+        Ok(handle)
+    }
+
+    /// As [`Self::spawn`], but state changes go to `sink` instead of
+    /// [`Self::recv`] (the agent hands them straight to its owner task's
+    /// event queue).
+    pub fn spawn_with_sink(
+        cfg: ManagerConfig,
+        sessions: Vec<SessionConfig>,
+        sink: EventSink,
+    ) -> Result<Self, BfdError> {
+        let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let io = |what: &str, source| BfdError::Io {
             what: what.into(),
@@ -112,7 +135,7 @@ impl BfdThread {
                         }
                     };
                     if ready_tx.send(Ok(())).is_ok() {
-                        run(mgr, cmd_rx, event_tx).await;
+                        run(mgr, cmd_rx, sink).await;
                     }
                 });
             })
@@ -125,7 +148,7 @@ impl BfdThread {
         });
         let mut handle = BfdThread {
             cmds,
-            events,
+            events: None,
             thread: Some(thread),
         };
         match ready {
@@ -144,9 +167,9 @@ impl BfdThread {
     }
 
     /// The next batch of state changes (cancel-safe). `None` once the
-    /// thread has stopped.
+    /// thread has stopped, or at once when the changes go to a sink.
     pub async fn recv(&mut self) -> Option<Vec<StateChange>> {
-        self.events.recv().await
+        self.events.as_mut()?.recv().await
     }
 
     /// AdminDown to `peer`; the changes arrive through [`Self::recv`].
@@ -206,11 +229,7 @@ fn setup(cfg: &ManagerConfig, sessions: Vec<SessionConfig>) -> Result<BfdManager
 
 /// The thread's loop: commands first, then datagrams and timers; the
 /// sessions wait for [`Command::Start`].
-async fn run(
-    mut mgr: BfdManager,
-    mut cmds: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Vec<StateChange>>,
-) {
+async fn run(mut mgr: BfdManager, mut cmds: mpsc::UnboundedReceiver<Command>, events: EventSink) {
     let mut started = false;
     loop {
         let cmd = if started {
@@ -246,11 +265,9 @@ async fn run(
     tracing::debug!("bfd thread stopping");
 }
 
-fn emit(events: &mpsc::UnboundedSender<Vec<StateChange>>, changes: Vec<StateChange>) {
+fn emit(events: &EventSink, changes: Vec<StateChange>) {
     if !changes.is_empty() {
-        // No receiver means the owner is shutting down; keep serving the
-        // sessions until told to stop.
-        let _ = events.send(changes);
+        events(changes);
     }
 }
 

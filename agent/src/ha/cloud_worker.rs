@@ -39,7 +39,14 @@ pub enum CloudJob {
     /// Extend this node's lease tag by the lease length
     /// ([`lease_ttl`]).
     RenewLease,
+    /// Give up the job's addresses only (they left the floating set while
+    /// this node is MASTER); the rest keep serving.
+    Release,
 }
+
+/// A job with the floating set it acts on: the set as it was when the job
+/// was submitted (the set changes as services come and go).
+pub type Job = (CloudJob, Arc<FloatingSet>);
 
 /// A finished cloud job.
 #[derive(Debug)]
@@ -84,15 +91,14 @@ pub fn lease_ttl(verify_interval: Duration) -> Duration {
 /// result to `done`.
 pub async fn run(
     provider: Arc<dyn CloudProvider>,
-    set: Arc<FloatingSet>,
     lease_ttl: Duration,
-    mut jobs: mpsc::UnboundedReceiver<CloudJob>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
     done: mpsc::UnboundedSender<CloudDone>,
 ) {
     // Jobs read from the queue while a promote ran.
-    let mut ahead: VecDeque<CloudJob> = VecDeque::new();
+    let mut ahead: VecDeque<Job> = VecDeque::new();
     loop {
-        let job = match ahead.pop_front() {
+        let (job, set) = match ahead.pop_front() {
             Some(j) => j,
             None => match jobs.recv().await {
                 Some(j) => j,
@@ -109,6 +115,7 @@ pub async fn run(
                 (Some(report), None)
             }
             CloudJob::Demote { .. } => (Some(provider.demote(&set).await), None),
+            CloudJob::Release => (Some(provider.release(&set).await), None),
             CloudJob::Query => {
                 let v = match provider.ownership(&set).await {
                     Ok(o) => verdict_from_ownership(&o),
@@ -147,8 +154,8 @@ pub async fn run(
 async fn promote_unless_demoted(
     provider: &dyn CloudProvider,
     set: &FloatingSet,
-    jobs: &mut mpsc::UnboundedReceiver<CloudJob>,
-    ahead: &mut VecDeque<CloudJob>,
+    jobs: &mut mpsc::UnboundedReceiver<Job>,
+    ahead: &mut VecDeque<Job>,
 ) -> (TransitionReport, bool) {
     let promote = provider.promote(set);
     tokio::pin!(promote);
@@ -158,7 +165,7 @@ async fn promote_unless_demoted(
             report = &mut promote => return (report, false),
             next = jobs.recv(), if queue_open => match next {
                 Some(j) => {
-                    let demote = matches!(j, CloudJob::Demote { .. });
+                    let demote = matches!(j.0, CloudJob::Demote { .. });
                     ahead.push_back(j);
                     if demote {
                         return (stopped_report(provider), true);
@@ -221,28 +228,25 @@ mod tests {
         }
     }
 
-    fn start(
-        promote_for: Duration,
-    ) -> (
-        Arc<Slow>,
-        mpsc::UnboundedSender<CloudJob>,
-        mpsc::UnboundedReceiver<CloudDone>,
-    ) {
+    fn start(promote_for: Duration) -> (Arc<Slow>, Jobs, mpsc::UnboundedReceiver<CloudDone>) {
         let p = Arc::new(Slow {
             promote_for,
             log: Mutex::new(Vec::new()),
         });
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = mpsc::unbounded_channel();
-        let set = Arc::new(FloatingSet::new([]));
-        tokio::spawn(run(
-            p.clone(),
-            set,
-            Duration::from_secs(6),
-            jobs_rx,
-            done_tx,
-        ));
-        (p, jobs, done)
+        tokio::spawn(run(p.clone(), Duration::from_secs(6), jobs_rx, done_tx));
+        (p, Jobs(jobs), done)
+    }
+
+    /// The job queue, each job on the empty set.
+    struct Jobs(mpsc::UnboundedSender<Job>);
+
+    impl Jobs {
+        fn send(&self, job: CloudJob) -> Result<(), ()> {
+            let set = Arc::new(FloatingSet::new([]));
+            self.0.send((job, set)).map_err(|_| ())
+        }
     }
 
     #[tokio::test(start_paused = true)]

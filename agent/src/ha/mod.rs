@@ -62,8 +62,10 @@
 //! two) still promotes the BACKUP for the length of the outage; and with `--no-preempt` and no cloud information a returning
 //! preferred node claims after `preempt_hold + handover_pause`.
 
+pub mod assigned;
 pub mod cloud_worker;
 pub mod damping;
 pub mod machine;
 pub mod orchestrate;
+pub mod records;
 pub mod state_file;

@@ -2,11 +2,12 @@
 //!
 //! It owns the machine, a handle to the BFD thread ([`BfdThread`]) and a
 //! handle to the cloud worker, and it runs *inside* the daemon's owner
-//! task: the daemon's `select!` loop awaits [`Orchestrator::next`] (BFD
-//! state changes, HA timers, finished cloud jobs) next to its own
-//! messages, hands the event to [`Orchestrator::handle`], and applies the
-//! datapath commands it returns. Nothing is shared or locked; the datapath
-//! stays the daemon's.
+//! task: the BFD thread and the cloud worker send their results to the
+//! owner's one event queue ([`crate::events`]), the owner hands them to
+//! [`Orchestrator::on_bfd`] / [`Orchestrator::on_cloud`], wakes it at
+//! [`Orchestrator::next_deadline`] with [`Orchestrator::on_timer`], and
+//! applies the datapath commands they return. Nothing is shared or
+//! locked; the datapath stays the daemon's.
 //!
 //! BFD itself (sockets, timers, transmissions) runs on a thread of its own
 //! with its own runtime, so a slow reload or datapath call in the owner
@@ -51,38 +52,32 @@
 //!
 //! Every transition is recorded with its wall-clock time, the reason, the
 //! cloud verdict behind it and, once the worker is done, the cloud
-//! [`TransitionReport`]. Records go to the log (structured `tracing`), to
-//! stdout as one JSON line per event (`"event":"ha_transition"`,
-//! `"ha_cloud"`, `"bfd_state"`) and to the state file (written atomically
-//! by a thread of its own, only when something changed) when one is
-//! configured; see [`super::state_file`].
+//! [`floatlb_cloud::TransitionReport`], in the [`RecordLog`] (see [`super::records`]):
+//! its readers print one JSON line per record on stdout and keep the
+//! state file current (written atomically by a thread of its own).
 
-use std::{
-    net::IpAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration, time::Instant};
 
-use floatlb_cloud::{CloudProvider, FloatingSet, TransitionReport};
-use serde::Serialize;
+use floatlb_cloud::{CloudProvider, FloatingSet};
 use tokio::{sync::mpsc, task::JoinHandle};
 
+use super::assigned::{AssignInput, AssignedMachine};
 pub use super::cloud_worker::{CloudDone, CloudJob, lease_ttl, verdict_from_ownership};
-use super::machine::{Action, CloudVerdict, HaConfig, HaConfigError, HaMachine, Input, Role};
+use super::machine::{
+    Action, CloudVerdict, HaConfig, HaConfigError, HaMachine, Input, Role, Transition,
+};
+pub use super::records::{BfdRecord, TransitionRecord};
 use super::{
     cloud_worker,
-    state_file::{StateFile, StateWriter},
+    records::{RecordLog, StdoutLines},
+    state_file::{StateFileSink, StateWriter},
 };
 use crate::bfd::{
     manager::{BfdError, ManagerConfig, StateChange},
-    packet::State as BfdState,
     session::SessionConfig,
     thread::BfdThread,
 };
-
-/// Most transitions kept in memory and in the state file.
-const MAX_RECORDS: usize = 200;
+use crate::events::{Event, EventRx, EventTx};
 
 /// Bound on waiting for the BFD thread to confirm the shutdown AdminDown.
 const ADMIN_DOWN_ACK: Duration = Duration::from_secs(1);
@@ -105,8 +100,9 @@ pub enum OrchestrateError {
 #[derive(Debug, Clone)]
 pub struct HaOptions {
     pub machine: HaConfig,
-    /// The BFD session to the peer (`--ka`, `--ka-mult`).
-    pub session: SessionConfig,
+    /// The BFD session to the peer (`--ka`, `--ka-mult`); `None`: roles
+    /// are assigned through the API (kube-loxilb's cistate).
+    pub session: Option<SessionConfig>,
     /// Where the BFD receive sockets listen.
     pub bfd: ManagerConfig,
     /// JSON state file, rewritten atomically on every change.
@@ -122,7 +118,17 @@ pub struct HaOptions {
 }
 
 impl HaOptions {
+    /// BFD elects (`--ka`).
     pub fn new(machine: HaConfig, session: SessionConfig) -> Self {
+        Self::with_session(machine, Some(session))
+    }
+
+    /// Roles come from `POST /config/cistate` (no `--ka`).
+    pub fn assigned(machine: HaConfig) -> Self {
+        Self::with_session(machine, None)
+    }
+
+    fn with_session(machine: HaConfig, session: Option<SessionConfig>) -> Self {
         HaOptions {
             machine,
             session,
@@ -142,135 +148,208 @@ pub enum DatapathCmd {
     SetActive(bool),
 }
 
-/// One event for [`Orchestrator::handle`].
-#[derive(Debug)]
-pub enum HaEvent {
-    Bfd(Vec<StateChange>),
-    Tick,
-    Cloud(CloudDone),
+/// Who decides the role: the BFD election, or kube-loxilb's assignments.
+enum Election {
+    Bfd {
+        machine: HaMachine,
+        bfd: BfdThread,
+        peer: IpAddr,
+    },
+    Assigned(AssignedMachine),
 }
 
-/// One recorded transition.
-#[derive(Debug, Clone, Serialize)]
-pub struct TransitionRecord {
-    pub seq: u64,
-    pub at_unix_us: u64,
-    pub old: Role,
-    pub new: Role,
-    pub reason: String,
-    pub cloud: Option<CloudVerdict>,
-    /// The cloud promote/demote this transition caused, once done.
-    pub report: Option<TransitionReport>,
+impl Election {
+    fn role(&self) -> Role {
+        match self {
+            Election::Bfd { machine, .. } => machine.role(),
+            Election::Assigned(m) => m.role(),
+        }
+    }
+
+    fn history(&self) -> &[Transition] {
+        match self {
+            Election::Bfd { machine, .. } => machine.history(),
+            Election::Assigned(m) => m.history(),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Election::Bfd { machine, .. } => machine.next_deadline(),
+            Election::Assigned(m) => m.next_deadline(),
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        match self {
+            Election::Bfd { machine, .. } => machine.on_tick(now),
+            Election::Assigned(m) => m.on_tick(now),
+        }
+    }
+
+    /// One input; BFD inputs mean nothing to assigned roles.
+    fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        match self {
+            Election::Bfd { machine, .. } => machine.handle(input, now),
+            Election::Assigned(m) => {
+                let input = match input {
+                    Input::Start => AssignInput::Start,
+                    Input::Cloud(v) => AssignInput::Cloud(v),
+                    Input::ActionFailed(why) | Input::LocalFault(why) => {
+                        AssignInput::ActionFailed(why)
+                    }
+                    Input::FaultCleared => AssignInput::FaultCleared,
+                    Input::Shutdown => AssignInput::Shutdown,
+                    Input::BfdUp { .. }
+                    | Input::BfdDown
+                    | Input::PeerAdminDown
+                    | Input::PeerSyncDone => return Vec::new(),
+                };
+                m.handle(input, now)
+            }
+        }
+    }
 }
 
-/// Last BFD state of the peer session.
-#[derive(Debug, Clone, Serialize)]
-pub struct BfdRecord {
-    pub peer: IpAddr,
-    pub old: BfdState,
-    pub new: BfdState,
-    pub remote_state: BfdState,
-    pub diag: crate::bfd::packet::Diag,
-    pub at_unix_us: u64,
-}
-
-fn unix_us(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// Wall-clock time of a monotonic instant in the recent past.
-fn wall_of(at: Instant) -> SystemTime {
-    let now = Instant::now();
-    SystemTime::now() - now.saturating_duration_since(at)
+/// Why an assignment was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignError {
+    #[error("roles are elected by BFD (--ka); a cistate POST cannot change them")]
+    Elected,
+    #[error("state {0:?} cannot be assigned; only MASTER and BACKUP can")]
+    NotAssignable(Role),
 }
 
 /// The HA orchestrator (see the module docs).
 pub struct Orchestrator {
     opts: HaOptions,
-    machine: HaMachine,
-    bfd: BfdThread,
-    peer: IpAddr,
+    election: Election,
     /// Whether the provider can answer queries (AWS); others get `unknown`.
     provider_knows: bool,
-    jobs: mpsc::UnboundedSender<CloudJob>,
-    done: mpsc::UnboundedReceiver<CloudDone>,
+    jobs: mpsc::UnboundedSender<cloud_worker::Job>,
+    /// The addresses that follow mastership now.
+    set: Arc<FloatingSet>,
     worker: JoinHandle<()>,
+    forwarder: JoinHandle<()>,
     outstanding: usize,
-    records: Vec<TransitionRecord>,
-    next_seq: u64,
+    records: RecordLog,
     history_seen: usize,
-    bfd_last: Option<BfdRecord>,
     fault_retry_at: Option<Instant>,
-    /// Writes `--ha-state-file` off the owner task.
-    state_writer: Option<StateWriter>,
-    /// The state file's content changed since it was last published.
-    state_dirty: bool,
 }
 
 impl Drop for Orchestrator {
     fn drop(&mut self) {
         self.worker.abort();
+        self.forwarder.abort();
     }
 }
 
 impl Orchestrator {
     /// Starts the BFD thread with the peer session (bind errors surface
-    /// here) and the cloud worker. Must run inside a tokio runtime.
+    /// here) and the cloud worker; both deliver to `events`. Must run
+    /// inside a tokio runtime.
     pub fn new(
         opts: HaOptions,
         provider: Arc<dyn CloudProvider>,
         set: FloatingSet,
+        events: EventTx,
     ) -> Result<Self, OrchestrateError> {
-        let machine = HaMachine::new(opts.machine.clone())?;
-        let bfd = BfdThread::spawn(opts.bfd.clone(), vec![opts.session.clone()])?;
-        let peer = opts.session.peer;
+        opts.machine.validate()?;
+        let election = match &opts.session {
+            Some(session) => {
+                let bfd_events = events.clone();
+                let bfd = BfdThread::spawn_with_sink(
+                    opts.bfd.clone(),
+                    vec![session.clone()],
+                    Box::new(move |changes| {
+                        // No receiver: the owner is stopping.
+                        let _ = bfd_events.send(Event::Bfd(changes));
+                    }),
+                )?;
+                Election::Bfd {
+                    machine: HaMachine::new(opts.machine.clone())?,
+                    bfd,
+                    peer: session.peer,
+                }
+            }
+            None => Election::Assigned(AssignedMachine::new(opts.machine.verify_interval)),
+        };
         let provider_knows = provider.name().starts_with("aws");
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
-        let (done_tx, done) = mpsc::unbounded_channel();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let ttl = lease_ttl(opts.machine.verify_interval);
-        let state_writer = match &opts.state_file {
-            None => None,
-            Some(path) => Some(StateWriter::spawn(path.clone()).map_err(|source| {
+        let mut records = RecordLog::new(opts.machine.self_id);
+        if opts.print_events {
+            records.subscribe(Box::new(StdoutLines));
+        }
+        if let Some(path) = &opts.state_file {
+            let writer = StateWriter::spawn(path.clone()).map_err(|source| {
                 OrchestrateError::StateWriter {
                     path: path.clone(),
                     source,
                 }
-            })?),
-        };
-        let worker = tokio::spawn(cloud_worker::run(
-            provider,
-            Arc::new(set),
-            ttl,
-            jobs_rx,
-            done_tx,
-        ));
+            })?;
+            records.subscribe(Box::new(StateFileSink::new(writer)));
+        }
+        let worker = tokio::spawn(cloud_worker::run(provider, ttl, jobs_rx, done_tx));
+        // The worker's results join the owner's one queue.
+        let forwarder = tokio::spawn(async move {
+            while let Some(done) = done_rx.recv().await {
+                if events.send(Event::Cloud(done)).is_err() {
+                    break;
+                }
+            }
+        });
         Ok(Orchestrator {
             opts,
-            machine,
-            bfd,
-            peer,
+            election,
             provider_knows,
             jobs,
-            done,
+            set: Arc::new(set),
             worker,
+            forwarder,
             outstanding: 0,
-            records: Vec::new(),
-            next_seq: 1,
+            records,
             history_seen: 0,
-            bfd_last: None,
             fault_retry_at: None,
-            state_writer,
-            state_dirty: true,
         })
     }
 
     pub fn role(&self) -> Role {
-        self.machine.role()
+        self.election.role()
     }
 
-    pub fn records(&self) -> &[TransitionRecord] {
+    /// Whether roles are assigned through the API (no `--ka`).
+    pub fn is_assigned(&self) -> bool {
+        matches!(self.election, Election::Assigned(_))
+    }
+
+    /// The role last assigned (cistate); `None` when BFD elects.
+    pub fn assigned_role(&self) -> Option<Role> {
+        match &self.election {
+            Election::Assigned(m) => Some(m.wanted()),
+            Election::Bfd { .. } => None,
+        }
+    }
+
+    /// kube-loxilb's `POST /config/cistate`: MASTER or BACKUP. Refused
+    /// when BFD elects, so an assignment can never make a second MASTER.
+    pub fn assign(&mut self, role: Role) -> Result<Vec<DatapathCmd>, AssignError> {
+        let Election::Assigned(m) = &mut self.election else {
+            return Err(AssignError::Elected);
+        };
+        if !matches!(role, Role::Master | Role::Backup) {
+            return Err(AssignError::NotAssignable(role));
+        }
+        let now = Instant::now();
+        let actions = m.handle(AssignInput::Assign(role), now);
+        let mut cmds = Vec::new();
+        self.run_actions(actions, now, &mut cmds);
+        Ok(cmds)
+    }
+
+    /// The record log (transitions, last BFD change).
+    pub fn records(&self) -> &RecordLog {
         &self.records
     }
 
@@ -281,68 +360,56 @@ impl Orchestrator {
         self.submit(CloudJob::Demote { seq: 0 });
         let mut cmds = vec![DatapathCmd::SetActive(false)];
         self.feed(Input::Start, Instant::now(), &mut cmds);
-        self.publish_state();
-        self.bfd.start();
+        if let Election::Bfd { bfd, .. } = &self.election {
+            bfd.start();
+        }
         cmds
     }
 
-    /// Waits for the next event (cancel-safe: the channel receives and the
-    /// sleep are).
-    pub async fn next(&mut self) -> HaEvent {
-        let deadline = [self.machine.next_deadline(), self.fault_retry_at]
+    /// When [`Self::on_timer`] must run next (the machine's timers, the
+    /// fault retry); `None`: no timer is armed.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [self.election.next_deadline(), self.fault_retry_at]
             .into_iter()
             .flatten()
-            .min();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            Some(changes) = self.bfd.recv() => HaEvent::Bfd(changes),
-            Some(done) = self.done.recv() => HaEvent::Cloud(done),
-            () = sleep => HaEvent::Tick,
-        }
+            .min()
     }
 
-    /// Handles one event; returns what the datapath must do, in order.
-    pub fn handle(&mut self, ev: HaEvent) -> Vec<DatapathCmd> {
+    /// A deadline passed.
+    pub fn on_timer(&mut self) -> Vec<DatapathCmd> {
         let mut cmds = Vec::new();
-        match ev {
-            HaEvent::Bfd(changes) => self.on_bfd(changes, &mut cmds),
-            HaEvent::Tick => {
-                let now = Instant::now();
-                if self.fault_retry_at.is_some_and(|t| t <= now) {
-                    self.fault_retry_at = None;
-                    self.feed(Input::FaultCleared, now, &mut cmds);
-                }
-                let actions = self.machine.on_tick(now);
-                self.run_actions(actions, now, &mut cmds);
-            }
-            HaEvent::Cloud(done) => self.on_cloud(done, &mut cmds),
+        let now = Instant::now();
+        if self.fault_retry_at.is_some_and(|t| t <= now) {
+            self.fault_retry_at = None;
+            self.feed(Input::FaultCleared, now, &mut cmds);
         }
-        self.publish_state();
+        let actions = self.election.on_tick(now);
+        self.run_actions(actions, now, &mut cmds);
         cmds
     }
 
-    /// Graceful stop: AdminDown to the peer, drain, passive, demote (bounded).
-    pub async fn shutdown(&mut self) -> Vec<DatapathCmd> {
-        let was_master = self.machine.role() == Role::Master;
+    /// Graceful stop: AdminDown to the peer, drain, passive, demote
+    /// (bounded). The cloud results still arrive through the owner's
+    /// queue, `events`; other events are left unhandled (the agent stops).
+    pub async fn shutdown(&mut self, events: &mut EventRx) -> Vec<DatapathCmd> {
+        let was_master = self.election.role() == Role::Master;
         let now = Instant::now();
-        let actions = self.machine.handle(Input::Shutdown, now);
+        let actions = self.election.handle(Input::Shutdown, now);
         let mut cmds = Vec::new();
         for a in actions {
             match a {
                 Action::SendAdminDown => {
+                    let Election::Bfd { bfd, peer, .. } = &self.election else {
+                        continue;
+                    };
                     // The drain below assumes the peer has been told:
                     // wait until the BFD thread has sent the AdminDown.
-                    match self.bfd.admin_down_acked(self.peer, ADMIN_DOWN_ACK).await {
+                    match bfd.admin_down_acked(*peer, ADMIN_DOWN_ACK).await {
                         Some(changes) => {
-                            self.note_bfd(&changes);
-                            tracing::info!(peer = %self.peer, "bfd AdminDown sent (handover)");
+                            tracing::info!(peer = %peer, "bfd AdminDown sent (handover)");
+                            self.records.push_bfd(&changes);
                         }
-                        None => tracing::warn!(peer = %self.peer,
+                        None => tracing::warn!(peer = %peer,
                             "the BFD thread did not confirm the AdminDown; draining anyway"),
                     }
                 }
@@ -351,21 +418,21 @@ impl Orchestrator {
                         tokio::time::sleep(self.opts.shutdown_drain).await;
                     }
                     cmds.push(DatapathCmd::SetActive(false));
-                    let seq = self.record_new_transitions(now);
+                    let seq = self.record_new_transitions();
                     self.submit(CloudJob::Demote { seq });
                 }
                 _ => {}
             }
         }
-        self.record_new_transitions(now);
-        self.publish_state();
+        self.record_new_transitions();
         let deadline = tokio::time::Instant::now() + self.opts.shutdown_timeout;
         while self.outstanding > 0 {
-            match tokio::time::timeout_at(deadline, self.done.recv()).await {
-                Ok(Some(done)) => {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(Event::Cloud(done))) => {
                     self.outstanding = self.outstanding.saturating_sub(1);
                     self.attach_report(&done);
                 }
+                Ok(Some(other)) => tracing::debug!(event = ?other, "ignored while stopping"),
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(
@@ -376,71 +443,112 @@ impl Orchestrator {
                 }
             }
         }
-        self.publish_state();
-        if let Some(w) = self.state_writer.as_mut() {
-            w.finish();
-        }
+        self.records.finish();
         cmds
     }
 
     fn submit(&mut self, job: CloudJob) {
-        if self.jobs.send(job).is_ok() {
+        self.submit_on(job, self.set.clone());
+    }
+
+    fn submit_on(&mut self, job: CloudJob, set: Arc<FloatingSet>) {
+        if self.jobs.send((job, set)).is_ok() {
             self.outstanding += 1;
         }
     }
 
-    /// Changes we caused (AdminDown / AdminUp on the machine's request)
-    /// arrive here too; `Input::from_bfd` maps them to no input, so they
-    /// are only recorded, as when they were returned at once.
-    fn on_bfd(&mut self, changes: Vec<StateChange>, cmds: &mut Vec<DatapathCmd>) {
-        self.note_bfd(&changes);
+    /// The floating addresses now in use (services came or went). A
+    /// MASTER takes the new ones and releases the ones that left, in the
+    /// background: cloud work never runs inside an API request. Every
+    /// later job acts on the new set.
+    pub fn set_floating(&mut self, set: FloatingSet) {
+        if set == *self.set {
+            return;
+        }
+        let added = FloatingSet::new(
+            set.entries()
+                .iter()
+                .filter(|e| !self.set.entries().contains(e))
+                .copied(),
+        );
+        let removed = FloatingSet::new(
+            self.set
+                .entries()
+                .iter()
+                .filter(|e| !set.entries().contains(e))
+                .copied(),
+        );
+        tracing::info!(added = ?added.entries(), removed = ?removed.entries(), "floating set changed");
+        self.set = Arc::new(set);
+        if self.election.role() != Role::Master {
+            return;
+        }
+        if !removed.is_empty() {
+            self.submit_on(CloudJob::Release, Arc::new(removed));
+        }
+        if !added.is_empty() {
+            // The whole set: promote is idempotent, and a provider that
+            // keeps per-set state (one VIP interface) must see all of it.
+            self.submit(CloudJob::Promote { seq: 0 });
+        }
+    }
+
+    /// The floating addresses now in use.
+    pub fn floating(&self) -> &FloatingSet {
+        &self.set
+    }
+
+    /// BFD state changes. Changes we caused (AdminDown / AdminUp on the
+    /// machine's request) arrive here too; `Input::from_bfd` maps them to
+    /// no input, so they are only recorded, as when they were returned at
+    /// once.
+    pub fn on_bfd(&mut self, changes: Vec<StateChange>) -> Vec<DatapathCmd> {
+        let mut cmds = Vec::new();
+        self.records.push_bfd(&changes);
+        let Election::Bfd { peer, .. } = &self.election else {
+            return cmds;
+        };
+        let peer = *peer;
         for sc in changes {
-            if sc.peer != self.peer {
+            if sc.peer != peer {
                 continue;
             }
             let Some(input) = Input::from_bfd(&sc) else {
                 continue;
             };
-            if input == Input::PeerAdminDown && self.machine.role() == Role::Master {
+            if input == Input::PeerAdminDown && self.election.role() == Role::Master {
                 tracing::info!(
                     "peer handed over while we are MASTER: re-asserting the floating addresses"
                 );
-                let seq = self.records.last().map(|r| r.seq).unwrap_or(0);
+                let seq = self.records.last_seq();
                 self.submit(CloudJob::Promote { seq });
             }
-            self.feed(input, sc.at_mono, cmds);
+            self.feed(input, sc.at_mono, &mut cmds);
         }
+        cmds
     }
 
-    fn note_bfd(&mut self, changes: &[StateChange]) {
-        for sc in changes {
-            let rec = BfdRecord {
-                peer: sc.peer,
-                old: sc.old,
-                new: sc.new,
-                remote_state: sc.remote_state,
-                diag: sc.diag,
-                at_unix_us: unix_us(sc.at),
-            };
-            tracing::info!(peer = %sc.peer, old = ?sc.old, new = ?sc.new, remote = ?sc.remote_state,
-                diag = ?sc.diag, "bfd state change");
-            self.emit("bfd_state", &rec);
-            self.bfd_last = Some(rec);
-            self.state_dirty = true;
-        }
-    }
-
-    fn on_cloud(&mut self, done: CloudDone, cmds: &mut Vec<DatapathCmd>) {
+    /// A finished cloud job.
+    pub fn on_cloud(&mut self, done: CloudDone) -> Vec<DatapathCmd> {
+        let mut cmds = Vec::new();
         self.outstanding = self.outstanding.saturating_sub(1);
         self.attach_report(&done);
         let now = Instant::now();
         match done.job {
             CloudJob::Query => {
                 let v = done.verdict.unwrap_or_else(CloudVerdict::unknown);
-                self.feed(Input::Cloud(v), now, cmds);
+                self.feed(Input::Cloud(v), now, &mut cmds);
             }
             CloudJob::Promote { .. } if done.superseded => {
                 tracing::info!("cloud promote stopped: a demote queued behind it supersedes it");
+            }
+            // Set changes (seq 0): a failure is recorded and logged; it does
+            // not fault the node, whose other addresses still serve.
+            CloudJob::Promote { seq: 0 } | CloudJob::Release => {
+                if let Some(r) = done.report.as_ref().filter(|r| !r.ok) {
+                    tracing::warn!(job = ?done.job, error = ?r.error,
+                        "cloud work for a changed floating set failed; the next verify or promote retries it");
+                }
             }
             CloudJob::Promote { .. } | CloudJob::Demote { .. } => {
                 if let Some(r) = &done.report
@@ -453,7 +561,7 @@ impl Orchestrator {
                     );
                     // A failed startup demote changes nothing about the role.
                     if !matches!(done.job, CloudJob::Demote { seq: 0 }) {
-                        self.feed(Input::ActionFailed(why), now, cmds);
+                        self.feed(Input::ActionFailed(why), now, &mut cmds);
                     } else {
                         tracing::warn!(error = %why, "startup demote failed");
                     }
@@ -461,6 +569,7 @@ impl Orchestrator {
             }
             CloudJob::Reconcile | CloudJob::RenewLease => {}
         }
+        cmds
     }
 
     fn attach_report(&mut self, done: &CloudDone) {
@@ -473,38 +582,18 @@ impl Orchestrator {
         };
         tracing::info!(job = ?done.job, ok = report.ok, duration_us = report.duration_us,
             calls = report.calls.len(), error = ?report.error, "cloud job done");
-        #[derive(Serialize)]
-        struct Line<'a> {
-            seq: u64,
-            job: CloudJob,
-            report: &'a TransitionReport,
-        }
-        self.emit(
-            "ha_cloud",
-            &Line {
-                seq,
-                job: done.job,
-                report,
-            },
-        );
-        if seq != 0
-            && let Some(r) = self.records.iter_mut().rev().find(|r| r.seq == seq)
-            && r.report.is_none()
-        {
-            r.report = Some(report.clone());
-            self.state_dirty = true;
-        }
+        self.records.push_cloud(seq, done.job, report);
     }
 
     /// Feeds one input and carries out the resulting actions, including
     /// inputs those actions produce at once (unknown cloud verdicts).
     fn feed(&mut self, input: Input, now: Instant, cmds: &mut Vec<DatapathCmd>) {
-        let actions = self.machine.handle(input, now);
+        let actions = self.election.handle(input, now);
         self.run_actions(actions, now, cmds);
     }
 
     fn run_actions(&mut self, actions: Vec<Action>, now: Instant, cmds: &mut Vec<DatapathCmd>) {
-        let seq = self.record_new_transitions(now);
+        let seq = self.record_new_transitions();
         for a in actions {
             tracing::debug!(action = ?a, "ha action");
             match a {
@@ -516,9 +605,17 @@ impl Orchestrator {
                     cmds.push(DatapathCmd::SetActive(false));
                     self.submit(CloudJob::Demote { seq });
                 }
-                // The changes these cause come back as `HaEvent::Bfd`.
-                Action::SendAdminDown => self.bfd.admin_down(self.peer),
-                Action::ResumeBfd => self.bfd.admin_up(self.peer),
+                // The changes these cause come back as `Event::Bfd`.
+                Action::SendAdminDown => {
+                    if let Election::Bfd { bfd, peer, .. } = &self.election {
+                        bfd.admin_down(*peer);
+                    }
+                }
+                Action::ResumeBfd => {
+                    if let Election::Bfd { bfd, peer, .. } = &self.election {
+                        bfd.admin_up(*peer);
+                    }
+                }
                 Action::QueryCloud => {
                     if self.provider_knows {
                         self.submit(CloudJob::Query);
@@ -533,71 +630,20 @@ impl Orchestrator {
                 }
             }
         }
-        if self.machine.role() == Role::Fault && self.fault_retry_at.is_none() {
+        if self.election.role() == Role::Fault && self.fault_retry_at.is_none() {
             self.fault_retry_at = Some(now + self.opts.fault_retry);
         }
     }
 
     /// Turns the machine's new history entries into records; returns the
     /// sequence number of the latest record.
-    fn record_new_transitions(&mut self, _now: Instant) -> u64 {
-        let history = self.machine.history();
+    fn record_new_transitions(&mut self) -> u64 {
+        let history = self.election.history();
         let new: Vec<_> = history[self.history_seen..].to_vec();
         self.history_seen = history.len();
         for t in new {
-            let rec = TransitionRecord {
-                seq: self.next_seq,
-                at_unix_us: unix_us(wall_of(t.at)),
-                old: t.old,
-                new: t.new,
-                reason: t.reason,
-                cloud: t.cloud,
-                report: None,
-            };
-            self.next_seq += 1;
-            self.emit("ha_transition", &rec);
-            self.records.push(rec);
-            self.state_dirty = true;
-            if self.records.len() > MAX_RECORDS {
-                self.records.remove(0);
-            }
+            self.records.push_transition(t);
         }
-        self.records.last().map(|r| r.seq).unwrap_or(0)
-    }
-
-    fn emit<T: Serialize>(&self, event: &str, body: &T) {
-        if !self.opts.print_events {
-            return;
-        }
-        let mut v = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
-        if let serde_json::Value::Object(m) = &mut v {
-            m.insert("event".into(), event.into());
-            m.insert("pid".into(), std::process::id().into());
-        }
-        println!("{v}");
-    }
-
-    /// Hands the state to the writer thread when it changed since the
-    /// last time (never on a mere BFD packet: see [`super::state_file`]).
-    fn publish_state(&mut self) {
-        if !self.state_dirty {
-            return;
-        }
-        let Some(writer) = &self.state_writer else {
-            return;
-        };
-        self.state_dirty = false;
-        let state = StateFile {
-            pid: std::process::id(),
-            self_id: self.opts.machine.self_id,
-            role: self.machine.role(),
-            updated_unix_us: unix_us(SystemTime::now()),
-            bfd: self.bfd_last.as_ref(),
-            transitions: &self.records,
-        };
-        match serde_json::to_vec(&state) {
-            Ok(body) => writer.publish(body),
-            Err(error) => tracing::warn!(%error, "cannot encode the HA state"),
-        }
+        self.records.last_seq()
     }
 }

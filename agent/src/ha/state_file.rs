@@ -22,7 +22,7 @@ use std::{
 use serde::Serialize;
 
 use super::machine::Role;
-use super::orchestrate::{BfdRecord, TransitionRecord};
+use super::records::{BfdRecord, Record, RecordLog, RecordSink, TransitionRecord, unix_us};
 use crate::ratelimit::RateLimit;
 
 /// Contents of the state file.
@@ -34,7 +34,43 @@ pub struct StateFile<'a> {
     /// When the content last changed.
     pub updated_unix_us: u64,
     pub bfd: Option<&'a BfdRecord>,
-    pub transitions: &'a [TransitionRecord],
+    pub transitions: Vec<&'a TransitionRecord>,
+}
+
+/// The record log's reader that keeps the state file current: each record
+/// is turned into the whole file's content and handed to the
+/// [`StateWriter`] thread (which writes only the newest).
+pub struct StateFileSink {
+    writer: StateWriter,
+}
+
+impl StateFileSink {
+    pub fn new(writer: StateWriter) -> Self {
+        Self { writer }
+    }
+}
+
+impl RecordSink for StateFileSink {
+    fn record(&mut self, _rec: Record<'_>, log: &RecordLog) {
+        let state = StateFile {
+            pid: std::process::id(),
+            self_id: log.self_id(),
+            role: log.role(),
+            updated_unix_us: unix_us(std::time::SystemTime::now()),
+            bfd: log.bfd_last(),
+            transitions: log.transitions().collect(),
+        };
+        match serde_json::to_vec(&state) {
+            Ok(body) => self.writer.publish(body),
+            Err(error) => tracing::warn!(%error, "cannot encode the HA state"),
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.writer.finish() {
+            tracing::warn!("the HA state file writer had stopped");
+        }
+    }
 }
 
 /// Writes `body` to `path` atomically: a temporary file next to it, then

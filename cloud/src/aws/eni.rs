@@ -270,27 +270,86 @@ pub(crate) async fn demote(
         describe_subnets(p, rec, block),
         describe_route_tables(p, rec),
     )?;
-    let mine: Vec<&EniV> = enis
+    let mine = my_enis(p, &enis);
+    remove_host_vips(p, rec, &mine, &vips).await?;
+    disassociate_from(p, rec, &addrs, &mine).await?;
+    let my_subnets: Vec<&SubnetV> = subnets
         .iter()
+        .filter(|s| s.ours && s.az == p.id.availability_zone)
+        .collect();
+    let assocs = my_subnets
+        .iter()
+        .filter_map(|s| assoc.get(&s.id))
+        .map(|(a, _)| disassociate_rtb(p, rec, a));
+    tokio::try_join!(
+        try_join_all(mine.iter().map(|e| remove_eni(p, rec, e))),
+        try_join_all(assocs)
+    )?;
+    try_join_all(my_subnets.iter().map(|s| delete_subnet(p, rec, &s.id))).await?;
+    Ok(())
+}
+
+/// Gives up only `pairs` (they left the floating set) while the rest keep
+/// serving: their EIPs are disassociated from this node's VIP interface
+/// and the VIPs leave the host. The interface, the subnet and the other
+/// pairs stay; the private addresses stay assigned to the interface until
+/// the next demote removes it (unassigning them would need a permission
+/// the policy does not grant for so little gain).
+pub(crate) async fn release(
+    p: &AwsProvider,
+    rec: &Recorder,
+    pairs: &[(Ipv4Addr, Ipv4Addr)],
+) -> Result<(), CloudError> {
+    let (vips, eips) = split(pairs);
+    let (enis, addrs) = tokio::try_join!(describe_enis(p, rec), describe_addresses(p, rec, &eips))?;
+    let mine = my_enis(p, &enis);
+    remove_host_vips(p, rec, &mine, &vips).await?;
+    disassociate_from(p, rec, &addrs, &mine).await
+}
+
+/// The VIP interfaces that are this node's: attached to it, or left
+/// unattached in its AZ.
+fn my_enis<'a>(p: &AwsProvider, enis: &'a [EniV]) -> Vec<&'a EniV> {
+    enis.iter()
         .filter(|e| {
             e.attach
                 .as_ref()
                 .is_some_and(|a| a.instance == p.id.instance_id)
                 || (e.az == p.id.availability_zone && e.attach.is_none())
         })
-        .collect();
-    if p.opts.os_config {
-        let handle = netconf::connect().await?;
-        let links = netconf::links(&handle).await?;
-        for e in &mine {
-            let mac = netconf::parse_mac(&e.mac)?;
-            if let Some(link) = links.iter().find(|l| l.mac == Some(mac)) {
-                for v in &vips {
-                    netconf::del_address(&handle, rec, link, (*v).into()).await?;
-                }
+        .collect()
+}
+
+/// Removes `vips` from the host links of `mine` (with OS configuration on).
+async fn remove_host_vips(
+    p: &AwsProvider,
+    rec: &Recorder,
+    mine: &[&EniV],
+    vips: &[Ipv4Addr],
+) -> Result<(), CloudError> {
+    if !p.opts.os_config {
+        return Ok(());
+    }
+    let handle = netconf::connect().await?;
+    let links = netconf::links(&handle).await?;
+    for e in mine {
+        let mac = netconf::parse_mac(&e.mac)?;
+        if let Some(link) = links.iter().find(|l| l.mac == Some(mac)) {
+            for v in vips {
+                netconf::del_address(&handle, rec, link, (*v).into()).await?;
             }
         }
     }
+    Ok(())
+}
+
+/// Disassociates the described EIPs that point at one of `mine`.
+async fn disassociate_from(
+    p: &AwsProvider,
+    rec: &Recorder,
+    addrs: &std::collections::HashMap<Ipv4Addr, AddrV>,
+    mine: &[&EniV],
+) -> Result<(), CloudError> {
     let disassociate = addrs.values().filter_map(|a| {
         let eni = a.eni.as_deref()?;
         let assoc = a.association_id.as_deref()?;
@@ -312,19 +371,6 @@ pub(crate) async fn demote(
         })
     });
     try_join_all(disassociate).await?;
-    let my_subnets: Vec<&SubnetV> = subnets
-        .iter()
-        .filter(|s| s.ours && s.az == p.id.availability_zone)
-        .collect();
-    let assocs = my_subnets
-        .iter()
-        .filter_map(|s| assoc.get(&s.id))
-        .map(|(a, _)| disassociate_rtb(p, rec, a));
-    tokio::try_join!(
-        try_join_all(mine.iter().map(|e| remove_eni(p, rec, e))),
-        try_join_all(assocs)
-    )?;
-    try_join_all(my_subnets.iter().map(|s| delete_subnet(p, rec, &s.id))).await?;
     Ok(())
 }
 

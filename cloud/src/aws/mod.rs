@@ -341,6 +341,19 @@ impl CloudProvider for AwsProvider {
         rec.finish(res)
     }
 
+    async fn release(&self, set: &FloatingSet) -> TransitionReport {
+        let rec = Recorder::new(Action::Demote, self.label());
+        let res = match aws_pairs(set) {
+            Err(e) => Err(e),
+            Ok(pairs) => match self.opts.mode {
+                AwsMode::Eni => eni::release(self, &rec, &pairs).await,
+                // Route mode's demote touches only the given VIPs.
+                AwsMode::Route => route::demote(self, &rec, &pairs).await,
+            },
+        };
+        rec.finish(res)
+    }
+
     async fn reconcile(&self, set: &FloatingSet) -> TransitionReport {
         let rec = Recorder::new(Action::Reconcile, self.label());
         let res = match aws_pairs(set) {
