@@ -73,6 +73,51 @@ pub struct RunArgs {
     pub cloud: CloudArgs,
     #[command(flatten)]
     pub ha: HaArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// The REST API (loxilb's, what kube-loxilb drives) and the state it
+/// makes durable.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Address the REST API listens on (loxilb's port). `off` disables it.
+    #[arg(long, default_value = "0.0.0.0:11111", value_parser = parse_listen)]
+    pub api_listen: Listen,
+    /// File holding the API token: every request but `GET /netlox/v1`
+    /// must carry it (`Authorization: <token>` or `Bearer <token>`).
+    #[arg(long)]
+    pub api_token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for the API; needs --api-tls-key.
+    #[arg(long, requires = "api_tls_key")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the API; needs --api-tls-cert.
+    #[arg(long, requires = "api_tls_cert")]
+    pub api_tls_key: Option<PathBuf>,
+    /// CA (PEM) that API clients' certificates must chain to (mTLS).
+    #[arg(long, requires = "api_tls_cert")]
+    pub api_client_ca: Option<PathBuf>,
+    /// Where accepted API changes (services, cistate, BFD timers) are
+    /// kept, durably, before they are acknowledged; restored at start.
+    #[arg(long, default_value = "/var/lib/floatlb")]
+    pub state_dir: PathBuf,
+}
+
+/// `--api-listen`: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    At(std::net::SocketAddr),
+}
+
+fn parse_listen(value: &str) -> Result<Listen, String> {
+    if value == "off" {
+        return Ok(Listen::Off);
+    }
+    value
+        .parse()
+        .map(Listen::At)
+        .map_err(|_| format!("--api-listen {value:?}: expected ADDRESS:PORT (e.g. 0.0.0.0:11111) or off"))
 }
 
 /// XDP datapath arguments.

@@ -30,8 +30,12 @@ use std::{
     time::Duration,
 };
 
+mod control;
+
+pub use control::key_string;
+
 use crate::{
-    config::{ConfigError, LbConfig, Service},
+    config::{ConfigError, LbConfig, Limits, Service},
     events::{Event, EventRx, EventTx},
     ha::orchestrate::{DatapathCmd, Orchestrator},
     neigh::{NeighError, NextHop, Resolver},
@@ -53,6 +57,12 @@ pub trait Datapath {
     type Error: std::error::Error + Send + Sync + 'static;
     /// Makes the live service set exactly `services`.
     fn sync_services(&mut self, services: &[Service]) -> Result<(), Self::Error>;
+    /// Adds or updates one service (an atomic endpoint-set swap).
+    fn upsert_service(&mut self, service: &Service) -> Result<(), Self::Error>;
+    /// Removes one service.
+    fn remove_service(&mut self, service: &Service) -> Result<(), Self::Error>;
+    /// Every tracked flow.
+    fn conntrack_dump(&self) -> Result<Vec<floatlb_dataplane::CtRecord>, Self::Error>;
     /// Input device for the program's FIB lookups (None: the ingress interface).
     fn set_fib_lookup_iface(&mut self, iface: Option<&str>) -> Result<(), Self::Error>;
     /// Attaches to `iface` (idempotent); returns the mode actually used.
@@ -79,8 +89,6 @@ pub trait Datapath {
 pub enum DaemonError {
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
-    #[error("no configuration file given (--config FILE)")]
-    NoConfig,
     #[error("no interface given (--iface IF)")]
     NoInterface,
     #[error("datapath: {op}: {source}")]
@@ -110,7 +118,13 @@ fn dp_err<E: std::error::Error + Send + Sync + 'static>(
 /// Daemon settings (from the command line).
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
-    pub config_path: PathBuf,
+    /// `--config`: services applied at start and on SIGHUP (optional: a
+    /// node can start empty and be programmed through the API).
+    pub config_path: Option<PathBuf>,
+    /// `--cluster`: the peer, for status.
+    pub peer: Option<std::net::IpAddr>,
+    /// Service and endpoint limits (one home: the datapath's capacity).
+    pub limits: Limits,
     pub ifaces: Vec<String>,
     pub xdp_mode: XdpModeArg,
     /// Input device of the datapath's FIB lookups (see the CLI flag).
@@ -170,6 +184,24 @@ pub struct Daemon<D: Datapath> {
     ha: Option<Orchestrator>,
     /// The conntrack expiry thread, once started.
     sweeper: Option<SweeperThread>,
+    /// API requests (bounded: backpressure on a flood of requests).
+    api_rx: Option<tokio::sync::mpsc::Receiver<floatlb_api::Request>>,
+    /// The state store and the replies waiting for it.
+    durability: control::Durability,
+    limits: Limits,
+    /// Endpoints whose next hop is to be resolved after this event.
+    neigh_queue: Vec<Ipv4Addr>,
+    /// Assignment and BFD timers restored from the state store, applied
+    /// once HA has started.
+    restored: Restored,
+}
+
+/// What the state store brought back besides the services.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// The cistate role kube-loxilb assigned.
+    pub role: Option<crate::ha::machine::Role>,
+    pub bfd: Option<crate::store::BfdTimers>,
 }
 
 /// The thread that expires conntrack entries every
@@ -216,6 +248,16 @@ impl SweeperThread {
     }
 }
 
+/// The next API request, or never without an API.
+async fn next_request(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<floatlb_api::Request>>,
+) -> Option<floatlb_api::Request> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sleeps until `deadline`, or forever without one.
 async fn sleep_until(deadline: Option<std::time::Instant>) {
     match deadline {
@@ -234,13 +276,17 @@ pub fn endpoint_addrs(services: &[Service]) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// Validates the configuration file named in `opts`, before any datapath work.
+/// Validates the configuration file named in `opts` (if any), before any
+/// datapath work.
 pub fn load_config(opts: &DaemonOptions) -> Result<LbConfig, DaemonError> {
     if opts.ifaces.is_empty() {
         return Err(DaemonError::NoInterface);
     }
-    let cfg = LbConfig::load(&opts.config_path)?;
-    tracing::info!(path = %opts.config_path.display(), services = cfg.services.len(), "configuration valid");
+    let Some(path) = &opts.config_path else {
+        return Ok(LbConfig::default());
+    };
+    let cfg = LbConfig::load(path, &opts.limits)?;
+    tracing::info!(path = %path.display(), services = cfg.services.len(), "configuration valid");
     Ok(cfg)
 }
 
@@ -287,6 +333,7 @@ impl<D: Datapath> Daemon<D> {
             return Err(e);
         }
         let (tx, rx) = queue;
+        let limits = opts.limits;
         Ok(Self {
             active: opts.initially_active,
             opts,
@@ -299,7 +346,38 @@ impl<D: Datapath> Daemon<D> {
             next_hops: HashMap::new(),
             ha: None,
             sweeper: None,
+            api_rx: None,
+            durability: control::Durability::new(None),
+            limits,
+            neigh_queue: Vec::new(),
+            restored: Restored::default(),
         })
+    }
+
+    /// Serves API requests from `rx` (see [`floatlb_api::router`]).
+    pub fn set_api(&mut self, rx: tokio::sync::mpsc::Receiver<floatlb_api::Request>) {
+        self.api_rx = Some(rx);
+    }
+
+    /// Makes accepted changes durable in `store` before they are
+    /// answered; `restored` is what it held besides the services.
+    pub fn set_store(&mut self, store: crate::store::Store, restored: Restored) {
+        self.durability = control::Durability::new(Some(store));
+        self.restored = restored;
+    }
+
+    /// Records services that came from `--config` (not from the store) so
+    /// that a later API change to them is durable too.
+    pub fn persist_services(&mut self, services: &[Service]) {
+        for s in services {
+            let (reply, _) = tokio::sync::oneshot::channel();
+            let change = crate::store::Change::PutService {
+                key: key_string(&s.key()),
+                entry: serde_json::to_value(s.to_wire()).unwrap_or_default(),
+            };
+            self.durability
+                .record(Some(change), reply, control::Undo::Nothing);
+        }
     }
 
     fn apply_initial(opts: &DaemonOptions, dp: &mut D, cfg: &LbConfig) -> Result<(), DaemonError> {
@@ -400,7 +478,21 @@ impl<D: Datapath> Daemon<D> {
         let endpoints = endpoint_addrs(&self.services);
         self.refresh_neighbours(&endpoints).await;
         if let Some(h) = self.ha.as_mut() {
-            let cmds = h.start();
+            let mut cmds = h.start();
+            if let Some(role) = self.restored.role
+                && h.is_assigned()
+            {
+                tracing::info!(?role, "restoring the role kube-loxilb assigned");
+                cmds.extend(h.assign(role).unwrap_or_default());
+            }
+            if let Some(t) = self.restored.bfd
+                && h.bfd_session().is_some()
+            {
+                let interval = Duration::from_micros(u64::from(t.interval_us));
+                if let Err(error) = h.set_bfd_timers(interval, t.multiplier).await {
+                    tracing::warn!(%error, "cannot restore the BFD timers");
+                }
+            }
             self.apply_ha(cmds);
         }
         tracing::info!(
@@ -415,6 +507,7 @@ impl<D: Datapath> Daemon<D> {
                     Some(ev) => ev,
                     None => break,
                 },
+                Some(req) = next_request(&mut self.api_rx) => Event::Api(req),
                 () = sleep_until(deadline) => Event::HaTimer,
             };
             if let Event::Shutdown { signal } = ev {
@@ -427,6 +520,7 @@ impl<D: Datapath> Daemon<D> {
             }
             self.handle_event(ev).await;
         }
+        self.durability.finish();
         if let Some(s) = self.sweeper.take() {
             s.stop();
         }
@@ -490,7 +584,14 @@ impl<D: Datapath> Daemon<D> {
                     self.apply_ha(cmds);
                 }
             }
-            Event::Persisted(_) => {}
+            Event::Api(req) => self.on_api(req).await,
+            Event::Persisted(p) => self.on_persisted(p).await,
+        }
+        if !self.neigh_queue.is_empty() {
+            let mut addrs = std::mem::take(&mut self.neigh_queue);
+            addrs.sort_unstable();
+            addrs.dedup();
+            self.refresh_neighbours(&addrs).await;
         }
     }
 
@@ -550,7 +651,11 @@ impl<D: Datapath> Daemon<D> {
     }
 
     async fn reload(&mut self) {
-        let cfg = match LbConfig::load(&self.opts.config_path) {
+        let Some(path) = self.opts.config_path.clone() else {
+            tracing::info!("SIGHUP: no --config file to re-read");
+            return;
+        };
+        let cfg = match LbConfig::load(&path, &self.limits) {
             Ok(cfg) => cfg,
             Err(error) => {
                 tracing::error!(%error, "reload rejected, running configuration kept");
@@ -562,6 +667,15 @@ impl<D: Datapath> Daemon<D> {
                 tracing::info!(services = cfg.services.len(), "configuration reloaded");
                 self.services = cfg.services;
                 self.floating_changed();
+                // The file is now the whole truth: so is the store.
+                let (reply, _) = tokio::sync::oneshot::channel();
+                self.durability.record(
+                    Some(crate::store::Change::DeleteAllServices),
+                    reply,
+                    control::Undo::Nothing,
+                );
+                let all = self.services.clone();
+                self.persist_services(&all);
                 let endpoints = endpoint_addrs(&self.services);
                 self.refresh_neighbours(&endpoints).await;
             }
@@ -625,6 +739,17 @@ mod tests {
             self.push(format!("sync {}", keys.join(",")));
             Ok(())
         }
+        fn upsert_service(&mut self, s: &Service) -> Result<(), Refused> {
+            self.push(format!("upsert {}:{}x{}", s.vip(), s.port, s.endpoints.len()));
+            Ok(())
+        }
+        fn remove_service(&mut self, s: &Service) -> Result<(), Refused> {
+            self.push(format!("remove {}:{}", s.vip(), s.port));
+            Ok(())
+        }
+        fn conntrack_dump(&self) -> Result<Vec<floatlb_dataplane::CtRecord>, Refused> {
+            Ok(Vec::new())
+        }
         fn set_fib_lookup_iface(&mut self, iface: Option<&str>) -> Result<(), Refused> {
             self.push(format!("fib {iface:?}"));
             Ok(())
@@ -670,7 +795,9 @@ mod tests {
         let path = dir.join("lb.json");
         std::fs::write(&path, CFG).unwrap();
         DaemonOptions {
-            config_path: path,
+            config_path: Some(path),
+            peer: None,
+            limits: crate::config::file_limits(),
             ifaces: vec!["eth0".into(), "eth1".into()],
             xdp_mode: XdpModeArg::Auto,
             fib_lookup_iface: Some("lo".into()),
@@ -748,7 +875,7 @@ mod tests {
         let dir = tempdir("badcfg");
         let o = opts(&dir, false);
         std::fs::write(
-            &o.config_path,
+            o.config_path.as_ref().unwrap(),
             CFG.replace("\"weight\":2", "\"weight\":300"),
         )
         .unwrap();
@@ -780,7 +907,7 @@ mod tests {
             assert!(h.set_active(false));
             assert!(h.send(Event::PollDatapathEvents));
             // A reload with a bad file changes nothing; a good one re-syncs.
-            std::fs::write(&o.config_path, "{").unwrap();
+            std::fs::write(o.config_path.as_ref().unwrap(), "{").unwrap();
             assert!(h.send(Event::Reload));
             assert!(h.flush().await);
             assert!(h.send(Event::SetActive(true)));
@@ -788,7 +915,7 @@ mod tests {
                 r#",{"endpointIP":"10.0.0.6","targetPort":8080,"weight":2}"#,
                 "",
             );
-            std::fs::write(&o.config_path, two).unwrap();
+            std::fs::write(o.config_path.as_ref().unwrap(), two).unwrap();
             assert!(h.send(Event::Reload));
             assert!(h.flush().await);
             assert!(d_services_len(&rec) == 1);

@@ -2,6 +2,7 @@
 
 /// BFD lives in its own crate (`agent/bfd`) so the decoder can be fuzzed without the agent's dependencies.
 pub use floatlb_bfd as bfd;
+pub mod api;
 pub mod cli;
 pub mod cloudctl;
 pub mod config;

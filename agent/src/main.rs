@@ -33,8 +33,19 @@ fn init_tracing(format: LogFormat) {
 /// Runs the daemon until SIGTERM/SIGINT.
 async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     let dp_args = run.datapath;
+    let limits = floatlb_agent::config::Limits {
+        max_endpoints: floatlb_agent::config::MAX_ENDPOINTS,
+        max_services: dp_args.max_services as usize,
+    };
+    let peer = match (&run.ha.ka, &run.ha.cluster) {
+        (Some(ka), _) => Some(ka.peer),
+        (None, Some(c)) => c.split(',').next().and_then(|p| p.trim().parse().ok()),
+        (None, None) => None,
+    };
     let opts = DaemonOptions {
-        config_path: run.config.ok_or(daemon::DaemonError::NoConfig)?,
+        config_path: run.config.clone(),
+        peer,
+        limits,
         ifaces: dp_args.ifaces,
         xdp_mode: dp_args.xdp_mode,
         fib_lookup_iface: dp_args.fib_lookup_iface,
@@ -58,12 +69,37 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     // datapath is being set up stops the daemon once it runs, which detaches
     // and unpins as on any other stop.
     let signals = daemon::Signals::install()?;
+    let (events, queue) = floatlb_agent::events::channel();
     // Validate everything before touching the datapath.
-    let cfg = daemon::load_config(&opts)?;
+    let mut cfg = daemon::load_config(&opts)?;
+    // The durable state first (what the API acknowledged), then --config
+    // on top: a file's service replaces the stored one with the same rule.
+    let (store, stored) = floatlb_agent::store::Store::open(&run.api.state_dir, events.clone())?;
+    let restored = floatlb_agent::store::restore(&stored, &limits)?;
+    let from_file = std::mem::take(&mut cfg.services);
+    cfg.services = restored.services;
+    let mut to_persist = Vec::new();
+    for s in from_file {
+        match cfg.services.iter_mut().find(|x| x.key() == s.key()) {
+            Some(x) if *x == s => {}
+            Some(x) => {
+                *x = s.clone();
+                to_persist.push(s);
+            }
+            None => {
+                cfg.services.push(s.clone());
+                to_persist.push(s);
+            }
+        }
+    }
+    // The merged list is validated as a whole (duplicates, --max-services).
+    let cfg = floatlb_agent::config::LbConfig::from_wire(&cfg.to_wire(), &limits)?;
+    tracing::info!(state_dir = %run.api.state_dir.display(), restored = stored.services.len(),
+        from_config = to_persist.len(), services = cfg.services.len(), "state restored");
+    let api = floatlb_agent::api::bind(&run.api).await?;
     // Everything that can fail without side effects comes before the
     // datapath is opened, so a failure leaves nothing behind.
     let resolver = Resolver::new()?;
-    let (events, queue) = floatlb_agent::events::channel();
     // --ka: BFD elects. No --ka but a cloud provider: kube-loxilb assigns
     // the roles (POST /config/cistate) and the node starts BACKUP. Neither:
     // a standalone node, always active.
@@ -95,11 +131,22 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     if let Some(ha) = ha {
         daemon.set_ha(ha);
     }
+    daemon.set_store(store, restored.rest);
+    daemon.persist_services(&to_persist);
+    // The API opens only now, with the restored state in place.
+    let api = api.map(|a| {
+        let (tx, rx) = tokio::sync::mpsc::channel(floatlb_agent::api::QUEUE);
+        daemon.set_api(rx);
+        a.serve(tx, limits)
+    });
     if let Err(e) = daemon.spawn_feeders(signals) {
         daemon.abort()?;
         return Err(e.into());
     }
     daemon.run().await?;
+    if let Some(api) = api {
+        api.stop().await;
+    }
     Ok(())
 }
 

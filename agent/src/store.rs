@@ -63,6 +63,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, message: String },
     #[error("cannot start the state writer thread: {0}")]
     Thread(#[source] io::Error),
+    #[error("state directory {0} is in use by another floatlb (give each agent its own --state-dir)")]
+    Locked(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -147,6 +149,8 @@ pub struct Persisted {
 pub struct Store {
     tx: Option<mpsc::Sender<(u64, Change)>>,
     thread: Option<JoinHandle<()>>,
+    /// Held (an exclusive lock) while this agent owns the directory.
+    _lock: File,
 }
 
 impl Store {
@@ -155,6 +159,14 @@ impl Store {
     /// which reports to `events`. Returns the restored state.
     pub fn open(dir: &Path, events: EventTx) -> Result<(Store, Stored), StoreError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => StoreError::Locked(dir.to_path_buf()),
+                std::fs::TryLockError::Error(e) => io_err(&lock_path)(e),
+            });
+        }
         let stored = load(dir)?;
         let mut disk = Disk::new(dir.to_path_buf(), stored.clone());
         disk.compact().map_err(io_err(dir))?;
@@ -167,6 +179,7 @@ impl Store {
             Store {
                 tx: Some(tx),
                 thread: Some(thread),
+                _lock: lock,
             },
             stored,
         ))
@@ -195,6 +208,43 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// The restored state, validated.
+pub struct RestoredState {
+    pub services: Vec<floatlb_api::Service>,
+    pub rest: crate::daemon::Restored,
+}
+
+/// Validates what the store held (each entry was valid when accepted; a
+/// tighter limit since, e.g. a smaller `--max-services`, is an error
+/// naming the entry, never a silent drop).
+pub fn restore(s: &Stored, limits: &floatlb_api::Limits) -> Result<RestoredState, StoreError> {
+    let mut entries = Vec::with_capacity(s.services.len());
+    for (key, v) in &s.services {
+        let e: floatlb_api::wire::LbEntry =
+            serde_json::from_value(v.clone()).map_err(|e| StoreError::Corrupt {
+                path: PathBuf::from(SNAPSHOT),
+                message: format!("service {key}: {e}"),
+            })?;
+        entries.push(e);
+    }
+    let list = floatlb_api::wire::LbList { lb_attr: entries };
+    let cfg = floatlb_api::LbConfig::from_wire(&list, limits).map_err(|e| {
+        StoreError::Corrupt {
+            path: PathBuf::from(SNAPSHOT),
+            message: format!("a restored service no longer validates: {e}"),
+        }
+    })?;
+    let role = match s.cistate.as_deref() {
+        Some("MASTER") => Some(crate::ha::machine::Role::Master),
+        Some("BACKUP") => Some(crate::ha::machine::Role::Backup),
+        _ => None,
+    };
+    Ok(RestoredState {
+        services: cfg.services,
+        rest: crate::daemon::Restored { role, bfd: s.bfd },
+    })
 }
 
 /// Reads the snapshot and replays the journal.
@@ -422,8 +472,13 @@ mod tests {
         assert_eq!(back.services["a"]["serviceArguments"]["port"], 3);
         assert_eq!(back.cistate.as_deref(), Some("MASTER"));
         assert_eq!(back.bfd.map(|b| b.multiplier), Some(4));
-        // Opening again folds the journal into the snapshot.
-        let (mut store, again) = Store::open(&d, tx).unwrap();
+        // Opening again folds the journal into the snapshot; a second
+        // agent on the same directory is refused.
+        let (mut store, again) = Store::open(&d, tx.clone()).unwrap();
+        assert!(matches!(
+            Store::open(&d, tx).err(),
+            Some(StoreError::Locked(_))
+        ));
         assert_eq!(again, back);
         store.finish();
         assert_eq!(std::fs::metadata(d.join(JOURNAL)).unwrap().len(), 0);

@@ -60,6 +60,18 @@ impl Datapath for XdpDatapath {
         self.dp.sync_services(&specs)
     }
 
+    fn upsert_service(&mut self, service: &Service) -> Result<(), DataplaneError> {
+        self.dp.upsert_service(&service_spec(service))
+    }
+
+    fn remove_service(&mut self, service: &Service) -> Result<(), DataplaneError> {
+        self.dp.remove_service(service_spec(service).key())
+    }
+
+    fn conntrack_dump(&self) -> Result<Vec<floatlb_dataplane::CtRecord>, DataplaneError> {
+        self.dp.conntrack_dump()
+    }
+
     fn set_fib_lookup_iface(&mut self, iface: Option<&str>) -> Result<(), DataplaneError> {
         self.dp.set_fib_lookup_iface(iface)
     }

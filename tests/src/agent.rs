@@ -129,10 +129,15 @@ impl Agent {
         let bin = bin.to_string_lossy().into_owned();
         let config = config.to_string_lossy().into_owned();
         let pin = pin_dir.to_string_lossy().into_owned();
+        // Each agent's API state next to its log, never the host's
+        // /var/lib/floatlb.
+        let state = log.with_extension("state").to_string_lossy().into_owned();
         // The topologies keep ip_forward=0 with forwarding on lo only.
         let mut args: Vec<&str> = vec![
             "--config",
             &config,
+            "--state-dir",
+            &state,
             "--pin-dir",
             &pin,
             "--fib-lookup-iface",

@@ -163,6 +163,12 @@ impl Pair {
         let config = self.dir.join("lb.json").to_string_lossy().into_owned();
         let state = self.state_file(i).to_string_lossy().into_owned();
         let _ = std::fs::remove_file(&state);
+        // Each node keeps its own API state, across its restarts.
+        let state_dir = self
+            .dir
+            .join(format!("state{i}"))
+            .to_string_lossy()
+            .into_owned();
         let pin = self.nodes[i]
             .bpf
             .path()
@@ -202,6 +208,8 @@ impl Pair {
             &mult,
             "--ha-state-file",
             &state,
+            "--state-dir",
+            &state_dir,
         ];
         args.extend_from_slice(extra);
         self.nodes[i].starts += 1;

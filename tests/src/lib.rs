@@ -11,6 +11,7 @@
 //! - [`vpcsim`]: routes a VIP to whichever node moto says owns its Elastic IP.
 pub mod agent;
 pub mod agent_events;
+pub mod apiclient;
 pub mod demonet;
 pub mod ec2world;
 pub mod faultproxy;

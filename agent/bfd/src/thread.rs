@@ -57,6 +57,14 @@ pub enum Command {
     },
     /// Re-enable an AdminDown session.
     AdminUp(IpAddr),
+    /// New timers for the session to `peer` (a Poll Sequence, RFC 5880
+    /// 6.8.3); the outcome goes to `ack`.
+    SetTimers {
+        peer: IpAddr,
+        interval: Duration,
+        detect_mult: u8,
+        ack: oneshot::Sender<Result<(), BfdError>>,
+    },
     /// A snapshot of the sessions and counters.
     Snapshot(oneshot::Sender<Snapshot>),
     /// Stop the thread (dropping the handle does the same).
@@ -195,6 +203,26 @@ impl BfdThread {
         let _ = self.cmds.send(Command::AdminUp(peer));
     }
 
+    /// New transmit/receive interval and detect multiplier for `peer`;
+    /// `None` if the thread did not answer.
+    pub async fn set_timers(
+        &self,
+        peer: IpAddr,
+        interval: Duration,
+        detect_mult: u8,
+    ) -> Option<Result<(), BfdError>> {
+        let (ack, done) = oneshot::channel();
+        self.cmds
+            .send(Command::SetTimers {
+                peer,
+                interval,
+                detect_mult,
+                ack,
+            })
+            .ok()?;
+        done.await.ok()
+    }
+
     /// Sessions and counters as the thread sees them now.
     pub async fn snapshot(&self) -> Option<Snapshot> {
         let (tx, rx) = oneshot::channel();
@@ -257,6 +285,14 @@ async fn run(mut mgr: BfdManager, mut cmds: mpsc::UnboundedReceiver<Command>, ev
                 }
             }
             Some(Command::AdminUp(peer)) => emit(&events, mgr.admin_up(peer)),
+            Some(Command::SetTimers {
+                peer,
+                interval,
+                detect_mult,
+                ack,
+            }) => {
+                let _ = ack.send(mgr.set_timers(peer, interval, interval, detect_mult));
+            }
             Some(Command::Snapshot(reply)) => {
                 let _ = reply.send(snapshot(&mgr));
             }

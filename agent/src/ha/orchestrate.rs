@@ -218,6 +218,10 @@ pub enum AssignError {
     Elected,
     #[error("state {0:?} cannot be assigned; only MASTER and BACKUP can")]
     NotAssignable(Role),
+    #[error("no BFD session: roles are assigned (no --ka), there is nothing to time")]
+    NoBfd,
+    #[error("BFD: {0}")]
+    Bfd(String),
 }
 
 /// The HA orchestrator (see the module docs).
@@ -232,6 +236,8 @@ pub struct Orchestrator {
     worker: JoinHandle<()>,
     forwarder: JoinHandle<()>,
     outstanding: usize,
+    /// The newest cloud verdict (owner, peer, lease), for status.
+    last_verdict: Option<CloudVerdict>,
     records: RecordLog,
     history_seen: usize,
     fault_retry_at: Option<Instant>,
@@ -309,6 +315,7 @@ impl Orchestrator {
             worker,
             forwarder,
             outstanding: 0,
+            last_verdict: None,
             records,
             history_seen: 0,
             fault_retry_at: None,
@@ -498,6 +505,39 @@ impl Orchestrator {
         &self.set
     }
 
+    /// The newest answer of the cloud (AWS), if any was asked.
+    pub fn last_verdict(&self) -> Option<&CloudVerdict> {
+        self.last_verdict.as_ref()
+    }
+
+    /// The BFD session to the peer, with its current timers (`--ka`).
+    pub fn bfd_session(&self) -> Option<&SessionConfig> {
+        self.opts.session.as_ref()
+    }
+
+    /// `POST /config/bfd`: new interval and multiplier for the peer
+    /// session (a Poll Sequence, so the peer agrees before they apply).
+    pub async fn set_bfd_timers(
+        &mut self,
+        interval: Duration,
+        detect_mult: u8,
+    ) -> Result<(), AssignError> {
+        let Election::Bfd { bfd, peer, .. } = &self.election else {
+            return Err(AssignError::NoBfd);
+        };
+        match bfd.set_timers(*peer, interval, detect_mult).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(AssignError::Bfd(e.to_string())),
+            None => return Err(AssignError::Bfd("the BFD thread has stopped".into())),
+        }
+        if let Some(s) = self.opts.session.as_mut() {
+            s.desired_min_tx = interval;
+            s.required_min_rx = interval;
+            s.detect_mult = detect_mult;
+        }
+        Ok(())
+    }
+
     /// BFD state changes. Changes we caused (AdminDown / AdminUp on the
     /// machine's request) arrive here too; `Input::from_bfd` maps them to
     /// no input, so they are only recorded, as when they were returned at
@@ -537,6 +577,7 @@ impl Orchestrator {
         match done.job {
             CloudJob::Query => {
                 let v = done.verdict.unwrap_or_else(CloudVerdict::unknown);
+                self.last_verdict = Some(v.clone());
                 self.feed(Input::Cloud(v), now, &mut cmds);
             }
             CloudJob::Promote { .. } if done.superseded => {

@@ -322,6 +322,8 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
             &pin.display().to_string(),
             "--fib-lookup-iface",
             "lo",
+            "--state-dir",
+            &lab.dir.join(format!("state{i}")).display().to_string(),
         ] {
             args.push(a.to_string());
         }
