@@ -994,7 +994,7 @@ mod tests {
 
     #[test]
     fn endpoint_addresses_are_deduplicated_across_services() {
-        let mut cfg = LbConfig::parse(CFG, false, "t").unwrap();
+        let mut cfg = LbConfig::parse(CFG, false, "t", &crate::config::file_limits()).unwrap();
         let mut other = cfg.services[0].clone();
         other.port = 443;
         cfg.services.push(other);
