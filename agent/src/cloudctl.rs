@@ -96,7 +96,7 @@ pub struct CloudRun {
 
 /// Runs the command. The cloud state is read back after promote/demote.
 pub async fn run(cmd: &CloudCommand) -> Result<CloudRun, CloudCtlError> {
-    let cfg = LbConfig::load(&cmd.config)?;
+    let cfg = LbConfig::load(&cmd.config, &crate::config::file_limits())?;
     let set = floating_set(&cfg.services);
     let provider = build_provider(&cmd.cloud).await?;
     let name = provider.name().to_string();
@@ -185,6 +185,7 @@ mod tests {
               {"serviceArguments":{"externalIP":"192.0.2.7","port":53,"protocol":"udp","mode":2},"endpoints":[{"endpointIP":"10.0.1.5","targetPort":80,"weight":1}]}]}"#,
             false,
             "test",
+            &crate::config::file_limits(),
         )
         .unwrap();
         let set = floating_set(&cfg.services);

@@ -250,7 +250,7 @@ pub fn load_config(opts: &DaemonOptions) -> Result<LbConfig, DaemonError> {
     if opts.ifaces.is_empty() {
         return Err(DaemonError::NoInterface);
     }
-    let cfg = LbConfig::load(&opts.config_path)?;
+    let cfg = LbConfig::load(&opts.config_path, &crate::config::file_limits())?;
     tracing::info!(path = %opts.config_path.display(), services = cfg.services.len(), "configuration valid");
     Ok(cfg)
 }
@@ -538,7 +538,7 @@ impl<D: Datapath> Daemon<D> {
     }
 
     async fn reload(&mut self) {
-        let cfg = match LbConfig::load(&self.opts.config_path) {
+        let cfg = match LbConfig::load(&self.opts.config_path, &crate::config::file_limits()) {
             Ok(cfg) => cfg,
             Err(error) => {
                 tracing::error!(%error, "reload rejected, running configuration kept");
@@ -846,7 +846,7 @@ mod tests {
 
     #[test]
     fn endpoint_addresses_are_deduplicated_across_services() {
-        let mut cfg = LbConfig::parse(CFG, false, "t").unwrap();
+        let mut cfg = LbConfig::parse(CFG, false, "t", &crate::config::file_limits()).unwrap();
         let mut other = cfg.services[0].clone();
         other.port = 443;
         cfg.services.push(other);

@@ -115,6 +115,7 @@ mod tests {
                 "endpoints":[{"endpointIP":"10.0.1.5","targetPort":5353,"weight":4}]}]}"#,
             false,
             "t.json",
+            &crate::config::file_limits(),
         )
         .unwrap();
         let spec = service_spec(&cfg.services[0]);
