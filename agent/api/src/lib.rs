@@ -10,7 +10,7 @@
 //!   bodies, into typed [`model::Service`]s.
 //! - [`command`]: what a request becomes ([`command::Command`]) and what the
 //!   agent answers ([`command::Reply`], [`command::CommandError`]).
-//! - [`router`]: the axum router;
+//! - [`router`]: the axum router; [`server`]: plain HTTP, TLS, mTLS;
 //!   [`openapi`]: the OpenAPI 3.1 document; [`auth`]: the token.
 //!
 //! # Parse, then execute
@@ -50,6 +50,7 @@ pub mod model;
 pub mod openapi;
 pub mod response;
 pub mod router;
+pub mod server;
 pub mod validate;
 pub mod wire;
 
@@ -60,3 +61,4 @@ pub use model::{
     Selection, Service, ServiceKey,
 };
 pub use router::{ApiState, router};
+pub use server::{TlsFiles, serve};
