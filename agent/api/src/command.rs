@@ -316,10 +316,8 @@ pub struct TransitionRecord {
     pub new: String,
     pub reason: String,
     /// The cloud's state at the time, as the agent records it.
-    #[schema(value_type = Option<Object>)]
     pub cloud: Option<serde_json::Value>,
     /// The report of the cloud work this transition caused.
-    #[schema(value_type = Option<Object>)]
     pub report: Option<serde_json::Value>,
 }
 
