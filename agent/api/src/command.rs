@@ -19,6 +19,18 @@
 //! | [`CommandError::Limit`] | 403 | loxilb's "capacity insufficient" code (`--max-services` reached) |
 //! | [`CommandError::Conflict`] | 409 | the reason; must not contain `exist` (kube-loxilb would read success) |
 //! | [`CommandError::Unavailable`] | 503 | the reason (owner gone, shutting down, timed out) |
+//!
+//! The OpenAPI document lists, per path, only the statuses below; an owner
+//! that answers a command with another error produces an undocumented answer
+//! (schemathesis will flag it). Every command may also answer `Unavailable`.
+//!
+//! | command | errors the owner may answer |
+//! |---|---|
+//! | `UpsertService`, `AttachEndpoints`, `DetachEndpoints` | `Exists`, `NotFound` (attach/detach to an unknown rule), `Invalid`, `Unsupported`, `Limit`, `Conflict` |
+//! | `DeleteService`, `DeleteServiceByName` | `NotFound` |
+//! | `SetCiState` | `Invalid`, `Conflict` (e.g. refused under `--ka`) |
+//! | `SetBfd` | `NotFound` (no such session), `Invalid`, `Conflict` |
+//! | `DeleteAllServices` and every list/status command | none |
 
 use std::net::Ipv4Addr;
 
@@ -316,10 +328,8 @@ pub struct TransitionRecord {
     pub new: String,
     pub reason: String,
     /// The cloud's state at the time, as the agent records it.
-    #[schema(value_type = Option<Object>)]
     pub cloud: Option<serde_json::Value>,
     /// The report of the cloud work this transition caused.
-    #[schema(value_type = Option<Object>)]
     pub report: Option<serde_json::Value>,
 }
 
