@@ -10,9 +10,10 @@ locals {
   tags       = merge(var.tags, { "floatlb:cluster" = var.name })
 }
 
-# checkov:skip=CKV2_AWS_11: flow logs are the VPC owner's choice (destination, retention, cost); this module only makes the pair's network.
 resource "aws_vpc" "this" {
   count = local.create_vpc ? 1 : 0
+
+  #checkov:skip=CKV2_AWS_11:flow logs are the VPC owner's choice (destination, retention, cost); this module only builds the pair's network
 
   cidr_block           = var.vpc_cidr
   enable_dns_support   = true
