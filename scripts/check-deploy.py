@@ -126,6 +126,22 @@ if len(caps) != 1 or set(caps[0].split("=", 1)[1].split()) != {"CAP_BPF", "CAP_P
 if 'file("${path.module}/../../../packaging/floatlb.service")' not in (ROOT / "terraform/modules/pair/main.tf").read_text():
     fail("pair user_data must install packaging/floatlb.service (file()), not a copy")
 
+# --- every skip carries its reason --------------------------------------------
+skips = 0
+for path in sorted(list((ROOT / "terraform").rglob("*.tf")) + [ROOT / "packaging/Dockerfile"]):
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        m = re.search(r"checkov:skip=([A-Z0-9_]+)(?::(.*))?", line)
+        if m:
+            skips += 1
+            if len((m.group(2) or "").strip()) < 20:
+                fail(f"{path.relative_to(ROOT)}:{i + 1}: checkov skip {m.group(1)} without a reason (#checkov:skip=ID:why)")
+        if re.match(r"\s*#\s*hadolint ignore=", line):
+            skips += 1
+            if i == 0 or not re.match(r"\s*#\s*\S.{15,}", lines[i - 1]) or "hadolint" in lines[i - 1]:
+                fail(f"{path.relative_to(ROOT)}:{i + 1}: hadolint ignore without a reason on the comment line above")
+notes.append(f"{skips} checkov/hadolint skips, each with a reason")
+
 for n in notes:
     print(f"check-deploy: note: {n}")
 for f in failures:
