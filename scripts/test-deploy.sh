@@ -4,7 +4,8 @@
 #   1. static cross-checks (scripts/check-deploy.py): ports, policy placeholders, unit/image flags
 #   2. checkov on terraform/ and the Dockerfile: no failed check, no parse error
 #   3. hadolint on packaging/Dockerfile
-#   4. systemd-analyze verify on packaging/floatlb.service (any stderr fails), and its security score
+#   4. systemd-analyze verify on packaging/floatlb.service (any stderr fails), and its security score;
+#      with root and a built agent, the agent run with only the unit's capabilities (check-unit-caps.sh)
 #   5. terraform fmt -check, init -backend=false against the filesystem mirror of hashicorp/aws
 #      (TF_PLUGIN_DIR), validate of every module and example, terraform test of every module
 #
@@ -19,6 +20,7 @@ TF_PLUGIN_DIR=${TF_PLUGIN_DIR:-/opt/tf-plugins}
 export CHECKPOINT_DISABLE=1
 
 failed=()
+skipped=""
 say() { printf 'test-deploy: %s\n' "$*"; }
 step() { say "== $*"; }
 bad() { failed+=("$1"); say "FAIL: $1"; }
@@ -92,12 +94,22 @@ else
   say "systemd-analyze security: ${score:-no score (needs systemd >= 250 for --offline)}"
 fi
 
+step "the unit's capabilities are enough (scripts/check-unit-caps.sh)"
+bin=${FLOATLB_BIN:-$ROOT/target/debug/floatlb}
+if [ "$(id -u)" != 0 ] || [ ! -x "$bin" ]; then
+  say "################ SKIPPED: capability check NOT RUN: needs root and a built agent at $bin (cargo build --bins) ################"
+else
+  FLOATLB_BIN="$bin" "$ROOT/scripts/check-unit-caps.sh" || bad "check-unit-caps.sh"
+fi
+
 step "terraform"
 if ! command -v terraform >/dev/null; then
   say "################ SKIPPED: terraform is not on PATH: fmt/init/validate/test NOT RUN (install terraform >= 1.9; the static checks above still ran) ################"
+  skipped=" (terraform steps SKIPPED: no terraform)"
   [ "${REQUIRE_TERRAFORM:-0}" = 1 ] && bad "terraform required (REQUIRE_TERRAFORM=1)"
 elif [ ! -d "$TF_PLUGIN_DIR/registry.terraform.io/hashicorp/aws" ]; then
   say "################ SKIPPED: no hashicorp/aws mirror under TF_PLUGIN_DIR=$TF_PLUGIN_DIR: init/validate/test NOT RUN (find one: find / -maxdepth 6 -path '*registry.terraform.io/hashicorp/aws') ################"
+  skipped=" (terraform init/validate/test SKIPPED: no provider mirror)"
   [ "${REQUIRE_TERRAFORM:-0}" = 1 ] && bad "terraform provider mirror required (REQUIRE_TERRAFORM=1)"
   terraform fmt -check -recursive "$ROOT/terraform" || bad "terraform fmt -check (run: terraform fmt -recursive terraform)"
 else
@@ -128,4 +140,4 @@ if ((${#failed[@]})); then
   say "${#failed[@]} step(s) failed: ${failed[*]}"
   exit 1
 fi
-say "ok"
+say "ok$skipped"

@@ -70,7 +70,9 @@ locals {
       # whose forwarding user_data turns on (README, datapath flags).
       "--fib-lookup-iface=lo",
       "--ha-state-file=/var/lib/floatlb/ha-state.json",
-      var.services_config == null ? "" : "--config=/etc/floatlb/services.json",
+      # Always a file: the agent requires --config; with kube-loxilb it starts
+      # with no services and the API adds them.
+      "--config=/etc/floatlb/services.json",
       var.health_port == null ? "" : "--health-listen=0.0.0.0:${var.health_port}",
     ],
     var.extra_flags,
@@ -83,7 +85,7 @@ locals {
     args            = join(" ", local.args[i])
     binary_url      = var.floatlb_binary_url
     binary_sha256   = var.floatlb_binary_sha256
-    services_config = var.services_config
+    services_config = coalesce(var.services_config, jsonencode({ lbAttr = [] }))
     unit            = local.unit
   })]
 

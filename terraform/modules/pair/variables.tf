@@ -268,7 +268,7 @@ variable "health_cidrs" {
 }
 
 variable "services_config" {
-  description = "A load-balancer list (loxilb format, JSON) written to /etc/floatlb/services.json and passed as --config. null: none (kube-loxilb creates the services through the API)."
+  description = "A load-balancer list (loxilb format, JSON) written to /etc/floatlb/services.json (--config). null: an empty list (kube-loxilb creates the services through the API)."
   type        = string
   default     = null
 

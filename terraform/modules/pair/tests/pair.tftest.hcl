@@ -129,8 +129,8 @@ run "eni_mode_bfd_flags_and_the_unit" {
 
   assert {
     condition = jsonencode(output.agent_args) == jsonencode([
-      ["--cloud=aws", "--cloud-cluster-name=prod-a", "--cloudcidrblock=10.1.0.0/28", "--cluster=10.0.2.10", "--self=0", "--ka=10.0.2.10:10.0.1.10:100000", "--fib-lookup-iface=lo", "--ha-state-file=/var/lib/floatlb/ha-state.json"],
-      ["--cloud=aws", "--cloud-cluster-name=prod-a", "--cloudcidrblock=10.1.0.0/28", "--cluster=10.0.1.10", "--self=1", "--ka=10.0.1.10:10.0.2.10:100000", "--fib-lookup-iface=lo", "--ha-state-file=/var/lib/floatlb/ha-state.json"],
+      ["--cloud=aws", "--cloud-cluster-name=prod-a", "--cloudcidrblock=10.1.0.0/28", "--cluster=10.0.2.10", "--self=0", "--ka=10.0.2.10:10.0.1.10:100000", "--fib-lookup-iface=lo", "--ha-state-file=/var/lib/floatlb/ha-state.json", "--config=/etc/floatlb/services.json"],
+      ["--cloud=aws", "--cloud-cluster-name=prod-a", "--cloudcidrblock=10.1.0.0/28", "--cluster=10.0.1.10", "--self=1", "--ka=10.0.1.10:10.0.2.10:100000", "--fib-lookup-iface=lo", "--ha-state-file=/var/lib/floatlb/ha-state.json", "--config=/etc/floatlb/services.json"],
     ])
     error_message = "each node's flags: --cluster is the peer, --self its number, --ka PEER:SELF:INTERVAL"
   }
@@ -139,7 +139,8 @@ run "eni_mode_bfd_flags_and_the_unit" {
     condition = alltrue([for i, u in output.user_data : (
       strcontains(u, file("${path.module}/../../../packaging/floatlb.service")) &&
       strcontains(u, "FLOATLB_ARGS=${join(" ", output.agent_args[i])}\n") &&
-      strcontains(u, "sha256sum -c") && strcontains(u, "systemctl enable --now floatlb.service")
+      strcontains(u, "sha256sum -c") && strcontains(u, "systemctl enable --now floatlb.service") &&
+      strcontains(u, "<<'FLOATLB_CONFIG'\n{\"lbAttr\":[]}\nFLOATLB_CONFIG")
     )])
     error_message = "user_data must install packaging/floatlb.service and write the node's FLOATLB_ARGS"
   }
