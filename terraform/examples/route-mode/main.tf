@@ -49,6 +49,7 @@ module "pair" {
   mode              = "route"
   route_table_ids   = [module.network.route_table_id]
   vip               = var.vip
+  create_eip        = false
   eip_allocation_id = aws_eip.web.id
   role_assignment   = "bfd"
 

@@ -134,14 +134,24 @@ resource "aws_vpc_security_group_ingress_rule" "pair" {
   tags              = local.tags
 }
 
-# Egress: anything inside the VPC (endpoints, the peer, the VPC resolver) and
-# HTTPS out (the EC2 API, the binary at install). No egress to the world on
-# other ports.
+# Egress: anything inside the VPC's primary CIDR (endpoints, the peer, the VPC
+# resolver), the endpoints' other CIDRs, and HTTPS out (the EC2 API, the
+# binary at install). No egress to the world on other ports. (One rule for the
+# VPC, not one per VPC CIDR: a VPC created in the same apply has CIDRs unknown
+# at plan time, and for_each needs its keys at plan time.)
 resource "aws_vpc_security_group_egress_rule" "vpc" {
-  for_each = toset(local.vpc_cidrs)
+  security_group_id = aws_security_group.pair.id
+  description       = "endpoints, peer and VPC services"
+  ip_protocol       = "-1"
+  cidr_ipv4         = data.aws_vpc.this.cidr_block
+  tags              = local.tags
+}
+
+resource "aws_vpc_security_group_egress_rule" "endpoints" {
+  for_each = toset(var.endpoint_cidrs)
 
   security_group_id = aws_security_group.pair.id
-  description       = "endpoints, peer and VPC services in ${each.value}"
+  description       = "endpoints in ${each.value}"
   ip_protocol       = "-1"
   cidr_ipv4         = each.value
   tags              = local.tags
@@ -217,7 +227,7 @@ resource "aws_instance" "node" {
 # at run time, so Terraform must not manage the association (it would fight
 # every failover).
 resource "aws_eip" "this" {
-  count = var.eip_allocation_id == null ? 1 : 0
+  count = var.create_eip ? 1 : 0
 
   #checkov:skip=CKV2_AWS_19:the agent associates the EIP with whichever node is MASTER; an association in Terraform would undo every failover
   domain = "vpc"
@@ -225,6 +235,6 @@ resource "aws_eip" "this" {
 }
 
 data "aws_eip" "passed" {
-  count = var.eip_allocation_id == null ? 0 : 1
+  count = var.create_eip ? 0 : 1
   id    = var.eip_allocation_id
 }

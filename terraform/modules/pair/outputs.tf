@@ -20,12 +20,12 @@ output "security_group_id" {
 
 output "eip_allocation_id" {
   description = "The floating Elastic IP's allocation id."
-  value       = var.eip_allocation_id == null ? aws_eip.this[0].id : var.eip_allocation_id
+  value       = var.create_eip ? aws_eip.this[0].id : var.eip_allocation_id
 }
 
 output "eip_public_ip" {
   description = "The floating Elastic IP's address: the services' externalIP, kube-loxilb's --externalCIDR (as /32)."
-  value       = var.eip_allocation_id == null ? aws_eip.this[0].public_ip : data.aws_eip.passed[0].public_ip
+  value       = var.create_eip ? aws_eip.this[0].public_ip : data.aws_eip.passed[0].public_ip
 }
 
 output "vip" {

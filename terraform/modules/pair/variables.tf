@@ -189,14 +189,36 @@ variable "bfd_interval_us" {
   }
 }
 
+variable "create_eip" {
+  description = "Allocate the floating Elastic IP here (true), or float eip_allocation_id (false). A bool of its own: an id created in the same apply is unknown at plan time."
+  type        = bool
+  default     = true
+}
+
 variable "eip_allocation_id" {
-  description = "An Elastic IP to float (eipalloc-...). null allocates one here. A passed-in one needs the floatlb:cluster tag (iam module's tag_elastic_ips)."
+  description = "With create_eip = false: the Elastic IP to float (eipalloc-...). It needs the floatlb:cluster tag (iam module's tag_elastic_ips)."
   type        = string
   default     = null
 
   validation {
+    condition     = var.create_eip ? var.eip_allocation_id == null : var.eip_allocation_id != null
+    error_message = "set eip_allocation_id exactly when create_eip = false."
+  }
+
+  validation {
     condition     = var.eip_allocation_id == null || can(regex("^eipalloc-[0-9a-f]{8,17}$", var.eip_allocation_id))
     error_message = "eip_allocation_id must look like eipalloc-0123456789abcdef0."
+  }
+}
+
+variable "endpoint_cidrs" {
+  description = "CIDRs of service endpoints outside the VPC's primary CIDR (e.g. EKS pods on a secondary CIDR): the nodes may send anything there."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.endpoint_cidrs : can(regex("^([0-9]{1,3}\\.){3}[0-9]{1,3}/[0-9]{1,2}$", c)) && can(cidrhost(c, 0)) && !endswith(c, "/0")])
+    error_message = "endpoint_cidrs must be IPv4 CIDRs, none of them /0."
   }
 }
 

@@ -83,7 +83,8 @@ run "security_group_opens_each_port_only_to_who_needs_it" {
   # Egress: the VPC, and HTTPS out; nothing else to the world.
   assert {
     condition = (
-      [for r in aws_vpc_security_group_egress_rule.vpc : "${r.ip_protocol} to ${r.cidr_ipv4}"] == ["-1 to 10.0.0.0/16"] &&
+      "${aws_vpc_security_group_egress_rule.vpc.ip_protocol} to ${aws_vpc_security_group_egress_rule.vpc.cidr_ipv4}" == "-1 to 10.0.0.0/16" &&
+      length(aws_vpc_security_group_egress_rule.endpoints) == 0 &&
       "${aws_vpc_security_group_egress_rule.https.ip_protocol}/${aws_vpc_security_group_egress_rule.https.from_port}-${aws_vpc_security_group_egress_rule.https.to_port} to ${aws_vpc_security_group_egress_rule.https.cidr_ipv4}" == "tcp/443-443 to 0.0.0.0/0"
     )
     error_message = "egress must be everything inside the VPC and tcp/443 outside"
@@ -164,6 +165,7 @@ run "route_mode_flags_and_passed_in_eip" {
     cloud_cidr_block  = null
     vip               = "192.168.100.10"
     route_table_ids   = ["rtb-0aaaaaaaaaaaaaaa1", "rtb-0bbbbbbbbbbbbbbb2"]
+    create_eip        = false
     eip_allocation_id = "eipalloc-0123456789abcdef0"
   }
   assert {
@@ -226,6 +228,14 @@ run "refuses_an_eni_mode_vip_outside_the_block" {
     vip = "10.1.0.15"
   }
   expect_failures = [var.vip]
+}
+
+run "refuses_a_passed_in_eip_without_create_eip_false" {
+  command = plan
+  variables {
+    eip_allocation_id = "eipalloc-0123456789abcdef0"
+  }
+  expect_failures = [var.eip_allocation_id]
 }
 
 run "refuses_a_service_on_the_bfd_port" {
