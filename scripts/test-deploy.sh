@@ -5,7 +5,8 @@
 #   2. checkov on terraform/ and the Dockerfile: no failed check, no parse error
 #   3. hadolint on packaging/Dockerfile
 #   4. systemd-analyze verify on packaging/floatlb.service (any stderr fails), and its security score;
-#      with root and a built agent, the agent run with only the unit's capabilities (check-unit-caps.sh)
+#      with root and a built agent, the agent run with only the unit's capabilities, its system
+#      calls checked against the unit's SystemCallFilter (check-unit-caps.sh)
 #   5. terraform fmt -check, init -backend=false against the filesystem mirror of hashicorp/aws
 #      (TF_PLUGIN_DIR), validate of every module and example, terraform test of every module
 #
@@ -94,7 +95,7 @@ else
   say "systemd-analyze security: ${score:-no score (needs systemd >= 250 for --offline)}"
 fi
 
-step "the unit's capabilities are enough (scripts/check-unit-caps.sh)"
+step "the unit's capabilities and system-call filter are enough (scripts/check-unit-caps.sh)"
 bin=${FLOATLB_BIN:-$ROOT/target/debug/floatlb}
 if [ "$(id -u)" != 0 ] || [ ! -x "$bin" ]; then
   say "################ SKIPPED: capability check NOT RUN: needs root and a built agent at $bin (cargo build --bins) ################"
