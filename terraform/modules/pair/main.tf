@@ -209,6 +209,10 @@ resource "aws_instance" "node" {
 
   lifecycle {
     precondition {
+      condition     = length(local.user_data[count.index]) <= 16384
+      error_message = "node ${count.index}'s user_data is ${length(local.user_data[count.index])} bytes, over EC2's 16 KiB: services_config is too large; let kube-loxilb or the API create the services."
+    }
+    precondition {
       condition     = data.aws_subnet.node[0].availability_zone != data.aws_subnet.node[1].availability_zone
       error_message = "nodes[0] and nodes[1] are in the same Availability Zone (${data.aws_subnet.node[0].availability_zone}): the pair must span two."
     }

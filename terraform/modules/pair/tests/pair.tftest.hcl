@@ -238,6 +238,14 @@ run "refuses_a_passed_in_eip_without_create_eip_false" {
   expect_failures = [var.eip_allocation_id]
 }
 
+run "refuses_user_data_over_16_kib" {
+  command = plan
+  variables {
+    services_config = jsonencode({ lbAttr = [for i in range(200) : { serviceArguments = { name = "svc-${i}", externalIP = "203.0.113.10", port = 1000 + i }, endpoints = [] }] })
+  }
+  expect_failures = [aws_instance.node]
+}
+
 run "refuses_a_service_on_the_bfd_port" {
   command = plan
   variables {
