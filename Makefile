@@ -40,7 +40,8 @@ fuzz-check: setup
 	cd agent/bfd && $(CARGO) +nightly fuzz check
 
 # Offline checks of terraform/ and packaging/: static cross-checks, checkov,
-# hadolint, systemd-analyze, terraform fmt/init/validate/test (mock provider).
+# hadolint, systemd-analyze, the agent under the unit's capabilities and syscall filter
+# (root and a built agent), terraform fmt/init/validate/test (mock provider).
 test-deploy: setup
 	scripts/test-deploy.sh
 

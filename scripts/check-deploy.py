@@ -61,19 +61,28 @@ if not m:
     fail("agent/bfd/src/session.rs: CONTROL_PORT not found")
 elif ports.get("bfd_port") != int(m.group(1)):
     fail(f"pair bfd_port {ports.get('bfd_port')} != agent BFD CONTROL_PORT {m.group(1)}")
+else:
+    notes.append(f"pair bfd_port {ports['bfd_port']} is the agent's BFD CONTROL_PORT")
 
 for name, what in (("api_port", "API"), ("sync_port", "sync")):
     want = ports.get(name)
     # A port constant or clap default in the agent: `const X_PORT: u16 = N` or
     # `default_value = "0.0.0.0:N"`-style listen addresses.
     pat = re.compile(r"(?:const\s+\w*%s\w*PORT\w*\s*:\s*u16\s*=\s*(\d+))" % what.upper())
-    found = sorted({int(x) for text in rust.values() for x in pat.findall(text)})
+    found = {int(x) for text in rust.values() for x in pat.findall(text)}
+    # ... or a clap default listen address on a field named for it:
+    # #[arg(long, default_value = "0.0.0.0:11111", ...)] pub api_listen: ...
+    listen = re.compile(r'default_value\s*=\s*"[^"]*:(\d+)"[^\n]*\n\s*pub\s+(\w+)')
+    found |= {int(port) for text in rust.values() for port, field in listen.findall(text) if what.lower() in field}
+    found = sorted(found)
     if not found:
-        notes.append(f"no {what} port constant in agent/ yet: pair {name} {want} checked against loxilb's port only")
+        notes.append(f"no {what} port constant or listen default in agent/ yet: pair {name} {want} checked against loxilb's port only")
         if want != {"api_port": 11111, "sync_port": 22222}[name]:
             fail(f"pair {name} {want} is not loxilb's {what} port")
     elif want not in found:
-        fail(f"pair {name} {want} differs from the agent's {what} port constant(s) {found}")
+        fail(f"pair {name} {want} differs from the agent's {what} port(s) {found}")
+    else:
+        notes.append(f"pair {name} {want} is the agent's {what} port")
 
 pair_vars = (ROOT / "terraform/modules/pair/variables.tf").read_text()
 m = re.search(r"!contains\(\[(\d+), (\d+), (\d+)\], s\.port\)", pair_vars)
