@@ -1,6 +1,7 @@
 # A floatlb pair next to an existing EKS cluster, driven by kube-loxilb: the
 # pair's subnets go into the cluster's VPC, the API is open to the VPC (where
-# kube-loxilb runs) and to the admins, and kube-loxilb assigns the roles.
+# kube-loxilb runs) and to the admins, and kube-loxilb assigns the roles
+# (role_assignment = "bfd": the pair elects itself, kube-loxilb without --setRoles).
 # `terraform output -raw kube_loxilb_manifest | kubectl apply -f -` deploys it.
 
 data "aws_eks_cluster" "this" {
@@ -52,7 +53,7 @@ module "pair" {
   mode             = "eni"
   cloud_cidr_block = var.cloud_cidr_block
   vip              = var.vip
-  role_assignment  = "kube-loxilb"
+  role_assignment  = var.role_assignment
 
   cluster_cidrs = [data.aws_vpc.eks.cidr_block]
   admin_cidrs   = var.admin_cidrs
@@ -65,5 +66,6 @@ locals {
     loxi_url      = module.pair.loxi_url
     external_cidr = "${module.pair.eip_public_ip}/32"
     private_cidr  = "${module.pair.vip}/32"
+    set_roles     = var.role_assignment == "kube-loxilb"
   })
 }

@@ -57,6 +57,17 @@ variable "floatlb_binary_sha256" {
   type        = string
 }
 
+variable "role_assignment" {
+  description = "\"kube-loxilb\": kube-loxilb assigns MASTER/BACKUP (--setRoles, no --ka); \"bfd\": the pair elects itself over BFD (--ka) and kube-loxilb runs without --setRoles."
+  type        = string
+  default     = "kube-loxilb"
+
+  validation {
+    condition     = contains(["bfd", "kube-loxilb"], var.role_assignment)
+    error_message = "role_assignment must be \"bfd\" or \"kube-loxilb\"."
+  }
+}
+
 variable "kube_loxilb_image" {
   description = "The kube-loxilb image."
   type        = string

@@ -52,6 +52,17 @@ variables {
   floatlb_binary_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 }
 
+run "bfd_pair_gets_kube_loxilb_without_set_roles" {
+  command = apply
+  variables {
+    role_assignment = "bfd"
+  }
+  assert {
+    condition     = !strcontains(output.kube_loxilb_manifest, "--setRoles") && alltrue([for a in module.pair.agent_args : length([for f in a : f if startswith(f, "--ka=")]) == 1])
+    error_message = "a BFD-electing pair: --ka on the agents, no --setRoles for kube-loxilb"
+  }
+}
+
 run "kube_loxilb_manifest_is_filled_from_the_outputs" {
   command = apply
 
