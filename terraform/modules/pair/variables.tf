@@ -168,7 +168,7 @@ variable "vip" {
 }
 
 variable "role_assignment" {
-  description = "Who decides MASTER: \"bfd\" (the pair elects itself over BFD: --ka) or \"kube-loxilb\" (kube-loxilb assigns the roles through the API: no --ka)."
+  description = "Who decides MASTER: \"bfd\" (the pair elects itself over BFD: --ka; run kube-loxilb without --setRoles, the agents refuse its cistate) or \"kube-loxilb\" (kube-loxilb --setRoles assigns the roles through the API: no --ka)."
   type        = string
   default     = "bfd"
 
