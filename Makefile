@@ -4,8 +4,12 @@
 SHELL := /bin/bash
 export PATH := /usr/lib/llvm-22/bin:$(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
+# The filesystem mirror of the hashicorp/aws provider that test-deploy's
+# `terraform init` reads (find one: find / -maxdepth 6 -path '*registry.terraform.io/hashicorp/aws').
+TF_PLUGIN_DIR ?= /opt/tf-plugins
+export TF_PLUGIN_DIR
 
-.PHONY: setup build build-test test test-unit test-integration lint fmt fuzz-check demo bench clean
+.PHONY: setup build build-test test test-unit test-integration test-deploy lint fmt fuzz-check demo bench clean
 
 setup:
 	@scripts/setup.sh
@@ -35,7 +39,13 @@ test-integration: build-test
 fuzz-check: setup
 	cd agent/bfd && $(CARGO) +nightly fuzz check
 
-test: lint fuzz-check test-unit test-integration
+# Offline checks of terraform/ and packaging/: static cross-checks, checkov,
+# hadolint, systemd-analyze, the agent under the unit's capabilities and syscall filter
+# (root and a built agent), terraform fmt/init/validate/test (mock provider).
+test-deploy: setup
+	scripts/test-deploy.sh
+
+test: lint fuzz-check test-unit test-integration test-deploy
 
 # The demo measures failover (BFD, election, EC2 calls), not packet rates, so it
 # runs the same dev-profile build as the tests: no separate release build of the AWS SDK.

