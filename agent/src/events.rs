@@ -54,6 +54,8 @@ pub enum Event {
     Cloud(CloudDone),
     /// MASTER (true) or BACKUP (false) datapath, without HA (tests, tools).
     SetActive(bool),
+    /// A request from the REST API, with its reply channel.
+    Api(floatlb_api::Request),
     /// Accepted changes up to a ticket are durable, or failed (state store).
     Persisted(crate::store::Persisted),
     /// Answered once every event sent before it has been handled.

@@ -166,7 +166,7 @@ impl Pair {
         // Each node keeps its own API state, across its restarts.
         let state_dir = self
             .dir
-            .join(format!("state{i}"))
+            .join(&format!("state{i}"))
             .to_string_lossy()
             .into_owned();
         let pin = self.nodes[i]

@@ -79,7 +79,7 @@ impl Lab {
         ];
         args.extend_from_slice(extra);
         self.starts += 1;
-        let log = self.dir.join(format!("agent{}.log", self.starts));
+        let log = self.dir.join(&format!("agent{}.log", self.starts));
         let mut p = self.topo.lb.spawn(&bin, &args, &log)?;
         p.wait_for_log(READY_LINE, Duration::from_secs(30))?;
         self.agent = Some(p);

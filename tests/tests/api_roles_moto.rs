@@ -82,7 +82,7 @@ fn spawn_agent(
     ]
     .into();
     let pin = bpf.path().join("floatlb");
-    let state = dir.join(format!("state{i}"));
+    let state = dir.join(&format!("state{i}"));
     for a in [
         "--iface",
         "eth0",
@@ -113,7 +113,7 @@ fn spawn_agent(
         args.push(format!("{peer}:{me}:20000"));
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let log = dir.join(format!("agent{i}-{}.log", if ka { "ka" } else { "cistate" }));
+    let log = dir.join(&format!("agent{i}-{}.log", if ka { "ka" } else { "cistate" }));
     let mut agent = ns.spawn("env", &argv, &log)?;
     agent.wait_for_log(READY_LINE, Duration::from_secs(30))?;
     let api = ApiClient::local(ns);
@@ -150,7 +150,7 @@ async fn run(tag: &str, cloud: &Netns) -> Result<()> {
         keep.push(wire_node(&router, node, i, &world.nodes[i].private_ip)?);
         let l = node.enter(|| std::net::TcpListener::bind((IMDS_IP, 80)))??;
         imds.push(ImdsServer::start_on(&world.nodes[i], l)?);
-        bpfs.push(BpfMount::new(dir.join(format!("bpf{i}")))?);
+        bpfs.push(BpfMount::new(dir.join(&format!("bpf{i}")))?);
     }
     // One service on the world's EIP and the VIP (the AWS multi-AZ shape).
     let service = dir.join("lb.json");
@@ -165,7 +165,7 @@ async fn run(tag: &str, cloud: &Netns) -> Result<()> {
     let mut pair = Vec::new();
     for i in 0..2 {
         pair.push(spawn_agent(
-            &nodes[i], i, &dir, &bpfs[i], &moto, &ip(1 - i), &ip(i), false, &service,
+            &nodes[i], i, dir.path(), &bpfs[i], &moto, &ip(1 - i), &ip(i), false, &service,
         )?);
     }
     let (a, b) = (&pair[0].api, &pair[1].api);
@@ -220,7 +220,7 @@ async fn run(tag: &str, cloud: &Netns) -> Result<()> {
         .agent
         .stop(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10))?;
     let b_node = spawn_agent(
-        &nodes[1], 1, &dir, &bpfs[1], &moto, &ip(0), &ip(1), false, &service,
+        &nodes[1], 1, dir.path(), &bpfs[1], &moto, &ip(0), &ip(1), false, &service,
     )?;
     until("B MASTER again after its restart", Duration::from_secs(40), || {
         Ok(role(&b_node.api)? == "MASTER")
@@ -232,7 +232,7 @@ async fn run(tag: &str, cloud: &Netns) -> Result<()> {
     let mut ka = Vec::new();
     for i in 0..2 {
         ka.push(spawn_agent(
-            &nodes[i], i, &dir, &bpfs[i], &moto, &ip(1 - i), &ip(i), true, &service,
+            &nodes[i], i, dir.path(), &bpfs[i], &moto, &ip(1 - i), &ip(i), true, &service,
         )?);
     }
     until("one MASTER elected by BFD", Duration::from_secs(40), || {

@@ -90,7 +90,7 @@ impl Durability {
 
     /// Queues `change`; the reply waits for it. Without a store (tests,
     /// `--state-dir` unset) the change is durable at once.
-    fn record(&mut self, change: Option<Change>, reply: ReplyTx, undo: Undo) {
+    pub(crate) fn record(&mut self, change: Option<Change>, reply: ReplyTx, undo: Undo) {
         let Some(store) = &self.store else {
             let _ = reply.send(Ok(Reply::Done));
             return;

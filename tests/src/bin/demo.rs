@@ -323,7 +323,7 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
             "--fib-lookup-iface",
             "lo",
             "--state-dir",
-            &lab.dir.join(format!("state{i}")).display().to_string(),
+            &lab.dir.join(&format!("state{i}")).display().to_string(),
         ] {
             args.push(a.to_string());
         }
