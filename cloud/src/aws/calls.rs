@@ -76,10 +76,10 @@ mod tests {
             if p.is_dir() {
                 sources(&p, out);
             } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("aws/calls.rs") {
-                out.push((
-                    p.display().to_string(),
-                    std::fs::read_to_string(&p).unwrap(),
-                ));
+                // Unit tests name made-up calls; only the code counts.
+                let text = std::fs::read_to_string(&p).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                out.push((p.display().to_string(), code.to_string()));
             }
         }
     }
@@ -108,7 +108,8 @@ mod tests {
                 .chars()
                 .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
                 .collect();
-            if op.is_empty() || !rest.trim_start()[op.len()..].starts_with("()") {
+            // `client.clone()` copies a client; it calls nothing.
+            if op.is_empty() || op == "clone" || !rest.trim_start()[op.len()..].starts_with("()") {
                 continue;
             }
             let camel: String = op
