@@ -162,8 +162,20 @@ fn render_dry_run(out: &mut String, d: &DryRunReport) {
         Verdict::Skipped => "skipped",
         Verdict::Inconclusive => "INCONCLUSIVE",
     };
-    let w_action = d.checks.iter().map(|c| c.action.len()).max().unwrap_or(6).max(6);
-    let w_target = d.checks.iter().map(|c| c.target.len()).max().unwrap_or(6).clamp(6, 60);
+    let w_action = d
+        .checks
+        .iter()
+        .map(|c| c.action.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let w_target = d
+        .checks
+        .iter()
+        .map(|c| c.target.len())
+        .max()
+        .unwrap_or(6)
+        .clamp(6, 60);
     out.push_str(&format!(
         "dry run via {}: every EC2 write of a failover with DryRun=true\n",
         d.provider

@@ -175,10 +175,7 @@ impl Policy {
             "the policy still holds a ${{...}} placeholder or policy variable (render it first)"
         );
         let doc: Value = serde_json::from_str(text).context("the policy is not JSON")?;
-        ensure!(
-            doc["Version"] == "2012-10-17",
-            "Version must be 2012-10-17"
-        );
+        ensure!(doc["Version"] == "2012-10-17", "Version must be 2012-10-17");
         let stmts = match &doc["Statement"] {
             Value::Array(a) => a.clone(),
             o @ Value::Object(_) => vec![o.clone()],
@@ -186,7 +183,10 @@ impl Policy {
         };
         let mut statements = Vec::new();
         for (i, s) in stmts.iter().enumerate() {
-            let sid = s["Sid"].as_str().map(str::to_string).unwrap_or(format!("#{i}"));
+            let sid = s["Sid"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or(format!("#{i}"));
             let effect = match s["Effect"].as_str() {
                 Some("Allow") => Effect::Allow,
                 Some("Deny") => Effect::Deny,
@@ -207,7 +207,9 @@ impl Policy {
                 let ops = c.as_object().context("Condition: expected an object")?;
                 for (opname, keys) in ops {
                     let (op, set, if_exists) = parse_op(opname).context(sid.clone())?;
-                    let keys = keys.as_object().context("condition block: expected an object")?;
+                    let keys = keys
+                        .as_object()
+                        .context("condition block: expected an object")?;
                     for (key, vals) in keys {
                         conds.push(Cond {
                             op,
@@ -246,7 +248,10 @@ impl Policy {
 
     /// Every action pattern the policy names.
     pub fn actions(&self) -> Vec<String> {
-        self.statements.iter().flat_map(|s| s.actions.clone()).collect()
+        self.statements
+            .iter()
+            .flat_map(|s| s.actions.clone())
+            .collect()
     }
 
     pub fn evaluate(&self, req: &Request) -> Decision {
@@ -298,7 +303,10 @@ impl Cond {
     }
 
     fn negated(&self) -> bool {
-        matches!(self.op, Op::StringNotEquals | Op::StringNotLike | Op::ArnNotLike)
+        matches!(
+            self.op,
+            Op::StringNotEquals | Op::StringNotLike | Op::ArnNotLike
+        )
     }
 
     fn holds(&self, ctx: Option<&Vec<String>>) -> bool {

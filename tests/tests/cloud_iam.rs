@@ -9,8 +9,8 @@
 
 use anyhow::{Context, Result, ensure};
 use aws_credential_types::Credentials;
-use floatlb_cloud::{CloudProvider, aws::AwsMode};
 use floatlb_cloud::aws::dryrun::Verdict;
+use floatlb_cloud::{CloudProvider, aws::AwsMode};
 use floatlb_tests::{
     agent::floatlb_binary,
     ec2world::{VIP_BLOCK, World, check, client, cluster_name},
@@ -235,7 +235,10 @@ async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() ->
     let cluster = cluster_name("dryrun");
     let policy = policy_for(&cluster)?;
     let without = policy.replace("\"ec2:AssociateAddress\",", "");
-    ensure!(without != policy, "iam/policy.json has no ec2:AssociateAddress to remove");
+    ensure!(
+        without != policy,
+        "iam/policy.json has no ec2:AssociateAddress to remove"
+    );
     let admin = user(&moto, "admin", ADMIN_POLICY).await?;
     let node_creds = user(&moto, "floatlb-node", &policy).await?;
     let limited = user(&moto, "limited", &without).await?;
@@ -262,7 +265,11 @@ async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() ->
         println!("dry-run ENI: {:<38} {:?} {}", c.action, c.verdict, c.detail);
     }
     ensure!(r.all_allowed(), "full policy, ENI mode: {r:#?}");
-    let allowed: Vec<&str> = r.with(Verdict::Allowed).iter().map(|c| c.action.as_str()).collect();
+    let allowed: Vec<&str> = r
+        .with(Verdict::Allowed)
+        .iter()
+        .map(|c| c.action.as_str())
+        .collect();
     for want in [
         "ec2:DetachNetworkInterface",
         "ec2:DeleteNetworkInterface",
@@ -278,8 +285,16 @@ async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() ->
         ensure!(allowed.contains(&want), "{want} not probed: {allowed:?}");
     }
     // The interface/address/tag probes were answered by moto itself.
-    for a in ["AttachNetworkInterface", "AssociateAddress", "CreateTags", "CreateNetworkInterface"] {
-        ensure!(proxy.seen(a) >= 1 && proxy.injected(a) == 0, "{a} did not reach moto");
+    for a in [
+        "AttachNetworkInterface",
+        "AssociateAddress",
+        "CreateTags",
+        "CreateNetworkInterface",
+    ] {
+        ensure!(
+            proxy.seen(a) >= 1 && proxy.injected(a) == 0,
+            "{a} did not reach moto"
+        );
     }
 
     // Route mode.
@@ -288,10 +303,17 @@ async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() ->
         .await?;
     let r = rb.provider.dry_run(&w.route_set()).await?;
     for c in &r.checks {
-        println!("dry-run route: {:<38} {:?} {}", c.action, c.verdict, c.detail);
+        println!(
+            "dry-run route: {:<38} {:?} {}",
+            c.action, c.verdict, c.detail
+        );
     }
     ensure!(r.all_allowed(), "full policy, route mode: {r:#?}");
-    ensure!(r.with(Verdict::Allowed).iter().any(|c| c.action == "ec2:CreateRoute"));
+    ensure!(
+        r.with(Verdict::Allowed)
+            .iter()
+            .any(|c| c.action == "ec2:CreateRoute")
+    );
 
     // One permission missing: that action, and only it, is denied.
     let lb = w
@@ -319,7 +341,13 @@ async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() ->
         let mut cmd = std::process::Command::new(floatlb_binary()?);
         cmd.args(["cloud", "dry-run", "--config"])
             .arg(&config)
-            .args(["--cloud", "aws", "--cloudcidrblock", VIP_BLOCK, "--no-os-config"])
+            .args([
+                "--cloud",
+                "aws",
+                "--cloudcidrblock",
+                VIP_BLOCK,
+                "--no-os-config",
+            ])
             .args(["--cloud-cluster-name", &cluster])
             .args(json.then_some("--json"))
             .env_clear()
@@ -335,16 +363,25 @@ async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() ->
     let out = run(false)?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     println!("floatlb cloud dry-run (limited role):\n{text}");
-    ensure!(out.status.code() == Some(1), "exit {:?}: {text} {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
     ensure!(
-        text.lines().any(|l| l.contains("ec2:AssociateAddress") && l.contains("DENIED"))
+        out.status.code() == Some(1),
+        "exit {:?}: {text} {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        text.lines()
+            .any(|l| l.contains("ec2:AssociateAddress") && l.contains("DENIED"))
             && text.contains("result: DENIED ec2:AssociateAddress"),
         "{text}"
     );
     let out = run(true)?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| String::from_utf8_lossy(&out.stdout).to_string())?;
-    ensure!(out.status.code() == Some(1) && v["as_asked"] == false, "{v}");
+    ensure!(
+        out.status.code() == Some(1) && v["as_asked"] == false,
+        "{v}"
+    );
     let checks = v["dry_run"]["checks"].as_array().context("checks")?;
     ensure!(
         checks

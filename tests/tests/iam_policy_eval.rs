@@ -87,9 +87,7 @@ impl Reference {
                 .into_iter()
                 .flatten()
                 .find(|x| x["name"] == t)
-                .with_context(|| {
-                    format!("the reference says ec2:{action} does not touch a {t}")
-                })?;
+                .with_context(|| format!("the reference says ec2:{action} does not touch a {t}"))?;
             keys.extend(
                 rt["condition_keys"]
                     .as_array()
@@ -261,7 +259,11 @@ fn world(c: &str) -> World {
         vip_subnet: res(
             "subnet",
             "subnet-0vip",
-            &[("floatlb:cluster", c), ("floatlb:role", "vip-subnet"), ("Name", "loxi-vip-subnet")],
+            &[
+                ("floatlb:cluster", c),
+                ("floatlb:role", "vip-subnet"),
+                ("Name", "loxi-vip-subnet"),
+            ],
             Some(VPC),
         ),
         new_subnet: res("subnet", "*", &[], None),
@@ -270,7 +272,11 @@ fn world(c: &str) -> World {
         loxi_eni: res(
             "network-interface",
             "eni-0loxi",
-            &[("floatlb:cluster", c), ("floatlb:role", "vip-eni"), ("Name", "loxi-eni")],
+            &[
+                ("floatlb:cluster", c),
+                ("floatlb:role", "vip-eni"),
+                ("Name", "loxi-eni"),
+            ],
             Some(VPC),
         ),
         foreign_eni: res(
@@ -286,9 +292,19 @@ fn world(c: &str) -> World {
         sg: res("security-group", "sg-0node", &[], Some(VPC)),
         other_vpc_sg: res("security-group", "sg-0else", &[], Some(OTHER_VPC)),
         eip: res("elastic-ip", "eipalloc-0ours", &ours, None),
-        foreign_eip: res("elastic-ip", "eipalloc-0other", &[("floatlb:cluster", "other")], None),
+        foreign_eip: res(
+            "elastic-ip",
+            "eipalloc-0other",
+            &[("floatlb:cluster", "other")],
+            None,
+        ),
         rtb: res("route-table", "rtb-0ours", &ours, Some(VPC)),
-        foreign_rtb: res("route-table", "rtb-0other", &[("floatlb:cluster", "other")], Some(VPC)),
+        foreign_rtb: res(
+            "route-table",
+            "rtb-0other",
+            &[("floatlb:cluster", "other")],
+            Some(VPC),
+        ),
         untagged_rtb: res("route-table", "rtb-0main", &[], Some(VPC)),
         cluster: c.into(),
     }
@@ -344,7 +360,10 @@ impl World {
             call("DisassociateRouteTable", &[&w.rtb, &w.vip_subnet]),
             // The instance is optional in the reference; EC2 may add it when
             // the interface is attached, so it is evaluated too.
-            call("ModifyNetworkInterfaceAttribute", &[&w.loxi_eni, &w.instance]),
+            call(
+                "ModifyNetworkInterfaceAttribute",
+                &[&w.loxi_eni, &w.instance],
+            ),
             call("AssociateAddress", &[&w.eip, &w.loxi_eni, &w.instance]),
             call("DisassociateAddress", &[&w.eip, &w.loxi_eni]),
             call("CreateTags", &[&w.eip]).tags(&[("floatlb:lease", "i-0peer/1")]),
@@ -368,7 +387,10 @@ impl World {
             call("CreateRoute", &[&w.rtb]),
             call("ReplaceRoute", &[&w.rtb]),
             call("AssociateAddress", &[&w.eip, &w.primary_eni, &w.instance]),
-            call("ModifyNetworkInterfaceAttribute", &[&w.primary_eni, &w.instance]),
+            call(
+                "ModifyNetworkInterfaceAttribute",
+                &[&w.primary_eni, &w.instance],
+            ),
             call("CreateTags", &[&w.eip]).tags(&[("floatlb:lease", "i-0peer/1")]),
         ]);
         v
@@ -379,38 +401,167 @@ impl World {
         let w = self;
         let lease = [("floatlb:lease", "i-0x/1")];
         vec![
-            ("a foreign EIP moved", call("AssociateAddress", &[&w.foreign_eip, &w.loxi_eni, &w.instance])),
-            ("a foreign EIP moved (route mode)", call("AssociateAddress", &[&w.foreign_eip, &w.primary_eni, &w.instance])),
-            ("a foreign EIP disassociated", call("DisassociateAddress", &[&w.foreign_eip, &w.foreign_eni])),
-            ("a foreign EIP's lease written", call("CreateTags", &[&w.foreign_eip]).tags(&lease)),
-            ("an EIP pointed at a foreign interface", call("AssociateAddress", &[&w.eip, &w.foreign_eni, &w.instance])),
-            ("a foreign interface attached", call("AttachNetworkInterface", &[&w.instance, &w.foreign_eni])),
-            ("a foreign interface deleted", call("DeleteNetworkInterface", &[&w.foreign_eni])),
-            ("a foreign interface detached", call("DetachNetworkInterface", &[&w.instance, &w.foreign_eni])),
-            ("source/dest check on an untagged interface", call("ModifyNetworkInterfaceAttribute", &[&w.untagged_primary_eni])),
-            ("an interface attached to an untagged instance", call("AttachNetworkInterface", &[&w.untagged_instance, &w.loxi_eni])),
-            ("an interface created in an untagged subnet", w.with_create_tags(call("CreateNetworkInterface", &[&w.instance_subnet, &w.sg, &w.new_eni]))),
-            ("an interface with another VPC's security group", w.with_create_tags(call("CreateNetworkInterface", &[&w.vip_subnet, &w.other_vpc_sg, &w.new_eni]))),
-            ("an untagged interface created", call("CreateNetworkInterface", &[&w.vip_subnet, &w.sg, &w.new_eni])),
-            ("an untagged subnet deleted", call("DeleteSubnet", &[&w.instance_subnet])),
-            ("a subnet created in another VPC", w.with_create_tags(call("CreateSubnet", &[&w.other_vpc, &w.new_subnet]))),
-            ("an untagged subnet created", call("CreateSubnet", &[&w.vpc, &w.new_subnet])),
-            ("a subnet created with another cluster's tag", call("CreateSubnet", &[&w.vpc, &w.new_subnet]).tags(&[("floatlb:cluster", "other")])),
-            ("a subnet created with an extra tag key", call("CreateSubnet", &[&w.vpc, &w.new_subnet]).tags(&[("floatlb:cluster", w.cluster.as_str()), ("owner", "x")])),
-            ("a block added to another VPC", call("AssociateVpcCidrBlock", &[&w.other_vpc])),
-            ("the lease key written on an instance", call("CreateTags", &[&w.instance]).tags(&lease)),
-            ("the lease key written on an interface", call("CreateTags", &[&w.primary_eni]).tags(&lease)),
-            ("the lease key written on a route table", call("CreateTags", &[&w.rtb]).tags(&lease)),
-            ("the cluster tag rewritten on a foreign EIP", call("CreateTags", &[&w.foreign_eip]).tags(&[("floatlb:cluster", w.cluster.as_str())])),
-            ("another key written on our EIP", call("CreateTags", &[&w.eip]).tags(&[("floatlb:cluster", w.cluster.as_str())])),
-            ("a foreign subnet retagged", call("CreateTags", &[&w.instance_subnet]).tags(&[("floatlb:cluster", w.cluster.as_str())])),
-            ("tags on create for another cluster", call("CreateTags", &[&w.new_subnet]).tags(&[("floatlb:cluster", "other")]).created_by("CreateSubnet")),
-            ("tags on create of an instance", w.with_create_tags(call("CreateTags", &[&w.instance]).created_by("RunInstances"))),
-            ("a route in a foreign route table", call("CreateRoute", &[&w.foreign_rtb])),
-            ("a route in an untagged route table", call("ReplaceRoute", &[&w.untagged_rtb])),
-            ("a foreign route table associated", call("AssociateRouteTable", &[&w.foreign_rtb, &w.vip_subnet])),
-            ("an untagged subnet's route table replaced", call("ReplaceRouteTableAssociation", &[&w.rtb, &w.instance_subnet])),
-            ("an untagged route table disassociated", call("DisassociateRouteTable", &[&w.untagged_rtb, &w.instance_subnet])),
+            (
+                "a foreign EIP moved",
+                call(
+                    "AssociateAddress",
+                    &[&w.foreign_eip, &w.loxi_eni, &w.instance],
+                ),
+            ),
+            (
+                "a foreign EIP moved (route mode)",
+                call(
+                    "AssociateAddress",
+                    &[&w.foreign_eip, &w.primary_eni, &w.instance],
+                ),
+            ),
+            (
+                "a foreign EIP disassociated",
+                call("DisassociateAddress", &[&w.foreign_eip, &w.foreign_eni]),
+            ),
+            (
+                "a foreign EIP's lease written",
+                call("CreateTags", &[&w.foreign_eip]).tags(&lease),
+            ),
+            (
+                "an EIP pointed at a foreign interface",
+                call("AssociateAddress", &[&w.eip, &w.foreign_eni, &w.instance]),
+            ),
+            (
+                "a foreign interface attached",
+                call("AttachNetworkInterface", &[&w.instance, &w.foreign_eni]),
+            ),
+            (
+                "a foreign interface deleted",
+                call("DeleteNetworkInterface", &[&w.foreign_eni]),
+            ),
+            (
+                "a foreign interface detached",
+                call("DetachNetworkInterface", &[&w.instance, &w.foreign_eni]),
+            ),
+            (
+                "source/dest check on an untagged interface",
+                call(
+                    "ModifyNetworkInterfaceAttribute",
+                    &[&w.untagged_primary_eni],
+                ),
+            ),
+            (
+                "an interface attached to an untagged instance",
+                call(
+                    "AttachNetworkInterface",
+                    &[&w.untagged_instance, &w.loxi_eni],
+                ),
+            ),
+            (
+                "an interface created in an untagged subnet",
+                w.with_create_tags(call(
+                    "CreateNetworkInterface",
+                    &[&w.instance_subnet, &w.sg, &w.new_eni],
+                )),
+            ),
+            (
+                "an interface with another VPC's security group",
+                w.with_create_tags(call(
+                    "CreateNetworkInterface",
+                    &[&w.vip_subnet, &w.other_vpc_sg, &w.new_eni],
+                )),
+            ),
+            (
+                "an untagged interface created",
+                call(
+                    "CreateNetworkInterface",
+                    &[&w.vip_subnet, &w.sg, &w.new_eni],
+                ),
+            ),
+            (
+                "an untagged subnet deleted",
+                call("DeleteSubnet", &[&w.instance_subnet]),
+            ),
+            (
+                "a subnet created in another VPC",
+                w.with_create_tags(call("CreateSubnet", &[&w.other_vpc, &w.new_subnet])),
+            ),
+            (
+                "an untagged subnet created",
+                call("CreateSubnet", &[&w.vpc, &w.new_subnet]),
+            ),
+            (
+                "a subnet created with another cluster's tag",
+                call("CreateSubnet", &[&w.vpc, &w.new_subnet])
+                    .tags(&[("floatlb:cluster", "other")]),
+            ),
+            (
+                "a subnet created with an extra tag key",
+                call("CreateSubnet", &[&w.vpc, &w.new_subnet])
+                    .tags(&[("floatlb:cluster", w.cluster.as_str()), ("owner", "x")]),
+            ),
+            (
+                "a block added to another VPC",
+                call("AssociateVpcCidrBlock", &[&w.other_vpc]),
+            ),
+            (
+                "the lease key written on an instance",
+                call("CreateTags", &[&w.instance]).tags(&lease),
+            ),
+            (
+                "the lease key written on an interface",
+                call("CreateTags", &[&w.primary_eni]).tags(&lease),
+            ),
+            (
+                "the lease key written on a route table",
+                call("CreateTags", &[&w.rtb]).tags(&lease),
+            ),
+            (
+                "the cluster tag rewritten on a foreign EIP",
+                call("CreateTags", &[&w.foreign_eip])
+                    .tags(&[("floatlb:cluster", w.cluster.as_str())]),
+            ),
+            (
+                "another key written on our EIP",
+                call("CreateTags", &[&w.eip]).tags(&[("floatlb:cluster", w.cluster.as_str())]),
+            ),
+            (
+                "a foreign subnet retagged",
+                call("CreateTags", &[&w.instance_subnet])
+                    .tags(&[("floatlb:cluster", w.cluster.as_str())]),
+            ),
+            (
+                "tags on create for another cluster",
+                call("CreateTags", &[&w.new_subnet])
+                    .tags(&[("floatlb:cluster", "other")])
+                    .created_by("CreateSubnet"),
+            ),
+            (
+                "tags on create of an instance",
+                w.with_create_tags(call("CreateTags", &[&w.instance]).created_by("RunInstances")),
+            ),
+            (
+                "a route in a foreign route table",
+                call("CreateRoute", &[&w.foreign_rtb]),
+            ),
+            (
+                "a route in an untagged route table",
+                call("ReplaceRoute", &[&w.untagged_rtb]),
+            ),
+            (
+                "a foreign route table associated",
+                call("AssociateRouteTable", &[&w.foreign_rtb, &w.vip_subnet]),
+            ),
+            (
+                "an untagged subnet's route table replaced",
+                call(
+                    "ReplaceRouteTableAssociation",
+                    &[&w.rtb, &w.instance_subnet],
+                ),
+            ),
+            (
+                "an untagged route table disassociated",
+                call(
+                    "DisassociateRouteTable",
+                    &[&w.untagged_rtb, &w.instance_subnet],
+                ),
+            ),
         ]
     }
 }
@@ -418,7 +569,11 @@ impl World {
 fn rendered_policy(cluster: &str) -> Result<Policy> {
     let text = render(
         &repo("iam/policy.json")?,
-        &[("cluster_name", cluster), ("vpc_id", VPC), ("partition", "aws")],
+        &[
+            ("cluster_name", cluster),
+            ("vpc_id", VPC),
+            ("partition", "aws"),
+        ],
     )?;
     Policy::parse(&text)
 }
@@ -476,7 +631,11 @@ fn the_calls_under_test_are_the_code_s_and_match_the_reference() -> Result<()> {
                 .iter()
                 .find(|a| a.name == c.action)
                 .with_context(|| format!("ec2:{} is not in EC2_ACTIONS", c.action))?;
-            ensure!(in_mode(row), "ec2:{} is not called in {mode} mode", c.action);
+            ensure!(
+                in_mode(row),
+                "ec2:{} is not called in {mode} mode",
+                c.action
+            );
             let types = refs.types(c.action)?;
             for (t, required) in &types {
                 ensure!(
@@ -511,7 +670,12 @@ fn what_must_stay_denied_is_denied() -> Result<()> {
             describe(&c, &d)
         );
     }
-    for action in ["ec2:TerminateInstances", "ec2:CreateVpc", "ec2:DeleteRoute", "iam:PassRole"] {
+    for action in [
+        "ec2:TerminateInstances",
+        "ec2:CreateVpc",
+        "ec2:DeleteRoute",
+        "iam:PassRole",
+    ] {
         let d = p.evaluate(&Request {
             action: action.into(),
             resource: "*".into(),
@@ -519,7 +683,10 @@ fn what_must_stay_denied_is_denied() -> Result<()> {
         });
         ensure!(d == Decision::ImplicitDeny, "{action}: {d:?}");
     }
-    println!("{} requests outside the policy are denied", w.must_deny().len());
+    println!(
+        "{} requests outside the policy are denied",
+        w.must_deny().len()
+    );
     Ok(())
 }
 
@@ -539,10 +706,19 @@ fn the_policy_uses_only_what_the_evaluator_models() -> Result<()> {
             "iam/policy.json uses condition key {k}, which this test does not put in the request context"
         );
     }
-    let listed: Vec<String> = EC2_ACTIONS.iter().map(|a| format!("ec2:{}", a.name)).collect();
+    let listed: Vec<String> = EC2_ACTIONS
+        .iter()
+        .map(|a| format!("ec2:{}", a.name))
+        .collect();
     for a in p.actions() {
-        ensure!(!a.contains('*'), "iam/policy.json grants a wildcard action {a}");
-        ensure!(listed.contains(&a), "iam/policy.json grants {a}, which floatlb never calls");
+        ensure!(
+            !a.contains('*'),
+            "iam/policy.json grants a wildcard action {a}"
+        );
+        ensure!(
+            listed.contains(&a),
+            "iam/policy.json grants {a}, which floatlb never calls"
+        );
     }
     // The only placeholders are the documented three.
     let text = repo("iam/policy.json")?;
@@ -556,7 +732,10 @@ fn the_policy_uses_only_what_the_evaluator_models() -> Result<()> {
         );
         rest = &rest[end..];
     }
-    ensure!(render(&text, &[("cluster_name", "x")]).is_err(), "a missing value must fail");
+    ensure!(
+        render(&text, &[("cluster_name", "x")]).is_err(),
+        "a missing value must fail"
+    );
     Ok(())
 }
 
@@ -571,7 +750,11 @@ fn the_old_policy_is_caught() -> Result<()> {
     for c in w.eni_calls().iter().chain(w.route_calls().iter()) {
         for (r, d) in c.evaluate(&refs, &old)? {
             if !d.allowed() {
-                denied.push(format!("ec2:{} on {}", c.action, r.split(' ').next().unwrap_or("")));
+                denied.push(format!(
+                    "ec2:{} on {}",
+                    c.action,
+                    r.split(' ').next().unwrap_or("")
+                ));
             }
         }
     }
@@ -584,7 +767,10 @@ fn the_old_policy_is_caught() -> Result<()> {
         "ec2:CreateNetworkInterface on subnet",
         "ec2:CreateSubnet on vpc",
     ];
-    ensure!(denied == want, "old policy: denied {denied:?}, expected {want:?}");
+    ensure!(
+        denied == want,
+        "old policy: denied {denied:?}, expected {want:?}"
+    );
     let lease_on_instance = call("CreateTags", &[&w.instance]).tags(&[("floatlb:lease", "i-0x/1")]);
     ensure!(
         lease_on_instance.allowed(&refs, &old)?,
@@ -592,7 +778,9 @@ fn the_old_policy_is_caught() -> Result<()> {
     );
     let new = rendered_policy("floatlb")?;
     ensure!(!lease_on_instance.allowed(&refs, &new)?);
-    println!("old policy also lets floatlb:lease onto a cluster-tagged instance; the new one does not");
+    println!(
+        "old policy also lets floatlb:lease onto a cluster-tagged instance; the new one does not"
+    );
     Ok(())
 }
 
@@ -610,33 +798,60 @@ fn the_evaluator_evaluates() -> Result<()> {
     };
     let allow = |pol: &Policy, ctx: &[(&str, &[&str])]| pol.evaluate(&req(ctx)).allowed();
     // StringEquals: values OR, keys AND, key names case-insensitive, absent = false.
-    let se = p(r#"{"Effect":"Allow","Action":"ec2:createtags","Resource":"*","Condition":{"StringEquals":{"aws:ResourceTag/k":["a","b"],"ec2:CreateAction":"X"}}}"#)?;
-    ensure!(allow(&se, &[("aws:resourcetag/K", &["b"]), ("ec2:CreateAction", &["X"])]));
+    let se = p(
+        r#"{"Effect":"Allow","Action":"ec2:createtags","Resource":"*","Condition":{"StringEquals":{"aws:ResourceTag/k":["a","b"],"ec2:CreateAction":"X"}}}"#,
+    )?;
+    ensure!(allow(
+        &se,
+        &[("aws:resourcetag/K", &["b"]), ("ec2:CreateAction", &["X"])]
+    ));
     ensure!(!allow(&se, &[("aws:ResourceTag/k", &["b"])]));
-    ensure!(!allow(&se, &[("aws:ResourceTag/k", &["c"]), ("ec2:CreateAction", &["X"])]));
-    ensure!(!allow(&se, &[("aws:ResourceTag/k", &["A"]), ("ec2:CreateAction", &["X"])]));
+    ensure!(!allow(
+        &se,
+        &[("aws:ResourceTag/k", &["c"]), ("ec2:CreateAction", &["X"])]
+    ));
+    ensure!(!allow(
+        &se,
+        &[("aws:ResourceTag/k", &["A"]), ("ec2:CreateAction", &["X"])]
+    ));
     // IfExists and negation on an absent key.
-    let ie = p(r#"{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"StringEqualsIfExists":{"k":"a"}}}"#)?;
+    let ie = p(
+        r#"{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"StringEqualsIfExists":{"k":"a"}}}"#,
+    )?;
     ensure!(allow(&ie, &[]) && !allow(&ie, &[("k", &["b"])]));
     // ForAllValues: absent = true, every value must match.
-    let fa = p(r#"{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"ForAllValues:StringEquals":{"aws:TagKeys":["a","b"]}}}"#)?;
+    let fa = p(
+        r#"{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"ForAllValues:StringEquals":{"aws:TagKeys":["a","b"]}}}"#,
+    )?;
     ensure!(allow(&fa, &[]) && allow(&fa, &[("aws:TagKeys", &["a", "b"])]));
     ensure!(!allow(&fa, &[("aws:TagKeys", &["a", "c"])]));
     // ForAnyValue: absent = false, one value suffices; StringLike globs.
-    let fy = p(r#"{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"ForAnyValue:StringLike":{"aws:TagKeys":"floatlb:*"}}}"#)?;
+    let fy = p(
+        r#"{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"ForAnyValue:StringLike":{"aws:TagKeys":"floatlb:*"}}}"#,
+    )?;
     ensure!(!allow(&fy, &[]) && allow(&fy, &[("aws:TagKeys", &["x", "floatlb:y"])]));
     ensure!(!allow(&fy, &[("aws:TagKeys", &["x"])]));
     // Null and Bool.
-    let nb = p(r#"{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"Null":{"a":"false","b":"true"},"Bool":{"c":true}}}"#)?;
+    let nb = p(
+        r#"{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"Null":{"a":"false","b":"true"},"Bool":{"c":true}}}"#,
+    )?;
     ensure!(allow(&nb, &[("a", &["1"]), ("c", &["true"])]));
-    ensure!(!allow(&nb, &[("a", &["1"]), ("b", &["1"]), ("c", &["true"])]));
+    ensure!(!allow(
+        &nb,
+        &[("a", &["1"]), ("b", &["1"]), ("c", &["true"])]
+    ));
     ensure!(!allow(&nb, &[("c", &["true"])]) && !allow(&nb, &[("a", &["1"]), ("c", &["false"])]));
     // ArnLike / ArnEquals per component.
-    let al = p(r#"{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"ArnEquals":{"ec2:Vpc":"arn:aws:ec2:*:*:vpc/vpc-1"}}}"#)?;
+    let al = p(
+        r#"{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"ArnEquals":{"ec2:Vpc":"arn:aws:ec2:*:*:vpc/vpc-1"}}}"#,
+    )?;
     ensure!(allow(&al, &[("ec2:Vpc", &[&arn("vpc", "vpc-1")])]));
     ensure!(!allow(&al, &[("ec2:Vpc", &[&arn("vpc", "vpc-12")])]));
     ensure!(arn_like("arn:aws:ec2:*:*:vpc/*", "arn:aws:ec2:r:1:vpc/v"));
-    ensure!(!arn_like("arn:aws:ec2:*:*:vpc/*", "arn:aws:ec2:r:1:subnet/vpc/"));
+    ensure!(!arn_like(
+        "arn:aws:ec2:*:*:vpc/*",
+        "arn:aws:ec2:r:1:subnet/vpc/"
+    ));
     ensure!(glob("a*c?", "abbbcd") && !glob("a*c?", "abbbc"));
     // Resource ARNs, NotAction, explicit Deny over Allow, implicit deny.
     let rd = p(

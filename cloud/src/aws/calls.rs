@@ -89,7 +89,10 @@ mod tests {
         text.split("\"ec2:")
             .skip(1)
             .filter_map(|rest| {
-                let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .collect();
                 (rest[name.len()..].starts_with('"') && !name.is_empty()).then_some(name)
             })
             .collect()
@@ -141,24 +144,39 @@ mod tests {
         }
         let listed: BTreeSet<String> = EC2_ACTIONS.iter().map(|a| a.name.to_string()).collect();
         // CreateTags is also implied by TagSpecifications; every other row is a call.
-        let missing: Vec<_> = called.union(&invoked).filter(|c| !listed.contains(*c)).collect();
+        let missing: Vec<_> = called
+            .union(&invoked)
+            .filter(|c| !listed.contains(*c))
+            .collect();
         assert!(
             missing.is_empty(),
             "cloud/src calls EC2 actions that EC2_ACTIONS (and so iam/policy.json's test) lacks: {missing:?}"
         );
         let unused: Vec<_> = listed.iter().filter(|l| !called.contains(*l)).collect();
-        assert!(unused.is_empty(), "EC2_ACTIONS lists actions the code never calls: {unused:?}");
+        assert!(
+            unused.is_empty(),
+            "EC2_ACTIONS lists actions the code never calls: {unused:?}"
+        );
         // Each fluent call is recorded under its own name.
         let unrecorded: Vec<_> = invoked.difference(&called).collect();
-        assert!(unrecorded.is_empty(), "SDK calls not recorded as \"ec2:Name\": {unrecorded:?}");
+        assert!(
+            unrecorded.is_empty(),
+            "SDK calls not recorded as \"ec2:Name\": {unrecorded:?}"
+        );
         assert!(listed.len() == EC2_ACTIONS.len(), "duplicate rows");
     }
 
     #[test]
     fn the_scanner_sees_a_new_call() {
         let code = "p.ec2.call(rec, \"ec2:RebootInstances\", id, true, || {\n p.ec2\n .client\n .reboot_instances()\n .send() })";
-        assert_eq!(recorded(code), BTreeSet::from(["RebootInstances".to_string()]));
-        assert_eq!(fluent(code), BTreeSet::from(["RebootInstances".to_string()]));
+        assert_eq!(
+            recorded(code),
+            BTreeSet::from(["RebootInstances".to_string()])
+        );
+        assert_eq!(
+            fluent(code),
+            BTreeSet::from(["RebootInstances".to_string()])
+        );
         assert!(action("RebootInstances").is_none());
         assert!(action("CreateSubnet").is_some_and(|a| a.eni && !a.route && a.write));
     }

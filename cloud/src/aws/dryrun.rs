@@ -113,7 +113,10 @@ impl Run<'_> {
                     verdict: Verdict::Denied,
                     detail: message.clone(),
                 });
-                self.skip("(writes)", "not probed: the reads they depend on are denied");
+                self.skip(
+                    "(writes)",
+                    "not probed: the reads they depend on are denied",
+                );
                 Ok(())
             }
             _ => Err(e),
@@ -188,7 +191,8 @@ async fn eni(run: &mut Run<'_>, pairs: &[(Ipv4Addr, Ipv4Addr)]) -> Result<(), Cl
         Err(e) => return run.read_failed(e),
     };
     let no_eni = "no loxi-eni of this cluster exists yet: promote once, then run dry-run again";
-    let no_subnet = "no VIP subnet of this cluster exists yet: promote once, then run dry-run again";
+    let no_subnet =
+        "no VIP subnet of this cluster exists yet: promote once, then run dry-run again";
     let eni = view.enis.first().cloned();
     let subnet = view
         .subnets
@@ -197,7 +201,10 @@ async fn eni(run: &mut Run<'_>, pairs: &[(Ipv4Addr, Ipv4Addr)]) -> Result<(), Cl
         .min_by_key(|s| s.az != p.id.availability_zone)
         .cloned();
     // Tear-down of the other AZ's interface and subnet.
-    match eni.as_ref().and_then(|e| e.attach.clone().map(|a| (e.id.clone(), a.id))) {
+    match eni
+        .as_ref()
+        .and_then(|e| e.attach.clone().map(|a| (e.id.clone(), a.id)))
+    {
         Some((id, att)) => {
             run.probe("ec2:DetachNetworkInterface", id, || {
                 p.ec2
@@ -395,7 +402,10 @@ async fn eni(run: &mut Run<'_>, pairs: &[(Ipv4Addr, Ipv4Addr)]) -> Result<(), Cl
     );
     for (eip, vip) in pairs {
         let Some(a) = view.addrs.get(eip) else {
-            run.skip("ec2:AssociateAddress", &format!("no Elastic IP {eip} in this region"));
+            run.skip(
+                "ec2:AssociateAddress",
+                &format!("no Elastic IP {eip} in this region"),
+            );
             continue;
         };
         run.probe(
@@ -445,7 +455,9 @@ async fn lease_and_disassociate(
             "no Elastic IP of the set is associated",
         ),
     }
-    let first = eips.first().and_then(|e| view.addrs.get(e).map(|a| (*e, a)));
+    let first = eips
+        .first()
+        .and_then(|e| view.addrs.get(e).map(|a| (*e, a)));
     lease(run, first.map(|(e, a)| (e, a.allocation_id.clone()))).await;
     Ok(())
 }
@@ -544,7 +556,10 @@ async fn route(run: &mut Run<'_>, pairs: &[(Ipv4Addr, Ipv4Addr)]) -> Result<(), 
     }
     for eip in &eips {
         let Some(a) = addrs.get(eip) else {
-            run.skip("ec2:AssociateAddress", &format!("no Elastic IP {eip} in this region"));
+            run.skip(
+                "ec2:AssociateAddress",
+                &format!("no Elastic IP {eip} in this region"),
+            );
             continue;
         };
         run.probe(
