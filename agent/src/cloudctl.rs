@@ -1,5 +1,8 @@
-//! `floatlb cloud promote|demote|reconcile|status`: runs this node's cloud
-//! provider once and prints the report, for runbooks and tests.
+//! `floatlb cloud promote|demote|reconcile|status|dry-run`: runs this node's
+//! cloud provider once and prints the report, for runbooks and tests.
+//! `dry-run` (AWS only) sends every write of a failover with `DryRun=true`
+//! and prints one row per call: allowed, denied (naming the action),
+//! skipped (with why) or inconclusive (EC2's answer).
 //!
 //! The floating set comes from the load-balancer list: each service's
 //! `externalIP` is an Elastic IP's public address and its `privateIP` the
@@ -10,7 +13,10 @@ use std::{net::IpAddr, time::Duration};
 use floatlb_cloud::{
     CloudError, CloudProvider, CloudStatus, FloatingIp, FloatingSet, NoneProvider,
     TransitionReport,
-    aws::{AwsMode, AwsOptions, AwsProvider},
+    aws::{
+        AwsMode, AwsOptions, AwsProvider,
+        dryrun::{DryRunReport, Verdict},
+    },
     garp::{GarpOptions, GarpProvider},
 };
 
@@ -57,28 +63,31 @@ pub async fn build_provider(args: &CloudArgs) -> Result<Box<dyn CloudProvider>, 
             o.span = Duration::from_millis(args.garp_span_ms);
             Ok(Box::new(GarpProvider::new(o)))
         }
-        CloudKind::Aws => {
-            let mode = match args.cloud_mode {
-                CloudMode::Eni => AwsMode::Eni,
-                CloudMode::Route => AwsMode::Route,
-            };
-            let mut o = AwsOptions::new(mode, args.cloud_cluster_name.clone());
-            o.cidr_block = args
-                .cloudcidrblock
-                .as_deref()
-                .map(|b| {
-                    b.parse().map_err(|e| CloudCtlError::Flag {
-                        flag: "--cloudcidrblock",
-                        value: b.into(),
-                        reason: format!("not an IPv4 CIDR block: {e}"),
-                    })
-                })
-                .transpose()?;
-            o.route_tables = args.cloud_route_tables.clone();
-            o.os_config = !args.no_os_config;
-            Ok(Box::new(AwsProvider::connect(o).await?))
-        }
+        CloudKind::Aws => Ok(Box::new(build_aws(args).await?)),
     }
+}
+
+/// Builds the AWS provider the flags select.
+pub async fn build_aws(args: &CloudArgs) -> Result<AwsProvider, CloudCtlError> {
+    let mode = match args.cloud_mode {
+        CloudMode::Eni => AwsMode::Eni,
+        CloudMode::Route => AwsMode::Route,
+    };
+    let mut o = AwsOptions::new(mode, args.cloud_cluster_name.clone());
+    o.cidr_block = args
+        .cloudcidrblock
+        .as_deref()
+        .map(|b| {
+            b.parse().map_err(|e| CloudCtlError::Flag {
+                flag: "--cloudcidrblock",
+                value: b.into(),
+                reason: format!("not an IPv4 CIDR block: {e}"),
+            })
+        })
+        .transpose()?;
+    o.route_tables = args.cloud_route_tables.clone();
+    o.os_config = !args.no_os_config;
+    Ok(AwsProvider::connect(o).await?)
 }
 
 /// What one run produced.
@@ -90,6 +99,8 @@ pub struct CloudRun {
     pub report: Option<TransitionReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<CloudStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRunReport>,
     /// True when the cloud state is what was asked (the exit status).
     pub as_asked: bool,
 }
@@ -98,19 +109,38 @@ pub struct CloudRun {
 pub async fn run(cmd: &CloudCommand) -> Result<CloudRun, CloudCtlError> {
     let cfg = LbConfig::load(&cmd.config, &crate::config::file_limits())?;
     let set = floating_set(&cfg.services);
+    if cmd.action == CloudAction::DryRun {
+        if cmd.cloud.cloud != CloudKind::Aws {
+            return Err(CloudCtlError::Flag {
+                flag: "--cloud",
+                value: format!("{:?}", cmd.cloud.cloud).to_lowercase(),
+                reason: "dry-run checks EC2 permissions: it needs --cloud=aws".into(),
+            });
+        }
+        let aws = build_aws(&cmd.cloud).await?;
+        let report = aws.dry_run(&set).await?;
+        return Ok(CloudRun {
+            action: "dry-run",
+            provider: report.provider.clone(),
+            report: None,
+            status: None,
+            as_asked: report.all_allowed(),
+            dry_run: Some(report),
+        });
+    }
     let provider = build_provider(&cmd.cloud).await?;
     let name = provider.name().to_string();
     let (action, report) = match cmd.action {
         CloudAction::Promote => ("promote", Some(provider.promote(&set).await)),
         CloudAction::Demote => ("demote", Some(provider.demote(&set).await)),
         CloudAction::Reconcile => ("reconcile", Some(provider.reconcile(&set).await)),
-        CloudAction::Status => ("status", None),
+        CloudAction::Status | CloudAction::DryRun => ("status", None),
     };
     let status = provider.status(&set).await?;
     let ok = report.as_ref().is_none_or(|r| r.ok);
     let as_asked = ok
         && match cmd.action {
-            CloudAction::Promote | CloudAction::Status => status.is_master,
+            CloudAction::Promote | CloudAction::Status | CloudAction::DryRun => status.is_master,
             CloudAction::Demote => !status.holds_any,
             CloudAction::Reconcile => true,
         };
@@ -119,13 +149,75 @@ pub async fn run(cmd: &CloudCommand) -> Result<CloudRun, CloudCtlError> {
         provider: name,
         report,
         status: Some(status),
+        dry_run: None,
         as_asked,
     })
+}
+
+/// The dry run as a table: one row per call, then the verdict.
+fn render_dry_run(out: &mut String, d: &DryRunReport) {
+    let verdict = |v: Verdict| match v {
+        Verdict::Allowed => "allowed",
+        Verdict::Denied => "DENIED",
+        Verdict::Skipped => "skipped",
+        Verdict::Inconclusive => "INCONCLUSIVE",
+    };
+    let w_action = d
+        .checks
+        .iter()
+        .map(|c| c.action.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let w_target = d
+        .checks
+        .iter()
+        .map(|c| c.target.len())
+        .max()
+        .unwrap_or(6)
+        .clamp(6, 60);
+    out.push_str(&format!(
+        "dry run via {}: every EC2 write of a failover with DryRun=true\n",
+        d.provider
+    ));
+    out.push_str(&format!(
+        "  {:<w_action$}  {:<w_target$}  {:<12}  detail\n",
+        "action", "target", "verdict"
+    ));
+    for c in &d.checks {
+        out.push_str(&format!(
+            "  {:<w_action$}  {:<w_target$}  {:<12}  {}\n",
+            c.action,
+            c.target,
+            verdict(c.verdict),
+            c.detail
+        ));
+    }
+    let denied: Vec<&str> = d.denied().iter().map(|c| c.action.as_str()).collect();
+    let unsure = d.with(Verdict::Inconclusive).len();
+    if denied.is_empty() && unsure == 0 {
+        out.push_str("result: every probed call is allowed\n");
+    } else {
+        if !denied.is_empty() {
+            out.push_str(&format!(
+                "result: DENIED {}: grant them to this node's role (see iam/policy.json, iam/README.md)\n",
+                denied.join(", ")
+            ));
+        }
+        if unsure > 0 {
+            out.push_str(&format!(
+                "result: {unsure} call(s) inconclusive: EC2 answered neither DryRunOperation nor UnauthorizedOperation\n"
+            ));
+        }
+    }
 }
 
 /// Human-readable rendering: one line per call, then the status.
 pub fn render(run: &CloudRun) -> String {
     let mut out = String::new();
+    if let Some(d) = &run.dry_run {
+        render_dry_run(&mut out, d);
+    }
     if let Some(r) = &run.report {
         out.push_str(&format!(
             "{} via {}: {} in {:.1} ms ({} calls, {} retried)\n",

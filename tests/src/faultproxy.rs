@@ -2,7 +2,9 @@
 //! matched by their EC2 `Action=` and, while a rule has uses left, answered
 //! with a throttle (503 RequestLimitExceeded), a 500 InternalError, a delay,
 //! or forwarded and then "lost" (the change happened, the caller sees a
-//! fatal error: a crash right after the step).
+//! fatal error: a crash right after the step). [`Fault::DryRunAnswer`]
+//! answers a `DryRun=true` request itself, for the calls on which moto
+//! ignores DryRun (it would really create or change the resource).
 
 use std::{
     collections::HashMap,
@@ -26,6 +28,9 @@ pub enum Fault {
     /// Forward (the change takes effect), then answer 400 InvalidParameterValue
     /// (a fatal error): the caller aborts after the step.
     AbortAfter,
+    /// A `DryRun=true` request is answered here with 412 DryRunOperation and
+    /// never forwarded; any other request is forwarded untouched.
+    DryRunAnswer,
 }
 
 #[derive(Debug, Clone)]
@@ -81,13 +86,20 @@ impl FaultProxy {
                         return;
                     };
                     let action = action_of(&req.body);
+                    let dry_run = String::from_utf8_lossy(&req.body)
+                        .split('&')
+                        .any(|kv| kv.eq_ignore_ascii_case("DryRun=true"));
                     let fault = {
                         let mut g = st.lock().unwrap();
                         *g.seen.entry(action.clone()).or_default() += 1;
                         let f = g
                             .rules
                             .iter_mut()
-                            .find(|r| r.action == action && r.remaining > 0)
+                            .find(|r| {
+                                r.action == action
+                                    && r.remaining > 0
+                                    && (r.fault != Fault::DryRunAnswer || dry_run)
+                            })
                             .map(|r| {
                                 r.remaining -= 1;
                                 r.fault
@@ -118,6 +130,12 @@ impl FaultProxy {
                                 Err(_) => return,
                             }
                         }
+                        Some(Fault::DryRunAnswer) => ec2_error(
+                            412,
+                            "Precondition Failed",
+                            "DryRunOperation",
+                            "Request would have succeeded, but DryRun flag is set.",
+                        ),
                         Some(Fault::AbortAfter) => {
                             let _ = forward().await;
                             ec2_error(

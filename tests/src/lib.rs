@@ -8,6 +8,7 @@
 //! - [`topology`]: the client / LB / switch / endpoints topology.
 //! - [`prober`]: a 1 ms UDP prober measuring failover traffic gaps.
 //! - [`demonet`], [`agent_events`]: the demo's VPC namespaces; an agent's HA event lines.
+//! - [`iam_eval`]: an IAM policy evaluator for the offline test of iam/policy.json.
 //! - [`vpcsim`]: routes a VIP to whichever node moto says owns its Elastic IP.
 pub mod agent;
 pub mod agent_events;
@@ -17,6 +18,7 @@ pub mod ec2world;
 pub mod faultproxy;
 pub mod hapair;
 pub mod http;
+pub mod iam_eval;
 pub mod imds;
 pub mod moto;
 pub mod netns;

@@ -1,11 +1,21 @@
 //! The same flows with moto enforcing IAM, the node's credentials limited to
-//! iam/policy.json; and proof that enforcement is real.
+//! iam/policy.json; proof that enforcement is real; and `floatlb cloud
+//! dry-run` against the enforcing moto.
+//!
+//! moto checks the action name only: it ignores conditions and evaluates
+//! every EC2 call against the resource `*`, so a statement scoped to ARNs
+//! never matches here. These tests prove that the policy names every action;
+//! tests/tests/iam_policy_eval.rs proves its resources and conditions.
 
 use anyhow::{Context, Result, ensure};
 use aws_credential_types::Credentials;
+use floatlb_cloud::aws::dryrun::Verdict;
 use floatlb_cloud::{CloudProvider, aws::AwsMode};
 use floatlb_tests::{
-    ec2world::{World, check, client, cluster_name},
+    agent::floatlb_binary,
+    ec2world::{VIP_BLOCK, World, check, client, cluster_name},
+    faultproxy::{Fault, FaultProxy},
+    iam_eval::render,
     moto::{Moto, xml_field},
 };
 
@@ -22,10 +32,16 @@ fn policy_for(cluster: &str) -> Result<String> {
         !text.contains(r#""Action": "*""#),
         "iam/policy.json grants every action"
     );
-    Ok(text.replace(
-        r#"/floatlb:cluster": "floatlb""#,
-        &format!(r#"/floatlb:cluster": "{cluster}""#),
-    ))
+    // The node user must exist before the admin builds the VPC, so its id is
+    // not known yet; moto never matches the VPC-ARN statements anyway.
+    render(
+        &text,
+        &[
+            ("cluster_name", cluster),
+            ("vpc_id", "vpc-00000000"),
+            ("partition", "aws"),
+        ],
+    )
 }
 
 async fn user(moto: &Moto, name: &str, policy: &str) -> Result<Credentials> {
@@ -194,5 +210,194 @@ async fn cloud_iam_missing_permission_fails_fast_with_what_and_why() -> Result<(
         r.calls
     );
     ensure!(r.retries() == 0);
+    Ok(())
+}
+
+/// The calls on which moto ignores DryRun (it would create or change the
+/// resource): the fault proxy answers their DryRun requests itself. The
+/// others (interfaces, addresses, tags) reach moto, which checks IAM first.
+const DRY_RUN_IGNORED_BY_MOTO: &[&str] = &[
+    "CreateSubnet",
+    "DeleteSubnet",
+    "AssociateVpcCidrBlock",
+    "AssociateRouteTable",
+    "ReplaceRouteTableAssociation",
+    "DisassociateRouteTable",
+    "AssignPrivateIpAddresses",
+    "CreateRoute",
+    "ReplaceRoute",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() -> Result<()> {
+    // 9 unauthenticated calls: admin, node, and a node without AssociateAddress.
+    let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "9")]).await?;
+    let cluster = cluster_name("dryrun");
+    let policy = policy_for(&cluster)?;
+    let without = policy.replace("\"ec2:AssociateAddress\",", "");
+    ensure!(
+        without != policy,
+        "iam/policy.json has no ec2:AssociateAddress to remove"
+    );
+    let admin = user(&moto, "admin", ADMIN_POLICY).await?;
+    let node_creds = user(&moto, "floatlb-node", &policy).await?;
+    let limited = user(&moto, "limited", &without).await?;
+    let w = World::build(client(&moto.endpoint(), admin), &cluster)
+        .await
+        .context("building the VPC with the admin's keys")?;
+    let proxy = FaultProxy::start(moto.addr()).await?;
+    for a in DRY_RUN_IGNORED_BY_MOTO {
+        proxy.inject(a, Fault::DryRunAnswer, u32::MAX);
+    }
+    // A is MASTER in ENI mode, so every write of B's failover has a target.
+    let a = w
+        .node(0, AwsMode::Eni, &moto.endpoint(), node_creds.clone())
+        .await?;
+    check(&a.provider.promote(&w.eni_set()).await)?;
+    let before = w.census().await?;
+    let eip_before = w.address().await?;
+
+    let b = w
+        .node(1, AwsMode::Eni, &proxy.endpoint, node_creds.clone())
+        .await?;
+    let r = b.provider.dry_run(&w.eni_set()).await?;
+    for c in &r.checks {
+        println!("dry-run ENI: {:<38} {:?} {}", c.action, c.verdict, c.detail);
+    }
+    ensure!(r.all_allowed(), "full policy, ENI mode: {r:#?}");
+    let allowed: Vec<&str> = r
+        .with(Verdict::Allowed)
+        .iter()
+        .map(|c| c.action.as_str())
+        .collect();
+    for want in [
+        "ec2:DetachNetworkInterface",
+        "ec2:DeleteNetworkInterface",
+        "ec2:DeleteSubnet",
+        "ec2:CreateSubnet",
+        "ec2:CreateNetworkInterface",
+        "ec2:AttachNetworkInterface",
+        "ec2:ModifyNetworkInterfaceAttribute",
+        "ec2:AssociateAddress",
+        "ec2:DisassociateAddress",
+        "ec2:CreateTags",
+    ] {
+        ensure!(allowed.contains(&want), "{want} not probed: {allowed:?}");
+    }
+    // The interface/address/tag probes were answered by moto itself.
+    for a in [
+        "AttachNetworkInterface",
+        "AssociateAddress",
+        "CreateTags",
+        "CreateNetworkInterface",
+    ] {
+        ensure!(
+            proxy.seen(a) >= 1 && proxy.injected(a) == 0,
+            "{a} did not reach moto"
+        );
+    }
+
+    // Route mode.
+    let rb = w
+        .node(1, AwsMode::Route, &proxy.endpoint, node_creds.clone())
+        .await?;
+    let r = rb.provider.dry_run(&w.route_set()).await?;
+    for c in &r.checks {
+        println!(
+            "dry-run route: {:<38} {:?} {}",
+            c.action, c.verdict, c.detail
+        );
+    }
+    ensure!(r.all_allowed(), "full policy, route mode: {r:#?}");
+    ensure!(
+        r.with(Verdict::Allowed)
+            .iter()
+            .any(|c| c.action == "ec2:CreateRoute")
+    );
+
+    // One permission missing: that action, and only it, is denied.
+    let lb = w
+        .node(1, AwsMode::Eni, &proxy.endpoint, limited.clone())
+        .await?;
+    let r = lb.provider.dry_run(&w.eni_set()).await?;
+    let denied: Vec<&str> = r.denied().iter().map(|c| c.action.as_str()).collect();
+    println!("dry-run without ec2:AssociateAddress: denied {denied:?}");
+    ensure!(denied == ["ec2:AssociateAddress"], "{r:#?}");
+
+    // The command: exit 1 and the denied action named, as a table and as JSON.
+    let dir = std::env::temp_dir().join(format!("floatlb-dryrun-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("lb.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"lbAttr":[{{"serviceArguments":{{"externalIP":"{}","privateIP":"10.0.100.10","port":80,"protocol":"tcp","sel":0,"mode":2}},"endpoints":[{{"endpointIP":"10.0.1.50","targetPort":8080,"weight":1}}]}}]}}"#,
+            w.eip
+        ),
+    )?;
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "")?;
+    let run = |json: bool| -> Result<std::process::Output> {
+        let mut cmd = std::process::Command::new(floatlb_binary()?);
+        cmd.args(["cloud", "dry-run", "--config"])
+            .arg(&config)
+            .args([
+                "--cloud",
+                "aws",
+                "--cloudcidrblock",
+                VIP_BLOCK,
+                "--no-os-config",
+            ])
+            .args(["--cloud-cluster-name", &cluster])
+            .args(json.then_some("--json"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &lb.imds.endpoint)
+            .env("AWS_CONFIG_FILE", &empty)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
+            .env("AWS_ACCESS_KEY_ID", limited.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", limited.secret_access_key());
+        Ok(cmd.output()?)
+    };
+    let out = run(false)?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("floatlb cloud dry-run (limited role):\n{text}");
+    ensure!(
+        out.status.code() == Some(1),
+        "exit {:?}: {text} {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        text.lines()
+            .any(|l| l.contains("ec2:AssociateAddress") && l.contains("DENIED"))
+            && text.contains("result: DENIED ec2:AssociateAddress"),
+        "{text}"
+    );
+    let out = run(true)?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stdout).to_string())?;
+    ensure!(
+        out.status.code() == Some(1) && v["as_asked"] == false,
+        "{v}"
+    );
+    let checks = v["dry_run"]["checks"].as_array().context("checks")?;
+    ensure!(
+        checks
+            .iter()
+            .any(|c| c["action"] == "ec2:AssociateAddress" && c["verdict"] == "denied"),
+        "{v}"
+    );
+    std::fs::remove_dir_all(&dir)?;
+
+    // Nothing changed: same subnets, interfaces, routes; the EIP still on A.
+    ensure!(w.census().await? == before, "a dry run changed the VPC");
+    let eip_after = w.address().await?;
+    ensure!(
+        eip_after.network_interface_id() == eip_before.network_interface_id(),
+        "a dry run moved the EIP"
+    );
+    w.assert_eni_master(0).await?;
     Ok(())
 }

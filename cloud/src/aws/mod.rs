@@ -17,6 +17,8 @@
 //! in one VPC never see (let alone touch) each other's resources.
 
 pub mod api;
+pub mod calls;
+pub mod dryrun;
 pub mod eni;
 mod eni_steps;
 mod eni_view;

@@ -215,7 +215,7 @@ pub(crate) async fn reconcile(
     Ok(())
 }
 
-async fn describe_tables(
+pub(crate) async fn describe_tables(
     p: &AwsProvider,
     rec: &Recorder,
 ) -> Result<Vec<aws_sdk_ec2::types::RouteTable>, CloudError> {
