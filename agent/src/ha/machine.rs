@@ -40,6 +40,12 @@ pub struct HaConfig {
     pub verify_interval: Duration,
     /// Pause between a preemption handover and re-enabling BFD.
     pub handover_pause: Duration,
+    /// Lease heartbeat on BFD loss (AWS; see [`super`], "Lease heartbeat").
+    /// A BACKUP that loses BFD watches the peer's lease this long for a
+    /// renewal written after its own Down before it claims; a MASTER that
+    /// loses BFD renews at once and then every third of it, for twice it.
+    /// Zero turns the heartbeat off: a claim then waits out the lease.
+    pub lease_watch: Duration,
 }
 
 impl Default for HaConfig {
@@ -52,6 +58,7 @@ impl Default for HaConfig {
             flap_hold_down: Duration::from_secs(5),
             verify_interval: Duration::from_secs(2),
             handover_pause: Duration::from_secs(1),
+            lease_watch: Duration::from_millis(600),
         }
     }
 }
@@ -105,6 +112,9 @@ pub struct CloudVerdict {
     pub peer_running: Option<bool>,
     /// Lease tag holder and the time left on it.
     pub lease: Option<(Holder, Duration)>,
+    /// Identity of the last lease write (its expiry, unix ms, as written):
+    /// it changes with every renewal, whatever the two nodes' clocks say.
+    pub lease_version: Option<u64>,
 }
 
 impl CloudVerdict {
@@ -114,6 +124,7 @@ impl CloudVerdict {
             owner: Holder::Unknown,
             peer_running: None,
             lease: None,
+            lease_version: None,
         }
     }
 }
@@ -171,6 +182,9 @@ pub enum ClaimReason {
     PreferredPeerUp,
     PeerLost,
     LeaseExpired,
+    /// The peer held a lease but did not renew it within `lease_watch`
+    /// of our BFD Down: it is dead or cut off from EC2.
+    LeaseNotRenewed,
 }
 
 /// What the orchestrator must do.
@@ -198,6 +212,24 @@ pub struct Transition {
     pub new: Role,
     pub reason: String,
     pub cloud: Option<CloudVerdict>,
+}
+
+/// A BACKUP's watch of the peer's lease after a BFD Down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LeaseWatch {
+    /// The lease version of the first read.
+    baseline: Option<u64>,
+    /// Claim on the first read issued at or after this, if nothing changed.
+    until: Instant,
+    /// When the read in flight was issued.
+    issued: Instant,
+}
+
+/// A MASTER's lease heartbeat after a BFD Down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Heartbeat {
+    next: Instant,
+    until: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +260,11 @@ pub struct HaMachine {
     preempt_at: Option<Instant>,
     verify_at: Option<Instant>,
     resume_bfd_at: Option<Instant>,
+    /// When BFD last went Down (not AdminDown).
+    bfd_down_at: Option<Instant>,
+    watch: Option<LeaseWatch>,
+    watch_poll_at: Option<Instant>,
+    heartbeat: Option<Heartbeat>,
     history: Vec<Transition>,
     counts: BTreeMap<(Role, Role), u64>,
 }
@@ -249,6 +286,10 @@ impl HaMachine {
             preempt_at: None,
             verify_at: None,
             resume_bfd_at: None,
+            bfd_down_at: None,
+            watch: None,
+            watch_poll_at: None,
+            heartbeat: None,
             history: Vec::new(),
             counts: BTreeMap::new(),
         })
@@ -297,6 +338,9 @@ impl HaMachine {
         self.verify_at = None;
         self.pending = Pending::None;
         self.promoted_on_loss_of = None;
+        self.watch = None;
+        self.watch_poll_at = None;
+        self.heartbeat = None;
     }
 
     /// Earliest instant at which [`Self::on_tick`] has work.
@@ -306,6 +350,8 @@ impl HaMachine {
             self.preempt_at,
             self.verify_at,
             self.resume_bfd_at,
+            self.watch_poll_at,
+            self.heartbeat.map(|h| h.next),
         ]
         .into_iter()
         .flatten()
@@ -408,6 +454,9 @@ impl HaMachine {
             }
             Input::BfdUp { peer_discr } => {
                 self.bfd_up = true;
+                self.watch = None;
+                self.watch_poll_at = None;
+                self.heartbeat = None;
                 let same_peer = self.peer_discr == Some(peer_discr);
                 self.peer_discr = Some(peer_discr);
                 if self.role == Role::Master
@@ -431,9 +480,22 @@ impl HaMachine {
             }
             Input::BfdDown => {
                 self.bfd_up = false;
+                self.bfd_down_at = Some(now);
                 // Decision point: an isolated Down is acted on at once; see
                 // `super::damping` for when the link counts as flapping.
                 let flapping = self.damping.on_down(now);
+                // Heartbeat: prove to the BACKUP, through EC2, that we live
+                // (see `Self::on_lease_watch_verdict`). Not while the link
+                // flaps: the BACKUP's claim then waits for the hold-down and
+                // the lease, and a renewal per flap would spend the EC2
+                // request budget.
+                if self.role == Role::Master && !self.cfg.lease_watch.is_zero() && !flapping {
+                    out.push(Action::RenewLease);
+                    self.heartbeat = Some(Heartbeat {
+                        next: now + self.heartbeat_every(),
+                        until: now + self.cfg.lease_watch * 2,
+                    });
+                }
                 if self.role == Role::Backup {
                     self.preempt_at = None;
                     if flapping {
@@ -557,6 +619,9 @@ impl HaMachine {
                     && !left.is_zero()
                     && peer_runs
                 {
+                    if self.on_lease_watch_verdict(reason, &v, now, out) {
+                        return;
+                    }
                     tracing::info!(?left, "claim postponed: the peer holds the lease");
                     self.claim_at = Some((now + left, ClaimReason::LeaseExpired));
                 } else if v.owner == Holder::Peer && v.peer_running == Some(true) && self.bfd_up {
@@ -577,9 +642,80 @@ impl HaMachine {
         out: &mut Vec<Action>,
     ) {
         self.promote(&format!("claim ({reason:?})"), Some(v), now, out);
+        // Not after `LeaseNotRenewed`: the cloud showed the peer silent, so
+        // the EIP is ours by the lease rule and a returning peer demotes
+        // on its next verify instead of being handed the role back.
         if matches!(reason, ClaimReason::PeerLost | ClaimReason::LeaseExpired) {
             self.promoted_on_loss_of = self.peer_discr;
         }
+    }
+
+    /// Spacing of a MASTER's heartbeat renewals: three per watch window,
+    /// so at least one lands inside any BACKUP's window.
+    fn heartbeat_every(&self) -> Duration {
+        (self.cfg.lease_watch / 3).max(Duration::from_millis(1))
+    }
+
+    /// Spacing of a BACKUP's lease reads while it watches.
+    fn watch_poll_every(&self) -> Duration {
+        (self.cfg.lease_watch / 4).max(Duration::from_millis(1))
+    }
+
+    /// The lease heartbeat, BACKUP side: `v` shows the peer running and
+    /// holding an unexpired lease. Right after a BFD Down, watch the lease
+    /// for `lease_watch`: a renewal (a new version) means the peer lives
+    /// and reaches EC2 (a partition), so the claim falls back to waiting out
+    /// the lease; no renewal means it is dead or cut off from EC2, so claim
+    /// now. Returns whether it handled the verdict.
+    fn on_lease_watch_verdict(
+        &mut self,
+        reason: ClaimReason,
+        v: &CloudVerdict,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        if reason != ClaimReason::PeerLost || self.cfg.lease_watch.is_zero() {
+            return false;
+        }
+        let Some(down) = self.bfd_down_at else {
+            return false;
+        };
+        let until = down + self.cfg.lease_watch;
+        match self.watch {
+            None => {
+                // Only right after the Down: the peer's heartbeat lasts
+                // 2 x lease_watch from its own Down. A later first read
+                // (slow EC2, a damped claim) cannot tell; wait the lease out.
+                if now >= until {
+                    return false;
+                }
+                tracing::info!(
+                    watch_ms = self.cfg.lease_watch.as_millis() as u64,
+                    "peer holds the lease: watching it for a renewal after our BFD Down"
+                );
+                self.watch = Some(LeaseWatch {
+                    baseline: v.lease_version,
+                    until,
+                    issued: now,
+                });
+            }
+            Some(w) if v.lease_version != w.baseline => {
+                tracing::info!(
+                    "the peer renewed its lease after our BFD Down: it lives and reaches \
+                     EC2 (a partition); staying BACKUP until the lease expires"
+                );
+                self.watch = None;
+                return false;
+            }
+            Some(w) if w.issued >= w.until => {
+                self.watch = None;
+                self.claim_promote(ClaimReason::LeaseNotRenewed, v.clone(), now, out);
+                return true;
+            }
+            Some(_) => {}
+        }
+        self.watch_poll_at = Some((now + self.watch_poll_every()).min(until));
+        true
     }
 
     /// Runs the timers due at `now`.
@@ -595,7 +731,9 @@ impl HaMachine {
             self.claim_at = None;
             let still_wanted = match reason {
                 ClaimReason::ClaimHoldExpired => !self.bfd_up,
-                ClaimReason::PeerLost | ClaimReason::LeaseExpired => !self.bfd_up,
+                ClaimReason::PeerLost
+                | ClaimReason::LeaseExpired
+                | ClaimReason::LeaseNotRenewed => !self.bfd_up,
                 ClaimReason::PreferredPeerUp => self.bfd_up,
             };
             if still_wanted {
@@ -610,6 +748,29 @@ impl HaMachine {
                     Role::Master => self.hand_over("preempt hold elapsed", now, &mut out),
                     _ => {}
                 }
+            }
+        }
+        if self.watch_poll_at.is_some_and(|t| t <= now) {
+            self.watch_poll_at = None;
+            if self.role == Role::Backup && !self.bfd_up && self.pending == Pending::None {
+                if let Some(w) = self.watch.as_mut() {
+                    w.issued = now;
+                }
+                self.pending = Pending::Claim(ClaimReason::PeerLost);
+                out.push(Action::QueryCloud);
+            }
+        }
+        if let Some(h) = self.heartbeat
+            && h.next <= now
+        {
+            if self.role == Role::Master && !self.bfd_up && now < h.until {
+                out.push(Action::RenewLease);
+                self.heartbeat = Some(Heartbeat {
+                    next: h.next + self.heartbeat_every(),
+                    until: h.until,
+                });
+            } else {
+                self.heartbeat = None;
             }
         }
         if self.verify_at.is_some_and(|t| t <= now) {
