@@ -43,7 +43,8 @@
 //!   the promote runs again: it is idempotent and, in gARP mode, announces
 //!   the VIPs again so clients that followed the peer come back.
 //! * **Fault.** A failed promote or demote puts the machine in FAULT (it
-//!   demotes). After `fault_retry` the orchestrator reports the fault
+//!   demotes). After a backoff (100 ms, doubling up to `fault_retry`;
+//!   [`FaultBackoff`]) the orchestrator reports the fault
 //!   cleared and the node re-enters BACKUP and the normal claim rules.
 //! * **Graceful shutdown.** A MASTER sends AdminDown (the BACKUP promotes
 //!   at once), keeps forwarding for `shutdown_drain` so packets already on
@@ -72,6 +73,7 @@ pub use super::cloud_worker::{CloudDone, CloudJob, lease_ttl, verdict_from_owner
 use super::machine::{Action, CloudVerdict, HaConfig, HaConfigError, HaMachine, Input, Role};
 use super::{
     cloud_worker,
+    fault_backoff::FaultBackoff,
     state_file::{StateFile, StateWriter},
 };
 use crate::bfd::{
@@ -113,7 +115,8 @@ pub struct HaOptions {
     pub state_file: Option<PathBuf>,
     /// Print one JSON line per event on stdout.
     pub print_events: bool,
-    /// Time in FAULT before trying BACKUP again.
+    /// Longest time in FAULT before trying BACKUP again; the first retry
+    /// comes after 100 ms, doubling ([`FaultBackoff`]).
     pub fault_retry: Duration,
     /// How long a MASTER keeps forwarding after its shutdown AdminDown.
     pub shutdown_drain: Duration,
@@ -161,6 +164,9 @@ pub struct TransitionRecord {
     pub cloud: Option<CloudVerdict>,
     /// The cloud promote/demote this transition caused, once done.
     pub report: Option<TransitionReport>,
+    /// Failed attempts in `report` that were retried and did not fail it
+    /// (a gARP send that hit ENOBUFS, a throttled EC2 call).
+    pub transient_errors: usize,
 }
 
 /// Last BFD state of the peer session.
@@ -203,6 +209,7 @@ pub struct Orchestrator {
     history_seen: usize,
     bfd_last: Option<BfdRecord>,
     fault_retry_at: Option<Instant>,
+    fault_backoff: FaultBackoff,
     /// Writes `--ha-state-file` off the owner task.
     state_writer: Option<StateWriter>,
     /// The state file's content changed since it was last published.
@@ -224,6 +231,7 @@ impl Orchestrator {
         set: FloatingSet,
     ) -> Result<Self, OrchestrateError> {
         let machine = HaMachine::new(opts.machine.clone())?;
+        let fault_backoff = FaultBackoff::new(opts.fault_retry);
         let bfd = BfdThread::spawn(opts.bfd.clone(), vec![opts.session.clone()])?;
         let peer = opts.session.peer;
         let provider_knows = provider.name().starts_with("aws");
@@ -261,6 +269,7 @@ impl Orchestrator {
             history_seen: 0,
             bfd_last: None,
             fault_retry_at: None,
+            fault_backoff,
             state_writer,
             state_dirty: true,
         })
@@ -472,11 +481,13 @@ impl Orchestrator {
             _ => 0,
         };
         tracing::info!(job = ?done.job, ok = report.ok, duration_us = report.duration_us,
-            calls = report.calls.len(), error = ?report.error, "cloud job done");
+            calls = report.calls.len(), transient_errors = report.retries(),
+            error = ?report.error, "cloud job done");
         #[derive(Serialize)]
         struct Line<'a> {
             seq: u64,
             job: CloudJob,
+            transient_errors: usize,
             report: &'a TransitionReport,
         }
         self.emit(
@@ -484,6 +495,7 @@ impl Orchestrator {
             &Line {
                 seq,
                 job: done.job,
+                transient_errors: report.retries(),
                 report,
             },
         );
@@ -492,6 +504,7 @@ impl Orchestrator {
             && r.report.is_none()
         {
             r.report = Some(report.clone());
+            r.transient_errors = report.retries();
             self.state_dirty = true;
         }
     }
@@ -534,7 +547,7 @@ impl Orchestrator {
             }
         }
         if self.machine.role() == Role::Fault && self.fault_retry_at.is_none() {
-            self.fault_retry_at = Some(now + self.opts.fault_retry);
+            self.fault_retry_at = Some(now + self.fault_backoff.on_fault(now));
         }
     }
 
@@ -553,6 +566,7 @@ impl Orchestrator {
                 reason: t.reason,
                 cloud: t.cloud,
                 report: None,
+                transient_errors: 0,
             };
             self.next_seq += 1;
             self.emit("ha_transition", &rec);
