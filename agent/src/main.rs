@@ -31,7 +31,8 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
-async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
+async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
+    run.cloud.default_garp_iface(&run.datapath.ifaces);
     let dp_args = run.datapath;
     let opts = DaemonOptions {
         config_path: run.config.ok_or(daemon::DaemonError::NoConfig)?,
@@ -53,6 +54,11 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     let signals = daemon::Signals::install()?;
     // Validate everything before touching the datapath.
     let cfg = daemon::load_config(&opts)?;
+    floatlb_agent::preflight::check_forwarding(
+        &opts.ifaces,
+        opts.fib_lookup_iface.as_deref(),
+        std::path::Path::new(floatlb_agent::preflight::IPV4_CONF),
+    )?;
     // Everything that can fail without side effects comes before the
     // datapath is opened, so a failure leaves nothing behind.
     let resolver = Resolver::new()?;
@@ -67,6 +73,7 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
             Some(Orchestrator::new(o, Arc::from(provider), set)?)
         }
     };
+    let pin_dir = dp_args.pin_dir.clone();
     let dp = XdpDatapath::open(&floatlb_dataplane::DataplaneOptions {
         pin_dir: dp_args.pin_dir,
         max_services: dp_args.max_services,
@@ -80,6 +87,11 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     if let Err(e) = daemon.spawn_feeders(signals) {
         daemon.abort()?;
         return Err(e.into());
+    }
+    if let Err(error) =
+        floatlb_agent::drop_report::spawn(pin_dir, floatlb_agent::drop_report::EVERY)
+    {
+        tracing::warn!(%error, "cannot start the drop counter report");
     }
     daemon.run().await?;
     Ok(())

@@ -638,3 +638,42 @@ fn sigterm_during_startup_cleans_up() -> Result<()> {
     assert!(!lab.xdp_attached(LB_CLIENT_IF), "nothing may stay attached");
     Ok(())
 }
+
+/// A stock host: `ip_forward=0` and no `--fib-lookup-iface`. Every FIB
+/// lookup on the ingress interface would fail and every service packet be
+/// dropped in silence, so the agent refuses to start, with one line naming
+/// the sysctl and both fixes, and leaves nothing pinned or attached.
+#[test]
+fn forwarding_off_without_fib_lookup_iface_is_refused_naming_the_fix() -> Result<()> {
+    let lab = Lab::new("flbf")?;
+    lab.write_services(1, &[(0, 1)])?;
+    lab.topo.lb.sysctl("net.ipv4.ip_forward", "0")?;
+    let bin = floatlb_tests::agent::floatlb_binary()?;
+    let out = lab
+        .topo
+        .lb
+        .command(&bin)
+        .args(["--config", &lab.config_path().to_string_lossy()])
+        .args(["--iface", LB_CLIENT_IF, "--pin-dir"])
+        .arg(lab.pin_dir())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "ip_forward=0: exit {}, stderr: {}",
+        out.status,
+        stderr.trim()
+    );
+    assert!(!out.status.success(), "the agent must refuse to start");
+    let want = format!("net.ipv4.conf.{LB_CLIENT_IF}.forwarding=0");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&want))
+        .unwrap_or_else(|| panic!("no line names {want}: {stderr}"));
+    assert!(
+        line.contains("--fib-lookup-iface lo") && line.contains("net.ipv4.conf.lo.forwarding=1"),
+        "the line must name both fixes: {line}"
+    );
+    assert!(lab.pins().is_empty(), "nothing may be pinned");
+    assert!(!lab.xdp_attached(LB_CLIENT_IF), "nothing may be attached");
+    Ok(())
+}
