@@ -51,6 +51,11 @@ pub fn lb_ip(node: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, 0, 10 + u8::try_from(node).expect("node index"))
 }
 
+/// The pair's `--xdp-mode`: `FLOATLB_HA_XDP_MODE`, else `generic`.
+pub fn xdp_mode() -> String {
+    std::env::var("FLOATLB_HA_XDP_MODE").unwrap_or_else(|_| "generic".into())
+}
+
 pub fn now_unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -172,6 +177,7 @@ impl Pair {
         let ka = format!("{}:{}:{ka_us}", lb_ip(1 - i), lb_ip(i));
         let self_id = i.to_string();
         let mult = mult.to_string();
+        let xdp_mode = xdp_mode();
         let mut args: Vec<&str> = vec![
             "--config",
             &config,
@@ -181,11 +187,12 @@ impl Pair {
             "lo",
             "--iface",
             LB_IF,
-            // Generic XDP: XDP_TX then goes through the veth's ordinary
-            // transmit path (native XDP_TX into a veth peer's ring has
-            // been seen to stall the veth's transmit queue for good).
+            // Generic XDP by default: XDP_TX then goes through the veth's
+            // ordinary transmit path (native XDP_TX into a veth peer's ring
+            // has been seen to stall the veth's transmit queue for good).
+            // `FLOATLB_HA_XDP_MODE=native` runs the pair in native mode.
             "--xdp-mode",
-            "generic",
+            &xdp_mode,
             "--cloud",
             "garp",
             "--garp-iface",

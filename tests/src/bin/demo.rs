@@ -66,6 +66,76 @@ const PROBE_EVERY: Duration = Duration::from_millis(1);
 /// The whole demo must finish within this.
 const DEMO_LIMIT: Duration = Duration::from_secs(110);
 const NODE_NAMES: [&str; 2] = ["node A", "node B"];
+/// How long node A is MASTER before the kill (`FLOATLB_DEMO_MASTER_S`
+/// lowers or raises it); it also waits for two lease renewals.
+const MASTER_HOLD: Duration = Duration::from_secs(10);
+
+fn master_hold() -> Duration {
+    std::env::var("FLOATLB_DEMO_MASTER_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(MASTER_HOLD)
+}
+
+/// The Elastic IP's lease tag (`floatlb:lease`), as written.
+async fn lease_tag(world: &World) -> Result<Option<String>> {
+    let out = world
+        .ec2
+        .describe_addresses()
+        .allocation_ids(&world.eip_alloc)
+        .send()
+        .await
+        .context("DescribeAddresses")?;
+    Ok(out
+        .addresses()
+        .first()
+        .and_then(|a| {
+            a.tags()
+                .iter()
+                .find(|t| t.key() == Some(floatlb_cloud::aws::TAG_LEASE))
+        })
+        .and_then(|t| t.value().map(str::to_string)))
+}
+
+/// Waits until node A has been MASTER for `hold` and its lease tag has
+/// changed at least twice (two renewals); returns the renewals seen and
+/// the lease as "holder, N ms left".
+async fn wait_steady_lease(world: &World, hold: Duration) -> Result<(u32, String)> {
+    let start = Instant::now();
+    let mut last = lease_tag(world).await?;
+    let mut renewals = 0u32;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = lease_tag(world).await?;
+        if now.is_some() && now != last {
+            renewals += 1;
+            last = now;
+        }
+        if renewals >= 2 && start.elapsed() >= hold {
+            break;
+        }
+        ensure!(
+            start.elapsed() < hold + Duration::from_secs(30),
+            "node A's lease was renewed {renewals} times in {:?} (want 2): {last:?}",
+            start.elapsed()
+        );
+    }
+    let value = last.unwrap_or_default();
+    let described = match value.rsplit_once('/') {
+        Some((inst, exp)) => {
+            let left = exp.parse::<i64>().unwrap_or(0) - unix_us(SystemTime::now()) / 1000;
+            let who = if inst == world.nodes[0].instance_id {
+                "node A"
+            } else {
+                "node B"
+            };
+            format!("{who}, {left} ms left")
+        }
+        None => format!("unreadable: {value:?}"),
+    };
+    Ok((renewals, described))
+}
 
 /// Who carries out the failover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,6 +460,20 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         "[ready] client {CLIENT_IP} probing {target} every {} ms: answered",
         PROBE_EVERY.as_millis()
     );
+    // Steady state: node A has been MASTER for a while and renewed its
+    // lease at least twice, so the kill meets what a long-lived pair has
+    // (an unexpired lease), whenever it happens.
+    let lease_at_kill = if mode == Orchestration::Agents {
+        let (renewals, lease) = wait_steady_lease(&world, master_hold()).await?;
+        println!(
+            "[ready] node A MASTER for >= {:.0} s; its lease was renewed {renewals} times (last: {lease})",
+            master_hold().as_secs_f64()
+        );
+        Some(lease)
+    } else {
+        None
+    };
+
     // Steady state, so the kill meets a settled pair: a BFD flap just before
     // the kill (10 ms timers on a loaded machine) can leave the BACKUP in its
     // 1 s hand-back pause or, after several flaps, make it wait out the flap
@@ -417,6 +501,12 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     let down_done = killed.elapsed();
     let mut tl = Timeline::new(killed, killed_wall);
     tl.at(killed, "node A fails: agent SIGKILLed (MASTER)".into());
+    if let Some(lease) = &lease_at_kill {
+        tl.at(
+            killed,
+            format!("lease step: node A holds the EIP's lease tag ({lease}); node B must not wait for its expiry"),
+        );
+    }
     tl.after(
         down_done,
         "node A's NIC down (instance failure: its pinned XDP datapath stops too)".into(),
@@ -512,7 +602,18 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
                 .unwrap_or_else(|| "not seen".into())
         };
         println!("  BFD detection on node B: {}", ms(ev.bfd_down));
+        println!(
+            "  lease step on node B: {} (watched node A's lease for a renewal after the BFD Down: none came)",
+            match (ev.bfd_down, ev.master) {
+                (Some(d), Some(m)) =>
+                    format!("{:.1} ms from BFD Down to the claim", (m - d) as f64 / 1e3),
+                _ => "not seen".into(),
+            }
+        );
         println!("  node B BACKUP -> MASTER: {}", ms(ev.master));
+        if let Some(reason) = &ev.master_reason {
+            println!("  node B's claim: {reason}");
+        }
     }
     if let Some(r) = &report {
         println!(
