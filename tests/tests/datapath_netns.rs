@@ -649,21 +649,39 @@ fn forwarding_off_without_fib_lookup_iface_is_refused_naming_the_fix() -> Result
     lab.write_services(1, &[(0, 1)])?;
     lab.topo.lb.sysctl("net.ipv4.ip_forward", "0")?;
     let bin = floatlb_tests::agent::floatlb_binary()?;
-    let out = lab
+    let mut child = lab
         .topo
         .lb
         .command(&bin)
         .args(["--config", &lab.config_path().to_string_lossy()])
         .args(["--iface", LB_CLIENT_IF, "--pin-dir"])
         .arg(lab.pin_dir())
-        .output()?;
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Bounded: an agent that starts anyway is stopped and the test fails.
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(child.id())?),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            child.wait()?;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    println!(
-        "ip_forward=0: exit {}, stderr: {}",
-        out.status,
-        stderr.trim()
+    println!("ip_forward=0: exit {status:?}, stderr: {}", stderr.trim());
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the agent must refuse to start, it ran: {stderr}"
     );
-    assert!(!out.status.success(), "the agent must refuse to start");
     let want = format!("net.ipv4.conf.{LB_CLIENT_IF}.forwarding=0");
     let line = stderr
         .lines()
