@@ -19,6 +19,7 @@ pub mod http;
 pub mod imds;
 pub mod moto;
 pub mod netns;
+pub mod partition;
 pub mod prober;
 pub mod servers;
 pub mod timeline;

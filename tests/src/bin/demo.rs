@@ -33,7 +33,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    path::Path,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, Instant, SystemTime},
 };
@@ -48,6 +48,7 @@ use floatlb_tests::{
     imds::ImdsServer,
     moto::{Moto, free_port},
     netns::{BpfMount, Netns, NsProcess, TempDir, require_root, require_tools, unique_name},
+    partition::{self, Block, observe, wait_one_master, wait_role},
     prober::{Prober, longest_gap},
     servers::EchoServer,
     timeline::Timeline,
@@ -76,6 +77,105 @@ fn master_hold() -> Duration {
         .and_then(|v| v.parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(MASTER_HOLD)
+}
+
+/// `FLOATLB_DEMO_SCENARIO`: `kill` (default: node A's instance fails),
+/// `partition` (BFD blocked between live nodes that reach EC2) or
+/// `isolate` (node A cut off from node B and from EC2).
+fn scenario() -> String {
+    std::env::var("FLOATLB_DEMO_SCENARIO").unwrap_or_else(|_| "kill".into())
+}
+
+/// Length of the partition (`FLOATLB_DEMO_PARTITION_S`, default 10 s).
+fn partition_len() -> Duration {
+    std::env::var("FLOATLB_DEMO_PARTITION_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(10))
+}
+
+/// BFD blocked both ways in both node namespaces; both nodes alive and
+/// reaching EC2. The EIP must not move and there must never be two
+/// MASTERs; after healing, one MASTER.
+async fn run_partition(nodes: &[Netns; 2], state: &[PathBuf; 2], sim: &VpcSim) -> Result<bool> {
+    let d = partition_len();
+    println!(
+        "\n[partition] BFD between the nodes blocked (iptables in both node namespaces) for {:.0} s; both reach EC2",
+        d.as_secs_f64()
+    );
+    let mut blocks = [Block::new(&nodes[0]), Block::new(&nodes[1])];
+    for b in &mut blocks {
+        b.bfd()?;
+    }
+    let o = observe(state, sim, d).await;
+    for b in &mut blocks {
+        b.heal()?;
+    }
+    let after = wait_one_master(state, Duration::from_secs(20)).await;
+    println!("  EIP moves during the partition: {}", o.eip_moves);
+    println!(
+        "  10 ms samples with two MASTERs: {} of {}",
+        o.dual_master_samples, o.samples
+    );
+    match &after {
+        Ok(m) => println!("  healed: one MASTER ({})", NODE_NAMES[*m]),
+        Err(e) => println!("  healed: {e:#}"),
+    }
+    Ok(o.eip_moves == 0 && o.dual_master_samples == 0 && after.is_ok())
+}
+
+/// Node A (MASTER) cut off from node B and from EC2: node B must take over
+/// once; node A demotes when it reaches EC2 again (BFD still blocked).
+async fn run_isolate(nodes: &[Netns; 2], state: &[PathBuf; 2], sim: &VpcSim) -> Result<bool> {
+    println!(
+        "\n[isolate] node A cut off from node B (BFD dropped) and from EC2 (TCP to moto refused)"
+    );
+    let moves_before = sim.events().len();
+    let mut bfd = Block::new(&nodes[0]);
+    let mut ec2 = Block::new(&nodes[0]);
+    let t0 = Instant::now();
+    bfd.bfd()?;
+    ec2.cloud(CLOUD_IP)?;
+    let took = sim.wait_owner(1, Duration::from_secs(20)).await;
+    match &took {
+        Ok(ev) => println!(
+            "  node B took over: EIP routed to it {:.0} ms after the cut",
+            ev.routed.duration_since(t0).as_secs_f64() * 1e3
+        ),
+        Err(e) => println!("  node B did not take over: {e:#}"),
+    }
+    let a_role = partition::role(&state[0]);
+    println!("  node A meanwhile (no EC2, no peer): {a_role}");
+    let t1 = Instant::now();
+    ec2.heal()?;
+    let demoted = wait_role(&state[0], "Backup", Duration::from_secs(20)).await;
+    match &demoted {
+        Ok(_) => println!(
+            "  node A reaches EC2 again: demoted {:.0} ms later (it saw node B as the owner)",
+            t1.elapsed().as_secs_f64() * 1e3
+        ),
+        Err(e) => println!("  node A did not demote: {e:#}"),
+    }
+    let settle = observe(state, sim, Duration::from_secs(2)).await;
+    // A move may pass through "nobody" while the ENI is rebuilt: count
+    // the arrivals at a node.
+    let moves = sim.events()[moves_before..]
+        .iter()
+        .filter(|e| e.assoc.owner.is_some())
+        .count();
+    println!("  EIP moves from the cut until BFD heals: {moves} (want 1)");
+    bfd.heal()?;
+    let after = wait_one_master(state, Duration::from_secs(20)).await;
+    match &after {
+        Ok(m) => println!("  BFD healed: one MASTER ({})", NODE_NAMES[*m]),
+        Err(e) => println!("  BFD healed: {e:#}"),
+    }
+    Ok(took.is_ok()
+        && demoted.is_ok()
+        && moves == 1
+        && settle.dual_master_samples == 0
+        && after.is_ok())
 }
 
 /// The Elastic IP's lease tag (`floatlb:lease`), as written.
@@ -473,6 +573,25 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     } else {
         None
     };
+
+    let sc = scenario();
+    if mode == Orchestration::Agents && sc != "kill" {
+        let sim = lab.sim.as_ref().context("sim")?;
+        let state = [lab.dir.join("ha0.json"), lab.dir.join("ha1.json")];
+        let ok = match sc.as_str() {
+            "partition" => run_partition(&lab.nodes, &state, sim).await?,
+            "isolate" => run_isolate(&lab.nodes, &state, sim).await?,
+            other => bail!("FLOATLB_DEMO_SCENARIO={other}: want kill, partition or isolate"),
+        };
+        if !ok {
+            print_logs(&lab);
+        }
+        println!(
+            "\nRESULT: scenario {sc} {}",
+            if ok { "behaved" } else { "FAILED" }
+        );
+        return Ok(ok);
+    }
 
     // Steady state, so the kill meets a settled pair: a BFD flap just before
     // the kill (10 ms timers on a loaded machine) can leave the BACKUP in its
