@@ -104,6 +104,11 @@ pub struct DatapathArgs {
     /// XDP forwards) enables `net.ipv4.conf.lo.forwarding` and passes `lo`.
     #[arg(long)]
     pub fib_lookup_iface: Option<String>,
+    /// Seconds between the datapath drop reports (a `datapath drops` log
+    /// line with every reason's count, only when something was dropped
+    /// since the last one); 0 turns them off.
+    #[arg(long, default_value_t = 10)]
+    pub drop_report_secs: u64,
     /// Seconds between conntrack expiry passes.
     #[arg(long, default_value_t = 2)]
     pub ct_expiry_secs: u64,

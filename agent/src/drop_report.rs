@@ -11,9 +11,6 @@ use std::{path::PathBuf, time::Duration};
 
 use floatlb_dataplane::DropCounters;
 
-/// Default period of the drop report.
-pub const EVERY: Duration = Duration::from_secs(10);
-
 /// The line for a change from `last` to `now`, if anything was dropped.
 pub fn describe(last: &DropCounters, now: &DropCounters) -> Option<String> {
     if now.total() <= last.total() {

@@ -74,6 +74,7 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
         }
     };
     let pin_dir = dp_args.pin_dir.clone();
+    let drop_report_secs = dp_args.drop_report_secs;
     let dp = XdpDatapath::open(&floatlb_dataplane::DataplaneOptions {
         pin_dir: dp_args.pin_dir,
         max_services: dp_args.max_services,
@@ -88,8 +89,9 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
         daemon.abort()?;
         return Err(e.into());
     }
-    if let Err(error) =
-        floatlb_agent::drop_report::spawn(pin_dir, floatlb_agent::drop_report::EVERY)
+    if drop_report_secs > 0
+        && let Err(error) =
+            floatlb_agent::drop_report::spawn(pin_dir, Duration::from_secs(drop_report_secs))
     {
         tracing::warn!(%error, "cannot start the drop counter report");
     }

@@ -695,3 +695,37 @@ fn forwarding_off_without_fib_lookup_iface_is_refused_naming_the_fix() -> Result
     assert!(!lab.xdp_attached(LB_CLIENT_IF), "nothing may be attached");
     Ok(())
 }
+
+/// Drops are reported by reason: datagrams for the service with TTL 1 are
+/// dropped by the datapath (`ttl`), and the agent's periodic drop report
+/// (`--drop-report-secs`) names the reason and the count.
+#[test]
+fn datapath_drops_are_reported_by_reason() -> Result<()> {
+    let mut lab = Lab::new("flbd")?;
+    lab.write_services(1, &[(0, 1)])?;
+    lab.start_agent(&["--drop-report-secs", "1"], "agent-drops.log")?;
+    let sent = lab.topo.client.enter(|| -> Result<usize> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_ttl(1)?;
+        for _ in 0..20 {
+            s.send_to(b"ttl 1", vip_addr())?;
+        }
+        Ok(20)
+    })??;
+    let t0 = Instant::now();
+    let line = loop {
+        let log = lab.agent.as_ref().context("agent")?.process.log();
+        if let Some(l) = log.lines().find(|l| l.contains("datapath drops")) {
+            break l.to_string();
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no drop report within 10 s; log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("{sent} datagrams with TTL 1: {line}");
+    ensure!(line.contains("ttl=20 (+20)"), "{line}");
+    lab.stop_agent()?;
+    Ok(())
+}
