@@ -15,6 +15,9 @@ use anyhow::{Result, bail};
 
 use crate::{netns::Netns, vpcsim::VpcSim};
 
+/// The nodes' names in the scenarios' output.
+const NODE_NAMES: [&str; 2] = ["node A", "node B"];
+
 /// BFD single-hop control port.
 const BFD_PORT: &str = "3784";
 
@@ -148,4 +151,96 @@ pub async fn wait_one_master(state: &[PathBuf; 2], timeout: Duration) -> Result<
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
+}
+
+/// BFD blocked both ways in both node namespaces; both nodes alive and
+/// reaching EC2. The EIP must not move and there must never be two
+/// MASTERs; after healing, one MASTER.
+pub async fn run_partition(
+    nodes: &[Netns; 2],
+    state: &[PathBuf; 2],
+    sim: &VpcSim,
+    d: Duration,
+) -> Result<bool> {
+    println!(
+        "\n[partition] BFD between the nodes blocked (iptables in both node namespaces) for {:.0} s; both reach EC2",
+        d.as_secs_f64()
+    );
+    let mut blocks = [Block::new(&nodes[0]), Block::new(&nodes[1])];
+    for b in &mut blocks {
+        b.bfd()?;
+    }
+    let o = observe(state, sim, d).await;
+    for b in &mut blocks {
+        b.heal()?;
+    }
+    let after = wait_one_master(state, Duration::from_secs(20)).await;
+    println!("  EIP moves during the partition: {}", o.eip_moves);
+    println!(
+        "  10 ms samples with two MASTERs: {} of {}",
+        o.dual_master_samples, o.samples
+    );
+    match &after {
+        Ok(m) => println!("  healed: one MASTER ({})", NODE_NAMES[*m]),
+        Err(e) => println!("  healed: {e:#}"),
+    }
+    Ok(o.eip_moves == 0 && o.dual_master_samples == 0 && after.is_ok())
+}
+
+/// Node A (MASTER) cut off from node B and from EC2: node B must take over
+/// once; node A demotes when it reaches EC2 again (BFD still blocked).
+pub async fn run_isolate(
+    nodes: &[Netns; 2],
+    state: &[PathBuf; 2],
+    sim: &VpcSim,
+    cloud_ip: Ipv4Addr,
+) -> Result<bool> {
+    println!(
+        "\n[isolate] node A cut off from node B (BFD dropped) and from EC2 (TCP to moto refused)"
+    );
+    let moves_before = sim.events().len();
+    let mut bfd = Block::new(&nodes[0]);
+    let mut ec2 = Block::new(&nodes[0]);
+    let t0 = Instant::now();
+    bfd.bfd()?;
+    ec2.cloud(cloud_ip)?;
+    let took = sim.wait_owner(1, Duration::from_secs(20)).await;
+    match &took {
+        Ok(ev) => println!(
+            "  node B took over: EIP routed to it {:.0} ms after the cut",
+            ev.routed.duration_since(t0).as_secs_f64() * 1e3
+        ),
+        Err(e) => println!("  node B did not take over: {e:#}"),
+    }
+    let a_role = role(&state[0]);
+    println!("  node A meanwhile (no EC2, no peer): {a_role}");
+    let t1 = Instant::now();
+    ec2.heal()?;
+    let demoted = wait_role(&state[0], "Backup", Duration::from_secs(20)).await;
+    match &demoted {
+        Ok(_) => println!(
+            "  node A reaches EC2 again: demoted {:.0} ms later (it saw node B as the owner)",
+            t1.elapsed().as_secs_f64() * 1e3
+        ),
+        Err(e) => println!("  node A did not demote: {e:#}"),
+    }
+    let settle = observe(state, sim, Duration::from_secs(2)).await;
+    // A move may pass through "nobody" while the ENI is rebuilt: count
+    // the arrivals at a node.
+    let moves = sim.events()[moves_before..]
+        .iter()
+        .filter(|e| e.assoc.owner.is_some())
+        .count();
+    println!("  EIP moves from the cut until BFD heals: {moves} (want 1)");
+    bfd.heal()?;
+    let after = wait_one_master(state, Duration::from_secs(20)).await;
+    match &after {
+        Ok(m) => println!("  BFD healed: one MASTER ({})", NODE_NAMES[*m]),
+        Err(e) => println!("  BFD healed: {e:#}"),
+    }
+    Ok(took.is_ok()
+        && demoted.is_ok()
+        && moves == 1
+        && settle.dual_master_samples == 0
+        && after.is_ok())
 }

@@ -33,7 +33,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    path::{Path, PathBuf},
+    path::Path,
     process::ExitCode,
     time::{Duration, Instant, SystemTime},
 };
@@ -48,7 +48,7 @@ use floatlb_tests::{
     imds::ImdsServer,
     moto::{Moto, free_port},
     netns::{BpfMount, Netns, NsProcess, TempDir, require_root, require_tools, unique_name},
-    partition::{self, Block, observe, wait_one_master, wait_role},
+    partition,
     prober::{Prober, longest_gap},
     servers::EchoServer,
     timeline::Timeline,
@@ -93,148 +93,6 @@ fn partition_len() -> Duration {
         .and_then(|v| v.parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(10))
-}
-
-/// BFD blocked both ways in both node namespaces; both nodes alive and
-/// reaching EC2. The EIP must not move and there must never be two
-/// MASTERs; after healing, one MASTER.
-async fn run_partition(nodes: &[Netns; 2], state: &[PathBuf; 2], sim: &VpcSim) -> Result<bool> {
-    let d = partition_len();
-    println!(
-        "\n[partition] BFD between the nodes blocked (iptables in both node namespaces) for {:.0} s; both reach EC2",
-        d.as_secs_f64()
-    );
-    let mut blocks = [Block::new(&nodes[0]), Block::new(&nodes[1])];
-    for b in &mut blocks {
-        b.bfd()?;
-    }
-    let o = observe(state, sim, d).await;
-    for b in &mut blocks {
-        b.heal()?;
-    }
-    let after = wait_one_master(state, Duration::from_secs(20)).await;
-    println!("  EIP moves during the partition: {}", o.eip_moves);
-    println!(
-        "  10 ms samples with two MASTERs: {} of {}",
-        o.dual_master_samples, o.samples
-    );
-    match &after {
-        Ok(m) => println!("  healed: one MASTER ({})", NODE_NAMES[*m]),
-        Err(e) => println!("  healed: {e:#}"),
-    }
-    Ok(o.eip_moves == 0 && o.dual_master_samples == 0 && after.is_ok())
-}
-
-/// Node A (MASTER) cut off from node B and from EC2: node B must take over
-/// once; node A demotes when it reaches EC2 again (BFD still blocked).
-async fn run_isolate(nodes: &[Netns; 2], state: &[PathBuf; 2], sim: &VpcSim) -> Result<bool> {
-    println!(
-        "\n[isolate] node A cut off from node B (BFD dropped) and from EC2 (TCP to moto refused)"
-    );
-    let moves_before = sim.events().len();
-    let mut bfd = Block::new(&nodes[0]);
-    let mut ec2 = Block::new(&nodes[0]);
-    let t0 = Instant::now();
-    bfd.bfd()?;
-    ec2.cloud(CLOUD_IP)?;
-    let took = sim.wait_owner(1, Duration::from_secs(20)).await;
-    match &took {
-        Ok(ev) => println!(
-            "  node B took over: EIP routed to it {:.0} ms after the cut",
-            ev.routed.duration_since(t0).as_secs_f64() * 1e3
-        ),
-        Err(e) => println!("  node B did not take over: {e:#}"),
-    }
-    let a_role = partition::role(&state[0]);
-    println!("  node A meanwhile (no EC2, no peer): {a_role}");
-    let t1 = Instant::now();
-    ec2.heal()?;
-    let demoted = wait_role(&state[0], "Backup", Duration::from_secs(20)).await;
-    match &demoted {
-        Ok(_) => println!(
-            "  node A reaches EC2 again: demoted {:.0} ms later (it saw node B as the owner)",
-            t1.elapsed().as_secs_f64() * 1e3
-        ),
-        Err(e) => println!("  node A did not demote: {e:#}"),
-    }
-    let settle = observe(state, sim, Duration::from_secs(2)).await;
-    // A move may pass through "nobody" while the ENI is rebuilt: count
-    // the arrivals at a node.
-    let moves = sim.events()[moves_before..]
-        .iter()
-        .filter(|e| e.assoc.owner.is_some())
-        .count();
-    println!("  EIP moves from the cut until BFD heals: {moves} (want 1)");
-    bfd.heal()?;
-    let after = wait_one_master(state, Duration::from_secs(20)).await;
-    match &after {
-        Ok(m) => println!("  BFD healed: one MASTER ({})", NODE_NAMES[*m]),
-        Err(e) => println!("  BFD healed: {e:#}"),
-    }
-    Ok(took.is_ok()
-        && demoted.is_ok()
-        && moves == 1
-        && settle.dual_master_samples == 0
-        && after.is_ok())
-}
-
-/// The Elastic IP's lease tag (`floatlb:lease`), as written.
-async fn lease_tag(world: &World) -> Result<Option<String>> {
-    let out = world
-        .ec2
-        .describe_addresses()
-        .allocation_ids(&world.eip_alloc)
-        .send()
-        .await
-        .context("DescribeAddresses")?;
-    Ok(out
-        .addresses()
-        .first()
-        .and_then(|a| {
-            a.tags()
-                .iter()
-                .find(|t| t.key() == Some(floatlb_cloud::aws::TAG_LEASE))
-        })
-        .and_then(|t| t.value().map(str::to_string)))
-}
-
-/// Waits until node A has been MASTER for `hold` and its lease tag has
-/// changed at least twice (two renewals); returns the renewals seen and
-/// the lease as "holder, N ms left".
-async fn wait_steady_lease(world: &World, hold: Duration) -> Result<(u32, String)> {
-    let start = Instant::now();
-    let mut last = lease_tag(world).await?;
-    let mut renewals = 0u32;
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = lease_tag(world).await?;
-        if now.is_some() && now != last {
-            renewals += 1;
-            last = now;
-        }
-        if renewals >= 2 && start.elapsed() >= hold {
-            break;
-        }
-        ensure!(
-            start.elapsed() < hold + Duration::from_secs(30),
-            "node A's lease was renewed {renewals} times in {:?} (want 2): {last:?}",
-            start.elapsed()
-        );
-    }
-    let value = last.unwrap_or_default();
-    let described = match value.rsplit_once('/') {
-        Some((inst, exp)) => {
-            let left = exp.parse::<i64>().unwrap_or(0) - unix_us(SystemTime::now()) / 1000;
-            let who = if inst == world.nodes[0].instance_id {
-                "node A"
-            } else {
-                "node B"
-            };
-            format!("{who}, {left} ms left")
-        }
-        None => format!("unreadable: {value:?}"),
-    };
-    Ok((renewals, described))
 }
 
 /// Who carries out the failover.
@@ -564,7 +422,7 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     // lease at least twice, so the kill meets what a long-lived pair has
     // (an unexpired lease), whenever it happens.
     let lease_at_kill = if mode == Orchestration::Agents {
-        let (renewals, lease) = wait_steady_lease(&world, master_hold()).await?;
+        let (renewals, lease) = world.wait_steady_lease(master_hold()).await?;
         println!(
             "[ready] node A MASTER for >= {:.0} s; its lease was renewed {renewals} times (last: {lease})",
             master_hold().as_secs_f64()
@@ -579,8 +437,10 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         let sim = lab.sim.as_ref().context("sim")?;
         let state = [lab.dir.join("ha0.json"), lab.dir.join("ha1.json")];
         let ok = match sc.as_str() {
-            "partition" => run_partition(&lab.nodes, &state, sim).await?,
-            "isolate" => run_isolate(&lab.nodes, &state, sim).await?,
+            "partition" => {
+                partition::run_partition(&lab.nodes, &state, sim, partition_len()).await?
+            }
+            "isolate" => partition::run_isolate(&lab.nodes, &state, sim, CLOUD_IP).await?,
             other => bail!("FLOATLB_DEMO_SCENARIO={other}: want kill, partition or isolate"),
         };
         if !ok {
