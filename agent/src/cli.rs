@@ -153,6 +153,11 @@ pub struct DatapathArgs {
     /// XDP forwards) enables `net.ipv4.conf.lo.forwarding` and passes `lo`.
     #[arg(long)]
     pub fib_lookup_iface: Option<String>,
+    /// Seconds between the datapath drop reports (a `datapath drops` log
+    /// line with every reason's count, only when something was dropped
+    /// since the last one); 0 turns them off.
+    #[arg(long, default_value_t = 10)]
+    pub drop_report_secs: u64,
     /// Seconds between conntrack expiry passes.
     #[arg(long, default_value_t = 2)]
     pub ct_expiry_secs: u64,
@@ -184,7 +189,8 @@ pub struct CloudArgs {
     /// Skip host configuration (interface up, VIPs, routes): API-only runs.
     #[arg(long)]
     pub no_os_config: bool,
-    /// gARP mode: the client-facing interface that carries the VIPs.
+    /// gARP mode: the client-facing interface that carries the VIPs
+    /// (default for the daemon: the only `--iface`, when exactly one is given).
     #[arg(long)]
     pub garp_iface: Option<String>,
     /// gARP mode: announcements per VIP on promotion.
@@ -193,6 +199,18 @@ pub struct CloudArgs {
     /// gARP mode: time from the first to the last announcement, in ms.
     #[arg(long, default_value_t = 1000)]
     pub garp_span_ms: u64,
+}
+
+impl CloudArgs {
+    /// `--garp-iface` defaults to the only `--iface` when exactly one is
+    /// given; with several, the VIP interface is ambiguous and stays unset.
+    pub fn default_garp_iface(&mut self, ifaces: &[String]) {
+        if self.garp_iface.is_none()
+            && let [only] = ifaces
+        {
+            self.garp_iface = Some(only.clone());
+        }
+    }
 }
 
 /// How the AWS provider moves the VIP.
@@ -250,6 +268,12 @@ pub struct HaArgs {
     /// How often a MASTER re-checks EIP ownership and renews its lease.
     #[arg(long, default_value_t = 2000)]
     pub verify_interval_ms: u64,
+    /// Lease heartbeat (AWS): on BFD loss a BACKUP watches the peer's lease
+    /// this long for a renewal before it claims (a renewal means a
+    /// partition: it stays BACKUP); a MASTER renews at once and then every
+    /// third of it. A few EC2 round trips. 0: claims wait out the lease.
+    #[arg(long, default_value_t = 600)]
+    pub lease_watch_ms: u64,
     /// HA state file (JSON: role, last BFD change, every transition with its
     /// cloud report), rewritten atomically on every change.
     #[arg(long)]
@@ -364,6 +388,7 @@ impl HaArgs {
             flap_hold_down: Duration::from_millis(self.flap_hold_down_ms),
             verify_interval: Duration::from_millis(self.verify_interval_ms),
             handover_pause: Duration::from_secs(1),
+            lease_watch: Duration::from_millis(self.lease_watch_ms),
         };
         c.validate()?;
         Ok(c)
@@ -451,5 +476,29 @@ mod ha_args_tests {
         assert!(Cli::try_parse_from(["floatlb", "--ka-mult", "0"]).is_err());
         let bad = Cli::try_parse_from(["floatlb", "--self", "2"]).unwrap();
         assert!(bad.run.ha.ha_config().is_err());
+    }
+
+    #[test]
+    fn garp_iface_defaults_to_the_only_iface() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let mut cli = Cli::try_parse_from(args).unwrap();
+            cli.run
+                .cloud
+                .default_garp_iface(&cli.run.datapath.ifaces.clone());
+            cli.run.cloud.garp_iface
+        };
+        assert_eq!(
+            parse(&["floatlb", "--cloud", "garp", "--iface", "eth0"]),
+            Some("eth0".into())
+        );
+        assert_eq!(
+            parse(&["floatlb", "--iface", "eth0", "--iface", "eth1"]),
+            None
+        );
+        assert_eq!(
+            parse(&["floatlb", "--iface", "eth0", "--garp-iface", "eth1"]),
+            Some("eth1".into())
+        );
     }
 }

@@ -56,7 +56,9 @@ pub async fn build_provider(args: &CloudArgs) -> Result<Box<dyn CloudProvider>, 
             let iface = args.garp_iface.clone().ok_or_else(|| CloudCtlError::Flag {
                 flag: "--garp-iface",
                 value: "(missing)".into(),
-                reason: "--cloud=garp needs the interface that carries the VIPs".into(),
+                reason: "--cloud=garp needs the interface that carries the VIPs (the daemon \
+                         defaults it to the only --iface; give it with several)"
+                    .into(),
             })?;
             let mut o = GarpOptions::new(iface);
             o.count = args.garp_count;

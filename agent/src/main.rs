@@ -31,7 +31,8 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
-async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
+async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
+    run.cloud.default_garp_iface(&run.datapath.ifaces);
     let dp_args = run.datapath;
     let limits = floatlb_agent::config::Limits {
         max_endpoints: floatlb_agent::config::MAX_ENDPOINTS,
@@ -72,6 +73,11 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     let (events, queue) = floatlb_agent::events::channel();
     // Validate everything before touching the datapath.
     let mut cfg = daemon::load_config(&opts)?;
+    floatlb_agent::preflight::check_forwarding(
+        &opts.ifaces,
+        opts.fib_lookup_iface.as_deref(),
+        std::path::Path::new(floatlb_agent::preflight::IPV4_CONF),
+    )?;
     // The durable state first (what the API acknowledged), then --config
     // on top: a file's service replaces the stored one with the same rule.
     let (store, stored) = floatlb_agent::store::Store::open(&run.api.state_dir, events.clone())?;
@@ -121,6 +127,8 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let pin_dir = dp_args.pin_dir.clone();
+    let drop_report_secs = dp_args.drop_report_secs;
     let dp = XdpDatapath::open(&floatlb_dataplane::DataplaneOptions {
         pin_dir: dp_args.pin_dir,
         max_services: dp_args.max_services,
@@ -142,6 +150,12 @@ async fn run_daemon(run: RunArgs) -> anyhow::Result<()> {
     if let Err(e) = daemon.spawn_feeders(signals) {
         daemon.abort()?;
         return Err(e.into());
+    }
+    if drop_report_secs > 0
+        && let Err(error) =
+            floatlb_agent::drop_report::spawn(pin_dir, Duration::from_secs(drop_report_secs))
+    {
+        tracing::warn!(%error, "cannot start the drop counter report");
     }
     daemon.run().await?;
     if let Some(api) = api {

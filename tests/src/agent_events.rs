@@ -24,6 +24,8 @@ pub struct AgentEvents {
     pub bfd_down: Option<i64>,
     /// First transition to MASTER after `since_us`.
     pub master: Option<i64>,
+    /// Its reason (e.g. `claim (LeaseNotRenewed)`).
+    pub master_reason: Option<String>,
     /// The report of the first promotion done after `since_us`.
     pub promote: Option<TransitionReport>,
 }
@@ -62,6 +64,7 @@ impl AgentEvents {
                     let new = v["new"].as_str().unwrap_or("?");
                     if new == "Master" && ev.master.is_none() {
                         ev.master = Some(at);
+                        ev.master_reason = v["reason"].as_str().map(str::to_string);
                     }
                     ev.lines.push((
                         at,

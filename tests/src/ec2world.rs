@@ -3,7 +3,10 @@
 //! IMDS stand-ins that give each node its instance's identity. Plus the
 //! Describe-based checks the cloud tests assert with.
 
-use std::net::Ipv4Addr;
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail, ensure};
 use aws_credential_types::Credentials;
@@ -71,6 +74,66 @@ pub struct World {
 }
 
 impl World {
+    /// The Elastic IP's lease tag (`floatlb:lease`), as written.
+    pub async fn lease_tag(&self) -> Result<Option<String>> {
+        let out = self
+            .ec2
+            .describe_addresses()
+            .allocation_ids(&self.eip_alloc)
+            .send()
+            .await
+            .context("DescribeAddresses")?;
+        Ok(out
+            .addresses()
+            .first()
+            .and_then(|a| {
+                a.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(floatlb_cloud::aws::TAG_LEASE))
+            })
+            .and_then(|t| t.value().map(str::to_string)))
+    }
+
+    /// Waits until node A has been MASTER for `hold` and its lease tag has
+    /// changed at least twice (two renewals); returns the renewals seen and
+    /// the lease as "holder, N ms left".
+    pub async fn wait_steady_lease(&self, hold: Duration) -> Result<(u32, String)> {
+        let start = Instant::now();
+        let mut last = self.lease_tag().await?;
+        let mut renewals = 0u32;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.lease_tag().await?;
+            if now.is_some() && now != last {
+                renewals += 1;
+                last = now;
+            }
+            if renewals >= 2 && start.elapsed() >= hold {
+                break;
+            }
+            ensure!(
+                start.elapsed() < hold + Duration::from_secs(30),
+                "node A's lease was renewed {renewals} times in {:?} (want 2): {last:?}",
+                start.elapsed()
+            );
+        }
+        let value = last.unwrap_or_default();
+        let described = match value.rsplit_once('/') {
+            Some((inst, exp)) => {
+                let left = exp.parse::<i64>().unwrap_or(0)
+                    - crate::agent_events::unix_us(std::time::SystemTime::now()) / 1000;
+                let who = if inst == self.nodes[0].instance_id {
+                    "node A"
+                } else {
+                    "node B"
+                };
+                format!("{who}, {left} ms left")
+            }
+            None => format!("unreadable: {value:?}"),
+        };
+        Ok((renewals, described))
+    }
+
     /// Builds the VPC through `ec2`. Resources that need it carry the cluster tag
     /// (the IAM policy's conditions are written against it).
     pub async fn build(ec2: Client, cluster: &str) -> Result<Self> {

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Both agents run `--cloud=garp --garp-iface lbe` with XDP on `lbe`
-//! (one-arm, XDP_TX) and a BFD session to each other. The VIP lies in the
+//! (one-arm, XDP_TX; native mode unless `FLOATLB_HA_XDP_MODE` says
+//! otherwise, with an `xdp_pass` program on the switch's end of each LB
+//! link) and a BFD session to each other. The VIP lies in the
 //! segment's subnet, so the client and the endpoint reach it by ARP and
 //! follow the MASTER through its gratuitous ARPs. The service is
 //! `VIP:80/udp -> 10.1.0.21:8080`, fullnat with the VIP as source.
@@ -51,6 +53,13 @@ pub fn lb_ip(node: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, 0, 10 + u8::try_from(node).expect("node index"))
 }
 
+/// The pair's `--xdp-mode`: `FLOATLB_HA_XDP_MODE`, else `native` (the
+/// production mode on ENA). Native XDP_TX into a veth needs an XDP program
+/// on the peer: [`Pair::new`] attaches `xdp_pass` to the switch's ends.
+pub fn xdp_mode() -> String {
+    std::env::var("FLOATLB_HA_XDP_MODE").unwrap_or_else(|_| "native".into())
+}
+
 pub fn now_unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -71,6 +80,8 @@ pub struct Node {
 /// order: processes, then servers, then namespaces, then files.
 pub struct Pair {
     pub nodes: [Node; 2],
+    /// XDP_PASS programs on the switch's ends of the LB links (native mode).
+    _xdp_pass: Vec<floatlb_dataplane::XdpPass>,
     _server: EchoServer,
     pub client: Netns,
     pub endpoint: Netns,
@@ -94,6 +105,7 @@ impl Pair {
         let client = Netns::new(format!("{tag}-c"))?;
         let endpoint = Netns::new(format!("{tag}-e"))?;
         let mut nodes = Vec::new();
+        let mut xdp_pass = Vec::new();
         for i in 0..2 {
             let ns = Netns::new(format!("{tag}-lb{i}"))?;
             let port = format!("swl{i}");
@@ -101,6 +113,17 @@ impl Pair {
             switch.set_master(&port, "br0")?;
             // XDP_TX on lbe lands on this peer: it needs NAPI (GRO on).
             switch.enable_gro(&port)?;
+            if xdp_mode() == "native" {
+                // Native XDP_TX (and redirect) into a veth is queued on the
+                // peer's XDP ring, which only an XDP program on the peer
+                // consumes reliably (docs/DATAPATH.md).
+                let dev = port.clone();
+                xdp_pass.push(
+                    switch
+                        .enter(move || floatlb_dataplane::attach_xdp_pass(&dev))?
+                        .with_context(|| format!("XDP_PASS program on {port}"))?,
+                );
+            }
             ns.addr_add(LB_IF, &format!("{}/24", lb_ip(i)))?;
             ns.sysctl("net.ipv4.ip_forward", "0")?;
             ns.sysctl("net.ipv4.conf.lo.forwarding", "1")?;
@@ -139,6 +162,7 @@ impl Pair {
         let nodes: [Node; 2] = nodes.try_into().map_err(|_| anyhow::anyhow!("two nodes"))?;
         Ok(Self {
             nodes,
+            _xdp_pass: xdp_pass,
             _server: server,
             client,
             endpoint,
@@ -178,6 +202,7 @@ impl Pair {
         let ka = format!("{}:{}:{ka_us}", lb_ip(1 - i), lb_ip(i));
         let self_id = i.to_string();
         let mult = mult.to_string();
+        let xdp_mode = xdp_mode();
         let mut args: Vec<&str> = vec![
             "--config",
             &config,
@@ -187,11 +212,13 @@ impl Pair {
             "lo",
             "--iface",
             LB_IF,
-            // Generic XDP: XDP_TX then goes through the veth's ordinary
-            // transmit path (native XDP_TX into a veth peer's ring has
-            // been seen to stall the veth's transmit queue for good).
+            // Native by default (`FLOATLB_HA_XDP_MODE=generic` for the
+            // generic path). Without the XDP_PASS programs on the switch's
+            // ends, native XDP_TX into the veth stalls after the first
+            // frames (GRO/NAPI on the peer is not enough): measured, the
+            // probe then gets 1 echo in 5 s.
             "--xdp-mode",
-            "generic",
+            &xdp_mode,
             "--cloud",
             "garp",
             "--garp-iface",

@@ -22,6 +22,7 @@ pub mod iam_eval;
 pub mod imds;
 pub mod moto;
 pub mod netns;
+pub mod partition;
 pub mod prober;
 pub mod servers;
 pub mod timeline;

@@ -39,7 +39,13 @@ struct Pair {
 
 impl Pair {
     fn new() -> Result<Self> {
-        let id = std::process::id();
+        // Unique per test in this process too (tests may run in parallel).
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = format!(
+            "{}{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
         let p = Self {
             node: format!("flgn{id}"),
             peer: format!("flgp{id}"),
@@ -105,7 +111,7 @@ struct Capture {
 
 impl Capture {
     fn start(pair: &Pair, count: usize) -> Result<Self> {
-        let file = std::env::temp_dir().join(format!("floatlb-garp-{}.pcap", std::process::id()));
+        let file = std::env::temp_dir().join(format!("floatlb-garp-{}.pcap", pair.node));
         let mut child = Command::new("ip")
             .args([
                 "netns",
@@ -332,5 +338,96 @@ fn cloud_garp_announces_vips_from_a_namespace() -> Result<()> {
         "status after demote must exit 1"
     );
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Runs `f` with a gARP provider on the node side of `pair`, in a thread
+/// that joined the node namespace.
+fn in_node<T: Send + 'static>(
+    pair: &Pair,
+    opts: GarpOptions,
+    f: impl FnOnce(GarpProvider, FloatingSet) -> T + Send + 'static,
+) -> Result<T> {
+    let ns_path = format!("/run/netns/{}", pair.node);
+    std::thread::spawn(move || -> Result<T> {
+        let ns = std::fs::File::open(&ns_path)?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let set = FloatingSet::new([
+            FloatingIp {
+                eip: None,
+                vip: IpAddr::V4(VIP4),
+            },
+            FloatingIp {
+                eip: None,
+                vip: IpAddr::V6(VIP6),
+            },
+        ]);
+        Ok(f(GarpProvider::new(opts), set))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("provider thread panicked"))?
+}
+
+/// A transient send failure (ENOBUFS, injected through the provider's test
+/// hook) on the first round does not fail the promotion: the failed frames
+/// are sent again within the announce schedule, every VIP is announced
+/// `count` times, and the report counts the failed attempts as retried.
+/// When every send fails, the promotion fails and names the VIPs.
+#[test]
+fn cloud_garp_retries_a_failed_round_and_fails_only_when_nothing_went_out() -> Result<()> {
+    use floatlb_cloud::garp::FailSends;
+    netns::require_root()?;
+    netns::require_tools(&["ip", "tcpdump"])?;
+    let pair = Pair::new()?;
+    let capture = Capture::start(&pair, 6)?;
+    let mut opts = GarpOptions::new(pair.node_if.clone());
+    // Both frames of the first attempt of round 1 fail.
+    opts.fail_sends = Some(FailSends::new(2));
+    let report = in_node(&pair, opts, |p, set| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(p.promote(&set))
+    })?;
+    let retried = report.retries();
+    println!(
+        "gARP with 2 injected ENOBUFS in round 1: ok={}, {retried} retried sends, promote took {:.1} ms",
+        report.ok,
+        report.duration_us as f64 / 1e3
+    );
+    ensure!(report.ok, "promote failed: {:?}", report.error);
+    ensure!(retried == 2, "want 2 retried sends, report: {report:?}");
+    let frames = capture.finish(Duration::from_secs(10))?;
+    ensure!(
+        frames.len() == 6,
+        "captured {} frames, want 6",
+        frames.len()
+    );
+
+    // Every send fails: the promotion fails, naming both VIPs.
+    let mut opts = GarpOptions::new(pair.node_if.clone());
+    opts.count = 2;
+    opts.span = Duration::from_millis(100);
+    opts.fail_sends = Some(FailSends::new(u32::MAX));
+    let report = in_node(&pair, opts, |p, set| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(p.promote(&set))
+    })?;
+    let err = report.error.clone().unwrap_or_default();
+    println!(
+        "gARP with every send failing: ok={}, error: {err}",
+        report.ok
+    );
+    ensure!(!report.ok, "a promotion without any announcement must fail");
+    ensure!(
+        err.contains("192.0.2.10")
+            && err.contains("2001:db8::10")
+            && err.contains("no announcement"),
+        "{err}"
+    );
     Ok(())
 }

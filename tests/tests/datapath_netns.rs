@@ -638,3 +638,94 @@ fn sigterm_during_startup_cleans_up() -> Result<()> {
     assert!(!lab.xdp_attached(LB_CLIENT_IF), "nothing may stay attached");
     Ok(())
 }
+
+/// A stock host: `ip_forward=0` and no `--fib-lookup-iface`. Every FIB
+/// lookup on the ingress interface would fail and every service packet be
+/// dropped in silence, so the agent refuses to start, with one line naming
+/// the sysctl and both fixes, and leaves nothing pinned or attached.
+#[test]
+fn forwarding_off_without_fib_lookup_iface_is_refused_naming_the_fix() -> Result<()> {
+    let lab = Lab::new("flbf")?;
+    lab.write_services(1, &[(0, 1)])?;
+    lab.topo.lb.sysctl("net.ipv4.ip_forward", "0")?;
+    let bin = floatlb_tests::agent::floatlb_binary()?;
+    let mut child = lab
+        .topo
+        .lb
+        .command(&bin)
+        .args(["--config", &lab.config_path().to_string_lossy()])
+        .args(["--iface", LB_CLIENT_IF, "--pin-dir"])
+        .arg(lab.pin_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Bounded: an agent that starts anyway is stopped and the test fails.
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(child.id())?),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            child.wait()?;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("ip_forward=0: exit {status:?}, stderr: {}", stderr.trim());
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the agent must refuse to start, it ran: {stderr}"
+    );
+    let want = format!("net.ipv4.conf.{LB_CLIENT_IF}.forwarding=0");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&want))
+        .unwrap_or_else(|| panic!("no line names {want}: {stderr}"));
+    assert!(
+        line.contains("--fib-lookup-iface lo") && line.contains("net.ipv4.conf.lo.forwarding=1"),
+        "the line must name both fixes: {line}"
+    );
+    assert!(lab.pins().is_empty(), "nothing may be pinned");
+    assert!(!lab.xdp_attached(LB_CLIENT_IF), "nothing may be attached");
+    Ok(())
+}
+
+/// Drops are reported by reason: datagrams for the service with TTL 1 are
+/// dropped by the datapath (`ttl`), and the agent's periodic drop report
+/// (`--drop-report-secs`) names the reason and the count.
+#[test]
+fn datapath_drops_are_reported_by_reason() -> Result<()> {
+    let mut lab = Lab::new("flbd")?;
+    lab.write_services(1, &[(0, 1)])?;
+    lab.start_agent(&["--drop-report-secs", "1"], "agent-drops.log")?;
+    let sent = lab.topo.client.enter(|| -> Result<usize> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_ttl(1)?;
+        for _ in 0..20 {
+            s.send_to(b"ttl 1", vip_addr())?;
+        }
+        Ok(20)
+    })??;
+    let t0 = Instant::now();
+    let line = loop {
+        let log = lab.agent.as_ref().context("agent")?.process.log();
+        if let Some(l) = log.lines().find(|l| l.contains("datapath drops")) {
+            break l.to_string();
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no drop report within 10 s; log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("{sent} datagrams with TTL 1: {line}");
+    ensure!(line.contains("ttl=20 (+20)"), "{line}");
+    lab.stop_agent()?;
+    Ok(())
+}

@@ -76,6 +76,7 @@ pub fn verdict_from_ownership(o: &Ownership) -> CloudVerdict {
         owner: holder(o.owner),
         peer_running: o.peer_running,
         lease: o.lease.map(|l| (holder(l.holder), l.remaining)),
+        lease_version: o.lease.map(|l| l.expires_unix_ms),
     }
 }
 
@@ -332,6 +333,7 @@ mod verdict_tests {
                     owner: Holder::Peer,
                     peer_running: Some(true),
                     lease: Some((Holder::Peer, ms(4_000))),
+                    lease_version: Some(1_800_000_000_000),
                 },
             ),
             (
@@ -344,6 +346,7 @@ mod verdict_tests {
                     owner: Holder::Us,
                     peer_running: Some(false),
                     lease: Some((Holder::Us, Duration::ZERO)),
+                    lease_version: Some(1_800_000_000_000),
                 },
             ),
             (
@@ -356,6 +359,7 @@ mod verdict_tests {
                     owner: Holder::Nobody,
                     peer_running: None,
                     lease: None,
+                    lease_version: None,
                 },
             ),
         ];

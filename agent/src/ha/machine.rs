@@ -40,6 +40,12 @@ pub struct HaConfig {
     pub verify_interval: Duration,
     /// Pause between a preemption handover and re-enabling BFD.
     pub handover_pause: Duration,
+    /// Lease heartbeat on BFD loss (AWS; see [`super`], "Lease heartbeat").
+    /// A BACKUP that loses BFD watches the peer's lease this long for a
+    /// renewal written after its own Down before it claims; a MASTER that
+    /// loses BFD renews at once and then every third of it, for twice it.
+    /// Zero turns the heartbeat off: a claim then waits out the lease.
+    pub lease_watch: Duration,
 }
 
 impl Default for HaConfig {
@@ -52,6 +58,7 @@ impl Default for HaConfig {
             flap_hold_down: Duration::from_secs(5),
             verify_interval: Duration::from_secs(2),
             handover_pause: Duration::from_secs(1),
+            lease_watch: Duration::from_millis(600),
         }
     }
 }
@@ -105,6 +112,9 @@ pub struct CloudVerdict {
     pub peer_running: Option<bool>,
     /// Lease tag holder and the time left on it.
     pub lease: Option<(Holder, Duration)>,
+    /// Identity of the last lease write (its expiry, unix ms, as written):
+    /// it changes with every renewal, whatever the two nodes' clocks say.
+    pub lease_version: Option<u64>,
 }
 
 impl CloudVerdict {
@@ -114,6 +124,7 @@ impl CloudVerdict {
             owner: Holder::Unknown,
             peer_running: None,
             lease: None,
+            lease_version: None,
         }
     }
 }
@@ -171,6 +182,9 @@ pub enum ClaimReason {
     PreferredPeerUp,
     PeerLost,
     LeaseExpired,
+    /// The peer held a lease but did not renew it within `lease_watch`
+    /// of our BFD Down: it is dead or cut off from EC2.
+    LeaseNotRenewed,
 }
 
 /// What the orchestrator must do.
@@ -228,6 +242,11 @@ pub struct HaMachine {
     preempt_at: Option<Instant>,
     verify_at: Option<Instant>,
     resume_bfd_at: Option<Instant>,
+    /// When BFD last went Down (not AdminDown).
+    bfd_down_at: Option<Instant>,
+    watch: Option<LeaseWatch>,
+    watch_poll_at: Option<Instant>,
+    heartbeat: Option<Heartbeat>,
     history: Vec<Transition>,
     counts: BTreeMap<(Role, Role), u64>,
 }
@@ -249,6 +268,10 @@ impl HaMachine {
             preempt_at: None,
             verify_at: None,
             resume_bfd_at: None,
+            bfd_down_at: None,
+            watch: None,
+            watch_poll_at: None,
+            heartbeat: None,
             history: Vec::new(),
             counts: BTreeMap::new(),
         })
@@ -297,6 +320,9 @@ impl HaMachine {
         self.verify_at = None;
         self.pending = Pending::None;
         self.promoted_on_loss_of = None;
+        self.watch = None;
+        self.watch_poll_at = None;
+        self.heartbeat = None;
     }
 
     /// Earliest instant at which [`Self::on_tick`] has work.
@@ -306,6 +332,8 @@ impl HaMachine {
             self.preempt_at,
             self.verify_at,
             self.resume_bfd_at,
+            self.watch_poll_at,
+            self.heartbeat.map(|h| h.next),
         ]
         .into_iter()
         .flatten()
@@ -408,6 +436,9 @@ impl HaMachine {
             }
             Input::BfdUp { peer_discr } => {
                 self.bfd_up = true;
+                self.watch = None;
+                self.watch_poll_at = None;
+                self.heartbeat = None;
                 let same_peer = self.peer_discr == Some(peer_discr);
                 self.peer_discr = Some(peer_discr);
                 if self.role == Role::Master
@@ -431,9 +462,18 @@ impl HaMachine {
             }
             Input::BfdDown => {
                 self.bfd_up = false;
+                self.bfd_down_at = Some(now);
                 // Decision point: an isolated Down is acted on at once; see
                 // `super::damping` for when the link counts as flapping.
                 let flapping = self.damping.on_down(now);
+                // Heartbeat: prove to the BACKUP, through EC2, that we live
+                // (see `Self::on_lease_watch_verdict`). Not while the link
+                // flaps: the BACKUP's claim then waits for the hold-down and
+                // the lease, and a renewal per flap would spend the EC2
+                // request budget.
+                if self.role == Role::Master && !flapping {
+                    self.start_heartbeat(now, &mut out);
+                }
                 if self.role == Role::Backup {
                     self.preempt_at = None;
                     if flapping {
@@ -557,6 +597,9 @@ impl HaMachine {
                     && !left.is_zero()
                     && peer_runs
                 {
+                    if self.on_lease_watch_verdict(reason, &v, now, out) {
+                        return;
+                    }
                     tracing::info!(?left, "claim postponed: the peer holds the lease");
                     self.claim_at = Some((now + left, ClaimReason::LeaseExpired));
                 } else if v.owner == Holder::Peer && v.peer_running == Some(true) && self.bfd_up {
@@ -577,6 +620,9 @@ impl HaMachine {
         out: &mut Vec<Action>,
     ) {
         self.promote(&format!("claim ({reason:?})"), Some(v), now, out);
+        // Not after `LeaseNotRenewed`: the cloud showed the peer silent, so
+        // the EIP is ours by the lease rule and a returning peer demotes
+        // on its next verify instead of being handed the role back.
         if matches!(reason, ClaimReason::PeerLost | ClaimReason::LeaseExpired) {
             self.promoted_on_loss_of = self.peer_discr;
         }
@@ -595,7 +641,9 @@ impl HaMachine {
             self.claim_at = None;
             let still_wanted = match reason {
                 ClaimReason::ClaimHoldExpired => !self.bfd_up,
-                ClaimReason::PeerLost | ClaimReason::LeaseExpired => !self.bfd_up,
+                ClaimReason::PeerLost
+                | ClaimReason::LeaseExpired
+                | ClaimReason::LeaseNotRenewed => !self.bfd_up,
                 ClaimReason::PreferredPeerUp => self.bfd_up,
             };
             if still_wanted {
@@ -612,6 +660,7 @@ impl HaMachine {
                 }
             }
         }
+        self.lease_timers(now, &mut out);
         if self.verify_at.is_some_and(|t| t <= now) {
             self.verify_at = None;
             if self.role == Role::Master && self.pending == Pending::None {
@@ -622,6 +671,10 @@ impl HaMachine {
         out
     }
 }
+
+#[path = "lease_watch.rs"]
+mod lease_watch;
+use lease_watch::{Heartbeat, LeaseWatch};
 
 #[cfg(test)]
 #[path = "machine_tests.rs"]

@@ -15,8 +15,12 @@ fn cfg(self_id: u8) -> HaConfig {
         flap_hold_down: Duration::from_secs(5),
         verify_interval: Duration::from_secs(2),
         handover_pause: Duration::from_secs(1),
+        lease_watch: WATCH,
     }
 }
+
+/// `lease_watch` of [`cfg`].
+const WATCH: Duration = Duration::from_millis(600);
 
 enum Step {
     In(Input),
@@ -37,10 +41,16 @@ fn replay(m: &mut HaMachine, t0: Instant, steps: Vec<(u64, Step, Vec<Action>, Ro
 }
 
 fn aws(owner: Holder, peer_running: bool, lease: Option<(Holder, u64)>) -> Input {
+    aws_v(owner, peer_running, lease, 1)
+}
+
+/// A verdict whose lease write has the identity `version`.
+fn aws_v(owner: Holder, peer_running: bool, lease: Option<(Holder, u64)>, version: u64) -> Input {
     Input::Cloud(CloudVerdict {
         owner,
         peer_running: Some(peer_running),
         lease: lease.map(|(h, ms)| (h, Duration::from_millis(ms))),
+        lease_version: lease.map(|_| version),
     })
 }
 
@@ -217,7 +227,12 @@ fn graceful_shutdown_sends_admin_down_before_demoting() {
 #[test]
 fn split_brain_guard_postpones_claim_while_peer_holds_the_lease() {
     let t0 = Instant::now();
-    let mut m = HaMachine::new(cfg(1)).unwrap();
+    // Without the lease heartbeat (`lease_watch` 0): the lease is waited out.
+    let mut m = HaMachine::new(HaConfig {
+        lease_watch: Duration::ZERO,
+        ..cfg(1)
+    })
+    .unwrap();
     replay(
         &mut m,
         t0,
@@ -324,6 +339,9 @@ struct Pair {
     discr: [u32; 2],
     /// 10 ms samples that saw two MASTERs.
     dual_samples: u32,
+    /// Cloud queries and lease renewals each node asked for.
+    queries: [u32; 2],
+    renewals: [u32; 2],
 }
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -348,6 +366,8 @@ impl Pair {
             promotions: [0; 2],
             discr: [100, 200],
             dual_samples: 0,
+            queries: [0; 2],
+            renewals: [0; 2],
         }
     }
 
@@ -362,6 +382,9 @@ impl Pair {
             lease: self
                 .lease
                 .map(|(n, exp)| (h(n), exp.saturating_duration_since(self.now))),
+            lease_version: self
+                .lease
+                .map(|(_, exp)| (exp - self.t0).as_millis() as u64),
         }
     }
 
@@ -381,13 +404,17 @@ impl Pair {
                     self.owner = Some(me);
                     self.lease = Some((me, self.now + LEASE));
                 }
-                RenewLease => self.lease = Some((me, self.now + LEASE)),
+                RenewLease => {
+                    self.renewals[me] += 1;
+                    self.lease = Some((me, self.now + LEASE));
+                }
                 Demote => {
                     if self.lease.is_some_and(|l| l.0 == me) {
                         self.lease = None;
                     }
                 }
                 QueryCloud => {
+                    self.queries[me] += 1;
                     let v = self.verdict(me);
                     self.feed(me, Input::Cloud(v));
                 }
@@ -597,11 +624,16 @@ fn pair_master_crash_is_taken_over_and_returning_node_waits() {
     p.run_ms(5_000, |_| false);
     let took = p.m[1].history().last().unwrap();
     assert_eq!(took.new, Role::Master);
+    assert!(took.reason.contains("LeaseNotRenewed"), "{}", took.reason);
     let waited = took.at - crash;
-    println!("takeover after agent crash (simulated clock, lease {LEASE:?}): {waited:?}");
+    println!(
+        "takeover after agent crash (simulated clock, lease {LEASE:?}, watch {WATCH:?}): {waited:?}"
+    );
+    // The lease heartbeat: the watch window (plus the 10 ms steps), not
+    // the lease.
     assert!(
-        waited > Duration::ZERO && waited <= LEASE,
-        "waits for the lease, no longer"
+        waited >= WATCH && waited <= WATCH + Duration::from_millis(20),
+        "waited {waited:?}: the lease watch is {WATCH:?}"
     );
     // Node 0 returns; it must stay BACKUP for the preempt hold.
     p.start(0);
@@ -937,4 +969,225 @@ fn damping_ends_when_the_penalty_decays_and_claims_are_prompt_again() {
             ),
         ],
     );
+}
+
+/// BACKUP side of the lease heartbeat, instance hang: the peer's instance
+/// runs and holds an unexpired lease, but nothing renews it after our BFD
+/// Down. The BACKUP reads it every quarter of the watch and claims on the
+/// first read issued once the watch has passed, long before the expiry.
+#[test]
+fn lease_not_renewed_within_the_watch_is_claimed_without_waiting_for_expiry() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(cfg(1)).unwrap();
+    let lease = Some((Holder::Peer, 5_000));
+    replay(
+        &mut m,
+        t0,
+        vec![
+            (0, In(Input::Start), vec![], Role::Backup),
+            (
+                500,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Backup,
+            ),
+            (20_000, In(Input::BfdDown), vec![QueryCloud], Role::Backup),
+            (
+                20_010,
+                In(aws_v(Holder::Peer, true, lease, 1)),
+                vec![],
+                Role::Backup,
+            ),
+            (20_159, Tick, vec![], Role::Backup),
+            (20_160, Tick, vec![QueryCloud], Role::Backup),
+            (
+                20_170,
+                In(aws_v(Holder::Peer, true, lease, 1)),
+                vec![],
+                Role::Backup,
+            ),
+            (20_320, Tick, vec![QueryCloud], Role::Backup),
+            (
+                20_330,
+                In(aws_v(Holder::Peer, true, lease, 1)),
+                vec![],
+                Role::Backup,
+            ),
+            (20_480, Tick, vec![QueryCloud], Role::Backup),
+            (
+                20_490,
+                In(aws_v(Holder::Peer, true, lease, 1)),
+                vec![],
+                Role::Backup,
+            ),
+            // The last read is issued when the watch ends (600 ms after the Down).
+            (20_599, Tick, vec![], Role::Backup),
+            (20_600, Tick, vec![QueryCloud], Role::Backup),
+            (
+                20_610,
+                In(aws_v(Holder::Peer, true, lease, 1)),
+                vec![Promote],
+                Role::Master,
+            ),
+        ],
+    );
+    let last = m.history().last().unwrap();
+    assert!(last.reason.contains("LeaseNotRenewed"), "{}", last.reason);
+}
+
+/// BACKUP side, partition: a renewal (a new lease version) seen during the
+/// watch means the peer lives and reaches EC2. No claim; the BACKUP falls
+/// back to waiting out the lease, which the live MASTER keeps renewing.
+#[test]
+fn a_renewal_after_the_bfd_down_keeps_the_backup_backup() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(cfg(1)).unwrap();
+    let lease = Some((Holder::Peer, 5_000));
+    let renewed = Some((Holder::Peer, 5_900));
+    replay(
+        &mut m,
+        t0,
+        vec![
+            (0, In(Input::Start), vec![], Role::Backup),
+            (
+                500,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Backup,
+            ),
+            (20_000, In(Input::BfdDown), vec![QueryCloud], Role::Backup),
+            (
+                20_010,
+                In(aws_v(Holder::Peer, true, lease, 1)),
+                vec![],
+                Role::Backup,
+            ),
+            (20_160, Tick, vec![QueryCloud], Role::Backup),
+            (
+                20_170,
+                In(aws_v(Holder::Peer, true, renewed, 2)),
+                vec![],
+                Role::Backup,
+            ),
+            (20_600, Tick, vec![], Role::Backup),
+        ],
+    );
+    // Next: the lease's expiry as read (5.9 s after the renewal was seen).
+    assert_eq!(
+        m.next_deadline(),
+        Some(t0 + Duration::from_millis(20_170 + 5_900))
+    );
+}
+
+/// A first read that comes back after the watch window (slow EC2, or a
+/// claim delayed by flap damping) cannot tell a partition from a hang: the
+/// claim waits out the lease, as without the heartbeat.
+#[test]
+fn a_first_read_after_the_watch_waits_out_the_lease() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(cfg(1)).unwrap();
+    m.handle(Input::Start, t0);
+    m.handle(Input::BfdUp { peer_discr: 7 }, t0);
+    let ms = |v| t0 + Duration::from_millis(v);
+    assert_eq!(m.handle(Input::BfdDown, ms(10_000)), vec![QueryCloud]);
+    let out = m.handle(
+        aws_v(Holder::Peer, true, Some((Holder::Peer, 4_000)), 1),
+        ms(10_700),
+    );
+    assert_eq!((out, m.role()), (vec![], Role::Backup));
+    assert_eq!(m.next_deadline(), Some(ms(14_700)));
+}
+
+/// MASTER side: on BFD loss it renews at once (the heartbeat), then every
+/// third of the watch for twice the watch, so a renewal lands inside the
+/// BACKUP's window even when the two Downs are a BFD interval apart.
+#[test]
+fn master_renews_the_lease_at_once_on_bfd_loss_then_every_third_of_the_watch() {
+    let t0 = Instant::now();
+    let mut m = HaMachine::new(HaConfig {
+        verify_interval: Duration::from_secs(60),
+        ..cfg(0)
+    })
+    .unwrap();
+    m.handle(Input::Start, t0);
+    m.handle(Input::PeerAdminDown, t0);
+    assert_eq!(m.role(), Role::Master);
+    m.handle(Input::BfdUp { peer_discr: 7 }, t0 + Duration::from_secs(1));
+    let mut renewals = vec![];
+    let down = t0 + Duration::from_secs(10);
+    if m.handle(Input::BfdDown, down) == vec![RenewLease] {
+        renewals.push(0);
+    }
+    for step in 1..=200u64 {
+        let now = down + Duration::from_millis(step * 10);
+        if m.on_tick(now) == vec![RenewLease] {
+            renewals.push(step * 10);
+        }
+    }
+    assert_eq!(renewals, [0, 200, 400, 600, 800, 1000]);
+    assert_eq!(m.role(), Role::Master);
+    // BFD Up ends the heartbeat.
+    let mut m2 = m.clone();
+    m2.handle(
+        Input::BfdUp { peer_discr: 7 },
+        down + Duration::from_secs(5),
+    );
+    assert_eq!(
+        m2.handle(Input::BfdDown, down + Duration::from_secs(6)),
+        vec![RenewLease]
+    );
+    m2.handle(
+        Input::BfdUp { peer_discr: 7 },
+        down + Duration::from_millis(6_100),
+    );
+    assert_eq!(m2.on_tick(down + Duration::from_millis(6_200)), vec![]);
+}
+
+/// A partition with EC2 reachable: BFD down for 30 s, both nodes alive and
+/// renewing/reading through the cloud. The EIP never moves and there is
+/// never a second MASTER; then the link heals. Also counts the cloud calls
+/// each node asks for (the EC2 request budget in docs/HA.md: a query is
+/// DescribeAddresses + DescribeInstances, a renewal one CreateTags).
+#[test]
+fn pair_partition_with_the_cloud_reachable_never_moves_the_eip() {
+    let mut p = Pair::new(true);
+    p.start(0);
+    p.start(1);
+    p.run_ms(10_000, |_| true);
+    assert_eq!((p.eip_moves, p.m[0].role()), (1, Role::Master));
+    // Steady state: one minute.
+    let (q0, r0) = (p.queries, p.renewals);
+    p.run_ms(60_000, |_| true);
+    let steady = (
+        [p.queries[0] - q0[0], p.queries[1] - q0[1]],
+        [p.renewals[0] - r0[0], p.renewals[1] - r0[1]],
+    );
+    // Partition: BFD down for 30 s.
+    let (q0, r0) = (p.queries, p.renewals);
+    let worst = p.run_ms(30_000, |_| false);
+    let part = (
+        [p.queries[0] - q0[0], p.queries[1] - q0[1]],
+        [p.renewals[0] - r0[0], p.renewals[1] - r0[1]],
+    );
+    println!(
+        "cloud requests per minute, steady state: queries (MASTER, BACKUP) {:?}, renewals {:?}; \
+         in a 30 s partition: queries {:?}, renewals {:?}",
+        steady.0, steady.1, part.0, part.1
+    );
+    assert_eq!(worst, 1, "two MASTERs during the partition");
+    assert_eq!(p.eip_moves, 1, "the EIP moved during the partition");
+    // Budget: the MASTER verifies and renews once per verify interval (2 s);
+    // the BACKUP asks nothing.
+    assert_eq!(steady, ([30, 0], [30, 0]));
+    // Partition: the MASTER adds its heartbeat (1 + 5 renewals); the BACKUP
+    // reads during its watch, then once per lease expiry as read.
+    assert_eq!(part.1[0], 15 + 6, "MASTER renewals {:?}", part.1);
+    assert_eq!(part.0[0], 15, "MASTER queries {:?}", part.0);
+    // BACKUP: 1 + 4 reads in the watch, then one per lease expiry (the
+    // simulated lease is 3 s and is renewed every 2 s).
+    assert!(part.0[1] <= 5 + 15, "BACKUP queries {:?}", part.0);
+    assert_eq!(part.1[1], 0);
+    p.run_ms(10_000, |_| true);
+    assert_eq!(p.masters(), 1);
+    assert_eq!(p.eip_moves, 1);
 }

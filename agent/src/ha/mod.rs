@@ -26,6 +26,15 @@
 //!   back, so a partitioned pair cannot ping-pong the EIP: the address only
 //!   moves to a node whose peer is stopped, whose lease expired, or who
 //!   handed over gracefully.
+//! * **Lease heartbeat** (AWS). On BFD Down a MASTER renews its lease at
+//!   once and then every `lease_watch / 3` for `2 x lease_watch`; a BACKUP
+//!   that finds the peer running with an unexpired lease re-reads it for
+//!   `lease_watch`. A new lease version (a renewal after our Down) means a
+//!   partition: stay BACKUP and wait the lease out. None means the peer is
+//!   dead or cut off from EC2: claim now (`LeaseNotRenewed`) instead of
+//!   after the expiry. Together with the MASTER's demote-on-peer-owner rule
+//!   a wrong call costs one EIP move at most. Details, failure cases and the
+//!   EC2 request budget: docs/HA.md.
 //! * **Returning node.** A node that comes back does not preempt. If it is
 //!   preferred and preemption is on, the *current* MASTER hands over after
 //!   the BFD session has been Up for `preempt_hold` (or at once when the
@@ -65,6 +74,7 @@
 pub mod assigned;
 pub mod cloud_worker;
 pub mod damping;
+pub mod fault_backoff;
 pub mod machine;
 pub mod orchestrate;
 pub mod records;

@@ -44,7 +44,8 @@
 //!   the promote runs again: it is idempotent and, in gARP mode, announces
 //!   the VIPs again so clients that followed the peer come back.
 //! * **Fault.** A failed promote or demote puts the machine in FAULT (it
-//!   demotes). After `fault_retry` the orchestrator reports the fault
+//!   demotes). After a backoff (100 ms, doubling up to `fault_retry`;
+//!   [`FaultBackoff`]) the orchestrator reports the fault
 //!   cleared and the node re-enters BACKUP and the normal claim rules.
 //! * **Graceful shutdown.** A MASTER sends AdminDown (the BACKUP promotes
 //!   at once), keeps forwarding for `shutdown_drain` so packets already on
@@ -69,6 +70,7 @@ use super::machine::{
 pub use super::records::{BfdRecord, TransitionRecord};
 use super::{
     cloud_worker,
+    fault_backoff::FaultBackoff,
     records::{RecordLog, StdoutLines},
     state_file::{StateFileSink, StateWriter},
 };
@@ -109,7 +111,8 @@ pub struct HaOptions {
     pub state_file: Option<PathBuf>,
     /// Print one JSON line per event on stdout.
     pub print_events: bool,
-    /// Time in FAULT before trying BACKUP again.
+    /// Longest time in FAULT before trying BACKUP again; the first retry
+    /// comes after 100 ms, doubling ([`FaultBackoff`]).
     pub fault_retry: Duration,
     /// How long a MASTER keeps forwarding after its shutdown AdminDown.
     pub shutdown_drain: Duration,
@@ -241,6 +244,7 @@ pub struct Orchestrator {
     records: RecordLog,
     history_seen: usize,
     fault_retry_at: Option<Instant>,
+    fault_backoff: FaultBackoff,
 }
 
 impl Drop for Orchestrator {
@@ -319,6 +323,7 @@ impl Orchestrator {
             records,
             history_seen: 0,
             fault_retry_at: None,
+            fault_backoff: FaultBackoff::new(opts.fault_retry),
         })
     }
 
@@ -622,7 +627,8 @@ impl Orchestrator {
             _ => 0,
         };
         tracing::info!(job = ?done.job, ok = report.ok, duration_us = report.duration_us,
-            calls = report.calls.len(), error = ?report.error, "cloud job done");
+            calls = report.calls.len(), transient_errors = report.retries(),
+            error = ?report.error, "cloud job done");
         self.records.push_cloud(seq, done.job, report);
     }
 
@@ -672,7 +678,7 @@ impl Orchestrator {
             }
         }
         if self.election.role() == Role::Fault && self.fault_retry_at.is_none() {
-            self.fault_retry_at = Some(now + self.opts.fault_retry);
+            self.fault_retry_at = Some(now + self.fault_backoff.on_fault(now));
         }
     }
 

@@ -40,6 +40,9 @@ pub struct TransitionRecord {
     pub cloud: Option<CloudVerdict>,
     /// The cloud promote/demote this transition caused, once done.
     pub report: Option<TransitionReport>,
+    /// Failed attempts in `report` that were retried and did not fail it
+    /// (a gARP send that hit ENOBUFS, a throttled EC2 call).
+    pub transient_errors: usize,
 }
 
 /// Last BFD state of the peer session.
@@ -58,6 +61,7 @@ pub struct BfdRecord {
 pub struct CloudRecord<'a> {
     pub seq: u64,
     pub job: CloudJob,
+    pub transient_errors: usize,
     pub report: &'a TransitionReport,
 }
 
@@ -169,6 +173,7 @@ impl RecordLog {
             reason: t.reason,
             cloud: t.cloud,
             report: None,
+            transient_errors: 0,
         };
         self.next_seq += 1;
         self.role = rec.new;
@@ -188,8 +193,14 @@ impl RecordLog {
             && r.report.is_none()
         {
             r.report = Some(report.clone());
+            r.transient_errors = report.retries();
         }
-        let rec = CloudRecord { seq, job, report };
+        let rec = CloudRecord {
+            seq,
+            job,
+            transient_errors: report.retries(),
+            report,
+        };
         self.publish(Record::Cloud(&rec));
     }
 

@@ -9,6 +9,13 @@
 //! `promote` returns after the last one, so every frame is in the report.
 //! Demotion removes the VIPs.
 //!
+//! Transient send errors (ENOBUFS on a busy or just-attached interface) do
+//! not fail a promotion: a frame that could not be sent is sent again after
+//! 10 ms, doubling, until the next round is due (after the last round, for
+//! one more interval, at least [`LAST_ROUND_RETRY`]); each failed attempt is
+//! in the report as `retried`. The promotion fails only when an address
+//! could not be added or no announcement for some VIP went out at all.
+//!
 //! Frames go out through an AF_PACKET socket (pnet_datalink); the socket
 //! work is blocking, so it runs on the blocking thread pool.
 
@@ -16,6 +23,10 @@ pub mod packet;
 
 use std::{
     net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -35,7 +46,39 @@ pub struct GarpOptions {
     pub count: u32,
     /// Time from the first announcement to the last.
     pub span: Duration,
+    /// Test hook: injected send failures. `None` in production.
+    pub fail_sends: Option<FailSends>,
 }
+
+/// Test hook: while the count is above zero, each frame send fails with
+/// ENOBUFS (as on a congested interface) and decrements it.
+#[derive(Debug, Clone, Default)]
+pub struct FailSends(pub Arc<AtomicU32>);
+
+impl FailSends {
+    pub fn new(n: u32) -> Self {
+        FailSends(Arc::new(AtomicU32::new(n)))
+    }
+
+    fn take(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+            .is_ok()
+    }
+}
+
+impl PartialEq for FailSends {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for FailSends {}
+
+/// First retry delay of a frame whose send failed.
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+/// How long the frames of the last round are retried, at least.
+pub const LAST_ROUND_RETRY: Duration = Duration::from_millis(500);
 
 impl GarpOptions {
     pub fn new(iface: impl Into<String>) -> Self {
@@ -43,6 +86,7 @@ impl GarpOptions {
             iface: iface.into(),
             count: 3,
             span: Duration::from_secs(1),
+            fail_sends: None,
         }
     }
 
@@ -79,14 +123,17 @@ impl GarpProvider {
         Ok(link)
     }
 
-    /// Sends one round of announcements (one frame per VIP).
+    /// Sends one attempt of a round (one frame per VIP in `vips`);
+    /// returns, per VIP, whether its frame went out.
     async fn announce(
         &self,
         rec: &Recorder,
         mac: [u8; 6],
         vips: &[IpAddr],
         round: u32,
-    ) -> Result<(), CloudError> {
+        attempt: u32,
+        last_chance: bool,
+    ) -> Result<Vec<bool>, CloudError> {
         let iface = self.opts.iface.clone();
         let frames: Vec<(String, Vec<u8>)> = vips
             .iter()
@@ -102,38 +149,34 @@ impl GarpProvider {
             })
             .collect();
         let start = Instant::now();
-        let sent = tokio::task::spawn_blocking(move || send_frames(&iface, &frames))
+        let fail = self.opts.fail_sends.clone();
+        let on = iface.clone();
+        let sent = tokio::task::spawn_blocking(move || send_frames(&on, &frames, fail))
             .await
             .map_err(|e| CloudError::Io {
                 op: "gARP sender task".into(),
                 source: std::io::Error::other(e.to_string()),
-            })?;
-        match sent {
-            Ok(targets) => {
-                for t in targets {
-                    rec.record_span(
-                        "garp:Announce",
-                        format!("{t} round {round}"),
-                        true,
-                        1,
-                        start,
-                        CallOutcome::Ok,
-                    );
-                }
-                Ok(())
-            }
-            Err(e) => {
+            })??;
+        Ok(sent
+            .into_iter()
+            .map(|(label, res)| {
+                let outcome = match res {
+                    Ok(()) => CallOutcome::Ok,
+                    Err(e) if last_chance => CallOutcome::Failed(format!("send on {iface}: {e}")),
+                    Err(e) => CallOutcome::Retried(format!("send on {iface}: {e}")),
+                };
+                let ok = outcome == CallOutcome::Ok;
                 rec.record_span(
                     "garp:Announce",
-                    format!("round {round}"),
+                    format!("{label} round {round}"),
                     true,
-                    1,
+                    attempt,
                     start,
-                    CallOutcome::Failed(e.to_string()),
+                    outcome,
                 );
-                Err(e)
-            }
-        }
+                ok
+            })
+            .collect())
     }
 
     async fn do_promote(&self, rec: &Recorder, set: &FloatingSet) -> Result<(), CloudError> {
@@ -148,9 +191,61 @@ impl GarpProvider {
         let vips = set.vips();
         let interval = self.opts.interval();
         let first = tokio::time::Instant::now();
+        // Per VIP: whether any announcement for it went out.
+        let mut announced = vec![false; vips.len()];
         for round in 0..self.opts.count {
-            tokio::time::sleep_until(first + interval * round).await;
-            self.announce(rec, mac, &vips, round + 1).await?;
+            let due = first + interval * round;
+            tokio::time::sleep_until(due).await;
+            let retry_until = if round + 1 < self.opts.count {
+                due + interval
+            } else {
+                due + interval.max(LAST_ROUND_RETRY)
+            };
+            let mut todo: Vec<usize> = (0..vips.len()).collect();
+            let mut delay = RETRY_FIRST;
+            let mut attempt = 1;
+            while !todo.is_empty() {
+                let last_chance = tokio::time::Instant::now() + delay >= retry_until;
+                let batch: Vec<IpAddr> = todo.iter().map(|&i| vips[i]).collect();
+                let sent = self
+                    .announce(rec, mac, &batch, round + 1, attempt, last_chance)
+                    .await?;
+                todo = todo
+                    .into_iter()
+                    .zip(sent)
+                    .filter_map(|(i, ok)| {
+                        if ok {
+                            announced[i] = true;
+                            None
+                        } else {
+                            Some(i)
+                        }
+                    })
+                    .collect();
+                if todo.is_empty() || last_chance {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+        }
+        let silent: Vec<String> = vips
+            .iter()
+            .zip(&announced)
+            .filter(|(_, a)| !**a)
+            .map(|(v, _)| v.to_string())
+            .collect();
+        if !silent.is_empty() {
+            return Err(CloudError::Io {
+                op: format!(
+                    "announce {} on {}: no announcement went out in {} rounds",
+                    silent.join(", "),
+                    self.opts.iface,
+                    self.opts.count
+                ),
+                source: std::io::Error::other("every send failed"),
+            });
         }
         Ok(())
     }
@@ -165,8 +260,16 @@ impl GarpProvider {
     }
 }
 
-/// Sends every frame on `iface`; returns the frames' labels.
-fn send_frames(iface: &str, frames: &[(String, Vec<u8>)]) -> Result<Vec<String>, CloudError> {
+/// One frame's label and send result.
+type Sent = (String, Result<(), std::io::Error>);
+
+/// Sends every frame on `iface`; returns each frame's label and result.
+/// Opening the socket is the only error that ends the attempt.
+fn send_frames(
+    iface: &str,
+    frames: &[(String, Vec<u8>)],
+    fail: Option<FailSends>,
+) -> Result<Vec<Sent>, CloudError> {
     let io = |op: String, source: std::io::Error| CloudError::Io { op, source };
     let intf = pnet_datalink::interfaces()
         .into_iter()
@@ -192,18 +295,18 @@ fn send_frames(iface: &str, frames: &[(String, Vec<u8>)]) -> Result<Vec<String>,
             ));
         }
     };
+    let injected = || fail.as_ref().is_some_and(FailSends::take);
     let mut out = Vec::with_capacity(frames.len());
     for (label, f) in frames {
-        match tx.send_to(f, None) {
-            Some(Ok(())) => out.push(label.clone()),
-            Some(Err(e)) => return Err(io(format!("send {label} on {iface}"), e)),
-            None => {
-                return Err(io(
-                    format!("send {label} on {iface}"),
-                    std::io::Error::other("no send buffer"),
-                ));
+        let res = if injected() {
+            Err(std::io::Error::from_raw_os_error(105)) // ENOBUFS
+        } else {
+            match tx.send_to(f, None) {
+                Some(r) => r,
+                None => Err(std::io::Error::other("no send buffer")),
             }
-        }
+        };
+        out.push((label.clone(), res));
     }
     Ok(out)
 }

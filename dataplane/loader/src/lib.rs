@@ -42,6 +42,7 @@ pub use conntrack::ConntrackSweeper;
 pub use error::DataplaneError;
 use floatlb_common::{Config, MAX_ENDPOINTS, NeighEvent};
 pub use iface::{XdpPass, attach_xdp_pass};
+pub use services::read_pinned_drops;
 pub use spec::{
     Counters, CtRecord, DropCounters, EndpointSpec, FlowKey, PROTO_TCP, PROTO_UDP, PacketCount,
     ServiceCounters, ServiceKeySpec, ServiceSpec, TcpState,

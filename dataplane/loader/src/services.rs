@@ -354,28 +354,40 @@ impl Dataplane {
             });
         }
         services.sort_by_key(|s| s.key);
-        let drops_map: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.map_ref(M_DROPS)?).map_err(DataplaneError::map(M_DROPS))?;
-        let mut d = [0u64; DROP_REASONS as usize];
-        for (i, slot) in d.iter_mut().enumerate() {
-            *slot = drops_map
-                .get(&(i as u32), 0)
-                .map_err(DataplaneError::map(M_DROPS))?
-                .iter()
-                .sum();
-        }
-        Ok(Counters {
-            services,
-            drops: DropCounters {
-                no_neigh: d[0],
-                fib: d[1],
-                no_endpoint: d[2],
-                port_exhausted: d[3],
-                ct_insert: d[4],
-                fragment: d[5],
-                ttl: d[6],
-                redirect: d[7],
-            },
-        })
+        let drops = drops_from(self.map_ref(M_DROPS)?)?;
+        Ok(Counters { services, drops })
     }
+}
+
+/// Drop counters of the drops map, summed over CPUs.
+fn drops_from(map: &aya::maps::Map) -> Result<DropCounters, DataplaneError> {
+    let drops_map: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map).map_err(DataplaneError::map(M_DROPS))?;
+    let mut d = [0u64; DROP_REASONS as usize];
+    for (i, slot) in d.iter_mut().enumerate() {
+        *slot = drops_map
+            .get(&(i as u32), 0)
+            .map_err(DataplaneError::map(M_DROPS))?
+            .iter()
+            .sum();
+    }
+    Ok(DropCounters {
+        no_neigh: d[0],
+        fib: d[1],
+        no_endpoint: d[2],
+        port_exhausted: d[3],
+        ct_insert: d[4],
+        fragment: d[5],
+        ttl: d[6],
+        redirect: d[7],
+    })
+}
+
+/// Reads the drop counters of a running datapath through its pinned map
+/// under `pin_dir` (for a status report off the owner's thread).
+pub fn read_pinned_drops(pin_dir: &std::path::Path) -> Result<DropCounters, DataplaneError> {
+    let map = MapData::from_pin(pin_dir.join("maps").join(M_DROPS))
+        .and_then(aya::maps::Map::from_map_data)
+        .map_err(DataplaneError::map(M_DROPS))?;
+    drops_from(&map)
 }

@@ -144,6 +144,26 @@ pub struct DropCounters {
     pub redirect: u64,
 }
 
+impl DropCounters {
+    /// (reason, count) for every reason, in the datapath's order.
+    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
+        [
+            ("no_neigh", self.no_neigh),
+            ("fib", self.fib),
+            ("no_endpoint", self.no_endpoint),
+            ("port_exhausted", self.port_exhausted),
+            ("ct_insert", self.ct_insert),
+            ("fragment", self.fragment),
+            ("ttl", self.ttl),
+            ("redirect", self.redirect),
+        ]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_reason().iter().map(|(_, n)| n).sum()
+    }
+}
+
 /// All datapath counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {

@@ -48,6 +48,7 @@ use floatlb_tests::{
     imds::ImdsServer,
     moto::{Moto, free_port},
     netns::{BpfMount, Netns, NsProcess, TempDir, require_root, require_tools, unique_name},
+    partition,
     prober::{Prober, longest_gap},
     servers::EchoServer,
     timeline::Timeline,
@@ -66,6 +67,33 @@ const PROBE_EVERY: Duration = Duration::from_millis(1);
 /// The whole demo must finish within this.
 const DEMO_LIMIT: Duration = Duration::from_secs(110);
 const NODE_NAMES: [&str; 2] = ["node A", "node B"];
+/// How long node A is MASTER before the kill (`FLOATLB_DEMO_MASTER_S`
+/// lowers or raises it); it also waits for two lease renewals.
+const MASTER_HOLD: Duration = Duration::from_secs(10);
+
+fn master_hold() -> Duration {
+    std::env::var("FLOATLB_DEMO_MASTER_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(MASTER_HOLD)
+}
+
+/// `FLOATLB_DEMO_SCENARIO`: `kill` (default: node A's instance fails),
+/// `partition` (BFD blocked between live nodes that reach EC2) or
+/// `isolate` (node A cut off from node B and from EC2).
+fn scenario() -> String {
+    std::env::var("FLOATLB_DEMO_SCENARIO").unwrap_or_else(|_| "kill".into())
+}
+
+/// Length of the partition (`FLOATLB_DEMO_PARTITION_S`, default 10 s).
+fn partition_len() -> Duration {
+    std::env::var("FLOATLB_DEMO_PARTITION_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(10))
+}
 
 /// Who carries out the failover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,6 +420,41 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         "[ready] client {CLIENT_IP} probing {target} every {} ms: answered",
         PROBE_EVERY.as_millis()
     );
+    // Steady state: node A has been MASTER for a while and renewed its
+    // lease at least twice, so the kill meets what a long-lived pair has
+    // (an unexpired lease), whenever it happens.
+    let lease_at_kill = if mode == Orchestration::Agents {
+        let (renewals, lease) = world.wait_steady_lease(master_hold()).await?;
+        println!(
+            "[ready] node A MASTER for >= {:.0} s; its lease was renewed {renewals} times (last: {lease})",
+            master_hold().as_secs_f64()
+        );
+        Some(lease)
+    } else {
+        None
+    };
+
+    let sc = scenario();
+    if mode == Orchestration::Agents && sc != "kill" {
+        let sim = lab.sim.as_ref().context("sim")?;
+        let state = [lab.dir.join("ha0.json"), lab.dir.join("ha1.json")];
+        let ok = match sc.as_str() {
+            "partition" => {
+                partition::run_partition(&lab.nodes, &state, sim, partition_len()).await?
+            }
+            "isolate" => partition::run_isolate(&lab.nodes, &state, sim, CLOUD_IP).await?,
+            other => bail!("FLOATLB_DEMO_SCENARIO={other}: want kill, partition or isolate"),
+        };
+        if !ok {
+            print_logs(&lab);
+        }
+        println!(
+            "\nRESULT: scenario {sc} {}",
+            if ok { "behaved" } else { "FAILED" }
+        );
+        return Ok(ok);
+    }
+
     // Steady state, so the kill meets a settled pair: a BFD flap just before
     // the kill (10 ms timers on a loaded machine) can leave the BACKUP in its
     // 1 s hand-back pause or, after several flaps, make it wait out the flap
@@ -419,6 +482,12 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     let down_done = killed.elapsed();
     let mut tl = Timeline::new(killed, killed_wall);
     tl.at(killed, "node A fails: agent SIGKILLed (MASTER)".into());
+    if let Some(lease) = &lease_at_kill {
+        tl.at(
+            killed,
+            format!("lease step: node A holds the EIP's lease tag ({lease}); node B must not wait for its expiry"),
+        );
+    }
     tl.after(
         down_done,
         "node A's NIC down (instance failure: its pinned XDP datapath stops too)".into(),
@@ -514,7 +583,18 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
                 .unwrap_or_else(|| "not seen".into())
         };
         println!("  BFD detection on node B: {}", ms(ev.bfd_down));
+        println!(
+            "  lease step on node B: {} (watched node A's lease for a renewal after the BFD Down: none came)",
+            match (ev.bfd_down, ev.master) {
+                (Some(d), Some(m)) =>
+                    format!("{:.1} ms from BFD Down to the claim", (m - d) as f64 / 1e3),
+                _ => "not seen".into(),
+            }
+        );
         println!("  node B BACKUP -> MASTER: {}", ms(ev.master));
+        if let Some(reason) = &ev.master_reason {
+            println!("  node B's claim: {reason}");
+        }
     }
     if let Some(r) = &report {
         println!(
