@@ -233,6 +233,7 @@ mod tests {
             owner,
             peer_running: Some(true),
             lease: lease.map(|(h, s)| (h, Duration::from_secs(s))),
+            lease_version: lease.map(|(_, s)| s),
         }
     }
 

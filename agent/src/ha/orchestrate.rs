@@ -310,6 +310,7 @@ impl Orchestrator {
                 }
             }
         });
+        let fault_backoff = FaultBackoff::new(opts.fault_retry);
         Ok(Orchestrator {
             opts,
             election,
@@ -323,7 +324,7 @@ impl Orchestrator {
             records,
             history_seen: 0,
             fault_retry_at: None,
-            fault_backoff: FaultBackoff::new(opts.fault_retry),
+            fault_backoff,
         })
     }
 
