@@ -118,10 +118,9 @@ fn parse_listen(value: &str) -> Result<Listen, String> {
     if value == "off" {
         return Ok(Listen::Off);
     }
-    value
-        .parse()
-        .map(Listen::At)
-        .map_err(|_| format!("--api-listen {value:?}: expected ADDRESS:PORT (e.g. 0.0.0.0:11111) or off"))
+    value.parse().map(Listen::At).map_err(|_| {
+        format!("--api-listen {value:?}: expected ADDRESS:PORT (e.g. 0.0.0.0:11111) or off")
+    })
 }
 
 /// XDP datapath arguments.

@@ -740,7 +740,12 @@ mod tests {
             Ok(())
         }
         fn upsert_service(&mut self, s: &Service) -> Result<(), Refused> {
-            self.push(format!("upsert {}:{}x{}", s.vip(), s.port, s.endpoints.len()));
+            self.push(format!(
+                "upsert {}:{}x{}",
+                s.vip(),
+                s.port,
+                s.endpoints.len()
+            ));
             Ok(())
         }
         fn remove_service(&mut self, s: &Service) -> Result<(), Refused> {

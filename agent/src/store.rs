@@ -63,7 +63,9 @@ pub enum StoreError {
     Corrupt { path: PathBuf, message: String },
     #[error("cannot start the state writer thread: {0}")]
     Thread(#[source] io::Error),
-    #[error("state directory {0} is in use by another floatlb (give each agent its own --state-dir)")]
+    #[error(
+        "state directory {0} is in use by another floatlb (give each agent its own --state-dir)"
+    )]
     Locked(PathBuf),
 }
 
@@ -230,11 +232,9 @@ pub fn restore(s: &Stored, limits: &floatlb_api::Limits) -> Result<RestoredState
         entries.push(e);
     }
     let list = floatlb_api::wire::LbList { lb_attr: entries };
-    let cfg = floatlb_api::LbConfig::from_wire(&list, limits).map_err(|e| {
-        StoreError::Corrupt {
-            path: PathBuf::from(SNAPSHOT),
-            message: format!("a restored service no longer validates: {e}"),
-        }
+    let cfg = floatlb_api::LbConfig::from_wire(&list, limits).map_err(|e| StoreError::Corrupt {
+        path: PathBuf::from(SNAPSHOT),
+        message: format!("a restored service no longer validates: {e}"),
     })?;
     let role = match s.cistate.as_deref() {
         Some("MASTER") => Some(crate::ha::machine::Role::Master),

@@ -102,7 +102,8 @@ impl ApiClient {
 /// Runs `f` on a thread inside the namespace `name` (which the caller owns).
 fn enter<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> Result<R> {
     let path = std::path::PathBuf::from("/run/netns").join(name);
-    let file = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     std::thread::spawn(move || -> Result<R> {
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
         Ok(f())
@@ -129,12 +130,18 @@ fn parse(raw: &[u8]) -> Result<Answer> {
             if k.eq_ignore_ascii_case("content-type") {
                 content_type = Some(v.trim().to_string());
             }
-            if k.eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked") {
+            if k.eq_ignore_ascii_case("transfer-encoding")
+                && v.trim().eq_ignore_ascii_case("chunked")
+            {
                 chunked = true;
             }
         }
     }
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok(Answer {
         status,
         content_type,
@@ -169,7 +176,9 @@ pub fn kube_loxilb_body(
     let eps: Vec<String> = endpoints
         .iter()
         .map(|(ip, p)| {
-            format!(r#"{{"endpointIP":"{ip}","targetPort":{p},"weight":1,"state":"","counter":""}}"#)
+            format!(
+                r#"{{"endpointIP":"{ip}","targetPort":{p},"weight":1,"state":"","counter":""}}"#
+            )
         })
         .collect();
     format!(

@@ -62,7 +62,12 @@ impl Lab {
     /// Starts the agent with only the flags a user gives (no `--config`).
     fn start(&mut self, extra: &[&str]) -> Result<()> {
         let bin = floatlb_binary()?.to_string_lossy().into_owned();
-        let pin = self.bpf.path().join("floatlb").to_string_lossy().into_owned();
+        let pin = self
+            .bpf
+            .path()
+            .join("floatlb")
+            .to_string_lossy()
+            .into_owned();
         let state = self.dir.join("state").to_string_lossy().into_owned();
         let mut args = vec![
             "--iface",
@@ -152,7 +157,10 @@ fn kube_loxilb_bodies_create_update_and_delete_services_checked_by_traffic() -> 
     }
     let (tcp, udp) = lab.answering(24)?;
     println!("created: tcp endpoints {tcp:?}, udp endpoints {udp:?}");
-    ensure!(tcp == ids(&[0, 1]) && udp == ids(&[0, 1]), "both endpoints serve");
+    ensure!(
+        tcp == ids(&[0, 1]) && udp == ids(&[0, 1]),
+        "both endpoints serve"
+    );
 
     // The fullnat source is the private VIP (conntrack shows the SNAT).
     let ct = api.get("/config/conntrack/all")?;
@@ -172,20 +180,35 @@ fn kube_loxilb_bodies_create_update_and_delete_services_checked_by_traffic() -> 
 
     // Update in place: add endpoint 2.
     for proto in ["tcp", "udp"] {
-        ensure!(api.post("/config/loadbalancer", &body(proto, &[0, 1, 2]))?.is_success());
+        ensure!(
+            api.post("/config/loadbalancer", &body(proto, &[0, 1, 2]))?
+                .is_success()
+        );
     }
     let (tcp, udp) = lab.answering(36)?;
     println!("endpoint added: tcp {tcp:?}, udp {udp:?}");
-    ensure!(tcp == ids(&[0, 1, 2]) && udp == ids(&[0, 1, 2]), "endpoint 2 serves");
+    ensure!(
+        tcp == ids(&[0, 1, 2]) && udp == ids(&[0, 1, 2]),
+        "endpoint 2 serves"
+    );
 
     // Update in place: remove endpoint 0; new flows never reach it.
     for proto in ["tcp", "udp"] {
-        ensure!(api.post("/config/loadbalancer", &body(proto, &[1, 2]))?.is_success());
+        ensure!(
+            api.post("/config/loadbalancer", &body(proto, &[1, 2]))?
+                .is_success()
+        );
     }
     let (tcp, udp) = lab.answering(30)?;
     println!("endpoint removed: tcp {tcp:?}, udp {udp:?}");
-    ensure!(tcp == ids(&[1, 2]), "tcp still reaches a removed endpoint: {tcp:?}");
-    ensure!(udp == ids(&[1, 2]), "udp still reaches a removed endpoint: {udp:?}");
+    ensure!(
+        tcp == ids(&[1, 2]),
+        "tcp still reaches a removed endpoint: {tcp:?}"
+    );
+    ensure!(
+        udp == ids(&[1, 2]),
+        "udp still reaches a removed endpoint: {udp:?}"
+    );
 
     // GET all is a valid config file: the same services, in lbAttr form.
     let all = api.get("/config/loadbalancer/all")?.json()?;
@@ -229,8 +252,14 @@ fn a_sigkill_loses_nothing_that_was_acknowledged() -> Result<()> {
     lab.start(&[])?;
     let api = lab.api();
     api.wait_up(Duration::from_secs(10))?;
-    ensure!(api.post("/config/loadbalancer", &body("tcp", &[0, 2]))?.is_success());
-    ensure!(api.post("/config/loadbalancer", &body("udp", &[1]))?.is_success());
+    ensure!(
+        api.post("/config/loadbalancer", &body("tcp", &[0, 2]))?
+            .is_success()
+    );
+    ensure!(
+        api.post("/config/loadbalancer", &body("udp", &[1]))?
+            .is_success()
+    );
     // 1000 more services (other ports), acknowledged one by one.
     let t0 = Instant::now();
     for i in 0..1000u16 {
@@ -249,12 +278,19 @@ fn a_sigkill_loses_nothing_that_was_acknowledged() -> Result<()> {
     let t1 = Instant::now();
     lab.start(&[])?;
     api.wait_up(Duration::from_secs(20))?;
-    println!("restarted with 1002 services in {} ms", t1.elapsed().as_millis());
+    println!(
+        "restarted with 1002 services in {} ms",
+        t1.elapsed().as_millis()
+    );
     let after = api.get("/config/loadbalancer/all")?.json()?;
     let keys = |v: &serde_json::Value| -> BTreeSet<String> {
         v["lbAttr"]
             .as_array()
-            .map(|l| l.iter().map(|e| e["serviceArguments"].to_string()).collect())
+            .map(|l| {
+                l.iter()
+                    .map(|e| e["serviceArguments"].to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     ensure!(
@@ -262,9 +298,15 @@ fn a_sigkill_loses_nothing_that_was_acknowledged() -> Result<()> {
         "before: {}",
         keys(&before).len()
     );
-    ensure!(keys(&before) == keys(&after), "services differ after the restart");
+    ensure!(
+        keys(&before) == keys(&after),
+        "services differ after the restart"
+    );
     let (tcp, udp) = lab.answering(16)?;
-    ensure!(tcp == ids(&[0, 2]) && udp == ids(&[1]), "tcp {tcp:?} udp {udp:?}");
+    ensure!(
+        tcp == ids(&[0, 2]) && udp == ids(&[1]),
+        "tcp {tcp:?} udp {udp:?}"
+    );
     lab.kill()?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::{path::Path, time::Duration};
 use anyhow::{Context, Result, bail, ensure};
 use floatlb_tests::{
     agent::{READY_LINE, floatlb_binary},
-    apiclient::{ApiClient, Answer},
+    apiclient::{Answer, ApiClient},
     demonet::{CLOUD_IP, IMDS_IP, build_network, wire_node},
     ec2world::{VIP, VIP_BLOCK, World, client, test_credentials},
     imds::ImdsServer,
@@ -113,7 +113,10 @@ fn spawn_agent(
         args.push(format!("{peer}:{me}:20000"));
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let log = dir.join(&format!("agent{i}-{}.log", if ka { "ka" } else { "cistate" }));
+    let log = dir.join(&format!(
+        "agent{i}-{}.log",
+        if ka { "ka" } else { "cistate" }
+    ));
     let mut agent = ns.spawn("env", &argv, &log)?;
     agent.wait_for_log(READY_LINE, Duration::from_secs(30))?;
     let api = ApiClient::local(ns);
@@ -165,7 +168,15 @@ async fn run(tag: &str, cloud: &Netns) -> Result<()> {
     let mut pair = Vec::new();
     for i in 0..2 {
         pair.push(spawn_agent(
-            &nodes[i], i, dir.path(), &bpfs[i], &moto, &ip(1 - i), &ip(i), false, &service,
+            &nodes[i],
+            i,
+            dir.path(),
+            &bpfs[i],
+            &moto,
+            &ip(1 - i),
+            &ip(i),
+            false,
+            &service,
         )?);
     }
     let (a, b) = (&pair[0].api, &pair[1].api);
@@ -220,11 +231,21 @@ async fn run(tag: &str, cloud: &Netns) -> Result<()> {
         .agent
         .stop(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10))?;
     let b_node = spawn_agent(
-        &nodes[1], 1, dir.path(), &bpfs[1], &moto, &ip(0), &ip(1), false, &service,
+        &nodes[1],
+        1,
+        dir.path(),
+        &bpfs[1],
+        &moto,
+        &ip(0),
+        &ip(1),
+        false,
+        &service,
     )?;
-    until("B MASTER again after its restart", Duration::from_secs(40), || {
-        Ok(role(&b_node.api)? == "MASTER")
-    })?;
+    until(
+        "B MASTER again after its restart",
+        Duration::from_secs(40),
+        || Ok(role(&b_node.api)? == "MASTER"),
+    )?;
     drop(b_node);
     drop(pair);
 
@@ -232,7 +253,15 @@ async fn run(tag: &str, cloud: &Netns) -> Result<()> {
     let mut ka = Vec::new();
     for i in 0..2 {
         ka.push(spawn_agent(
-            &nodes[i], i, dir.path(), &bpfs[i], &moto, &ip(1 - i), &ip(i), true, &service,
+            &nodes[i],
+            i,
+            dir.path(),
+            &bpfs[i],
+            &moto,
+            &ip(1 - i),
+            &ip(i),
+            true,
+            &service,
         )?);
     }
     until("one MASTER elected by BFD", Duration::from_secs(40), || {
@@ -241,12 +270,18 @@ async fn run(tag: &str, cloud: &Netns) -> Result<()> {
     let backup = if role(&ka[0].api)? == "MASTER" { 1 } else { 0 };
     let refused = cistate(&ka[backup].api, "MASTER")?;
     println!("cistate under --ka: {} {}", refused.status, refused.body);
-    ensure!(refused.status == 409 && refused.body.contains("--ka"), "{refused:?}");
+    ensure!(
+        refused.status == 409 && refused.body.contains("--ka"),
+        "{refused:?}"
+    );
     for _ in 0..20 {
         let masters = (0..2)
             .filter(|&i| role(&ka[i].api).is_ok_and(|r| r == "MASTER"))
             .count();
-        ensure!(masters == 1, "{masters} MASTERs after a refused cistate POST");
+        ensure!(
+            masters == 1,
+            "{masters} MASTERs after a refused cistate POST"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(ka);

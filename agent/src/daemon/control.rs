@@ -282,7 +282,10 @@ impl<D: Datapath> Daemon<D> {
             return;
         }
         let previous = match at {
-            Some(i) => Some(Box::new(std::mem::replace(&mut self.services[i], svc.clone()))),
+            Some(i) => Some(Box::new(std::mem::replace(
+                &mut self.services[i],
+                svc.clone(),
+            ))),
             None => {
                 self.services.push(svc.clone());
                 None
@@ -386,7 +389,9 @@ impl<D: Datapath> Daemon<D> {
     /// next hops of new endpoints.
     fn service_changed(&mut self, old: Option<&Service>, new: Option<&Service>) {
         let pair = |s: &Service| (s.private_ip.map(|_| s.external_ip), s.vip());
-        let gone = old.map(pair).filter(|p| !self.services.iter().any(|s| pair(s) == *p));
+        let gone = old
+            .map(pair)
+            .filter(|p| !self.services.iter().any(|s| pair(s) == *p));
         let came = new
             .map(pair)
             .filter(|p| self.services.iter().filter(|s| pair(s) == *p).count() == 1);
@@ -660,7 +665,9 @@ impl<D: Datapath> Daemon<D> {
             };
         };
         let master = h.role() == Role::Master;
-        let owner = h.last_verdict().map(|v| format!("{:?}", v.owner).to_lowercase());
+        let owner = h
+            .last_verdict()
+            .map(|v| format!("{:?}", v.owner).to_lowercase());
         let mut floating = Vec::new();
         for e in h.floating().entries() {
             if let Some(eip) = e.eip {
@@ -681,7 +688,9 @@ impl<D: Datapath> Daemon<D> {
         let bfd = h.bfd_session().map(|s| {
             let last = h.records().bfd_last();
             BfdStatus {
-                state: last.map(|b| format!("{:?}", b.new)).unwrap_or_else(|| "Down".into()),
+                state: last
+                    .map(|b| format!("{:?}", b.new))
+                    .unwrap_or_else(|| "Down".into()),
                 remote_state: last
                     .map(|b| format!("{:?}", b.remote_state))
                     .unwrap_or_else(|| "Down".into()),
