@@ -15,13 +15,12 @@ use std::{
 };
 
 use floatlb_api::{
-    ApiState, ApiToken, Command, CommandError, LbConfig, Limits, Reply, Request, Service,
-    TlsFiles,
+    ApiState, ApiToken, Command, CommandError, LbConfig, Limits, Reply, Request, Service, TlsFiles,
     command::{BfdStatus, FloatingStatus, HaMode, StatusReport, TransitionList, TransitionRecord},
     router, serve,
     wire::{
         BfdList, BfdSession, CiStateEntry, CiStateList, ConntrackEntry, ConntrackList,
-        EndpointList, EndpointState, LbList,
+        EndpointList, EndpointState,
     },
 };
 use serde_json::{Value, json};
@@ -284,7 +283,11 @@ impl Run {
     }
 
     fn failed(&self) -> &str {
-        assert_eq!(self.code, 1, "expected a failure, got {}: {}", self.code, self.stdout);
+        assert_eq!(
+            self.code, 1,
+            "expected a failure, got {}: {}",
+            self.code, self.stdout
+        );
         assert!(self.stdout.is_empty(), "output on failure: {}", self.stdout);
         &self.stderr
     }
@@ -330,32 +333,91 @@ fn every_get_in_table_and_json_form() {
     // The canned resources: table header, a cell, and JSON equal to what the
     // API answered.
     let cases: [(&str, Value, &str, &str); 6] = [
-        ("ha", json!(canned_ha()), "|  INSTANCE | HASTATE |", "| llb-inst0 | MASTER  |"),
-        ("bfd", json!(canned_bfd()), "|  INSTANCE | REMOTE IP | SESSION STATE |", "| BFDUp "),
-        ("ct", json!(canned_ct()), "| DESTINATION IP |", "| fdnat-192.168.218.101,32403 |"),
-        ("ep", json!(canned_ep()), "|       HOST      |", "| 192.168.218.101_tcp_32403 |"),
-        ("status", json!(canned_status()), "|  ROLE  | SELF |", "| MASTER |    1 | 10.0.1.2 | ka   | Up  |"),
-        ("transitions", json!({"transitions": [canned_transition()]}), "| SEQ |", "|   4 | 2025-12-02T00:00:00Z | BACKUP | MASTER | peer-down |"),
+        (
+            "ha",
+            json!(canned_ha()),
+            "|  INSTANCE | HASTATE |",
+            "| llb-inst0 | MASTER  |",
+        ),
+        (
+            "bfd",
+            json!(canned_bfd()),
+            "|  INSTANCE | REMOTE IP | SESSION STATE |",
+            "| BFDUp ",
+        ),
+        (
+            "ct",
+            json!(canned_ct()),
+            "| DESTINATION IP |",
+            "| fdnat-192.168.218.101,32403 |",
+        ),
+        (
+            "ep",
+            json!(canned_ep()),
+            "|       HOST      |",
+            "| 192.168.218.101_tcp_32403 |",
+        ),
+        (
+            "status",
+            json!(canned_status()),
+            "|  ROLE  | SELF |",
+            "| MASTER |    1 | 10.0.1.2 | ka   | Up  |",
+        ),
+        (
+            "transitions",
+            json!({"transitions": [canned_transition()]}),
+            "| SEQ |",
+            "|   4 | 2025-12-02T00:00:00Z | BACKUP | MASTER | peer-down |",
+        ),
     ];
     for (what, want_json, header, cell) in cases {
         let table = server.run(&["get", what]).ok().to_string();
-        assert!(first_line(&table).starts_with(header), "get {what}:\n{table}");
+        assert!(
+            first_line(&table).starts_with(header),
+            "get {what}:\n{table}"
+        );
         assert!(table.contains(cell), "get {what}:\n{table}");
         let wide = server.run(&["get", what, "-o", "wide"]).ok().to_string();
         assert!(
             first_line(&wide).len() > first_line(&table).len(),
             "get {what} -o wide adds columns:\n{wide}"
         );
-        assert_eq!(server.run(&["-o", "json", "get", what]).json(), want_json, "get {what} -o json");
+        assert_eq!(
+            server.run(&["-o", "json", "get", what]).json(),
+            want_json,
+            "get {what} -o json"
+        );
     }
-    let status = server.run(&["get", "status", "-o", "wide"]).ok().to_string();
-    assert!(status.contains("| 13.208.10.20     | eip  | yes  | i-0abc        |"), "{status}");
-    assert!(status.contains("last transition: #4 BACKUP -> MASTER"), "{status}");
-    let wide = server.run(&["get", "transitions", "-o", "wide"]).ok().to_string();
-    assert!(wide.contains(r#"{"moved":["13.208.10.20"],"ms":812}"#), "{wide}");
+    let status = server
+        .run(&["get", "status", "-o", "wide"])
+        .ok()
+        .to_string();
+    assert!(
+        status.contains("| 13.208.10.20     | eip  | yes  | i-0abc        |"),
+        "{status}"
+    );
+    assert!(
+        status.contains("last transition: #4 BACKUP -> MASTER"),
+        "{status}"
+    );
+    let wide = server
+        .run(&["get", "transitions", "-o", "wide"])
+        .ok()
+        .to_string();
+    assert!(
+        wide.contains(r#"{"moved":["13.208.10.20"],"ms":812}"#),
+        "{wide}"
+    );
     let seen = server.seen();
     assert_eq!(seen.len(), 6 * 3 + 2, "one GET per run: {seen:?}");
-    assert_eq!(seen[..3], [Command::ListCiState, Command::ListCiState, Command::ListCiState]);
+    assert_eq!(
+        seen[..3],
+        [
+            Command::ListCiState,
+            Command::ListCiState,
+            Command::ListCiState
+        ]
+    );
 }
 
 fn lb_rules(server: &Server) -> Vec<Value> {
@@ -390,8 +452,16 @@ fn create_get_and_delete_lb() {
 
     // JSON form: the agent's own answer.
     let udp = [
-        "create", "lb", "--external-ip=13.208.10.21", "--port=53", "--protocol=udp",
-        "--sel=hash", "--mode=onearm", "--endpoints=10.0.0.9:5353", "-o", "json",
+        "create",
+        "lb",
+        "--external-ip=13.208.10.21",
+        "--port=53",
+        "--protocol=udp",
+        "--sel=hash",
+        "--mode=onearm",
+        "--endpoints=10.0.0.9:5353",
+        "-o",
+        "json",
     ];
     assert_eq!(server.run(&udp).json(), json!({"result": "Success"}));
 
@@ -415,26 +485,50 @@ fn create_get_and_delete_lb() {
     assert_eq!(rules[0]["serviceArguments"]["privateIP"], "192.168.248.254");
 
     // Delete by key, then the same again: the agent's 404 and its words.
-    let del = ["delete", "lb", "--external-ip=13.208.10.21", "--port=53", "--protocol=udp"];
+    let del = [
+        "delete",
+        "lb",
+        "--external-ip=13.208.10.21",
+        "--port=53",
+        "--protocol=udp",
+    ];
     assert_eq!(server.run(&del).ok(), "deleted lb 13.208.10.21:53/udp\n");
     let again = server.run(&del);
     let err = again.failed();
     assert!(
         err.contains("DELETE ")
-            && err.contains("/netlox/v1/config/loadbalancer/externalipaddress/13.208.10.21/port/53/protocol/udp")
+            && err.contains(
+                "/netlox/v1/config/loadbalancer/externalipaddress/13.208.10.21/port/53/protocol/udp"
+            )
             && err.contains("404 Not Found")
             && err.contains("lbrule 13.208.10.21:53/udp does not exist")
             && err.contains("not-exists error"),
         "{err}"
     );
     // By name (with a ':' in it), then --all.
-    let by_name = server.run(&["delete", "lb", "--name=default_nginx-lb1:llb-inst0", "-o", "json"]);
+    let by_name = server.run(&[
+        "delete",
+        "lb",
+        "--name=default_nginx-lb1:llb-inst0",
+        "-o",
+        "json",
+    ]);
     assert_eq!(by_name.json(), json!({"result": "Success"}));
     assert!(lb_rules(&server).is_empty());
-    assert!(server.run(&["delete", "lb", "--name=nope"]).failed().contains("does not exist"));
-    assert_eq!(server.run(&["delete", "lb", "--all"]).ok(), "deleted every lb rule\n");
+    assert!(
+        server
+            .run(&["delete", "lb", "--name=nope"])
+            .failed()
+            .contains("does not exist")
+    );
+    assert_eq!(
+        server.run(&["delete", "lb", "--all"]).ok(),
+        "deleted every lb rule\n"
+    );
     let seen = server.seen();
-    assert!(seen.contains(&Command::DeleteServiceByName("default_nginx-lb1:llb-inst0".into())));
+    assert!(seen.contains(&Command::DeleteServiceByName(
+        "default_nginx-lb1:llb-inst0".into()
+    )));
     assert_eq!(seen.last(), Some(&Command::DeleteAllServices));
 }
 
@@ -443,10 +537,17 @@ fn the_agents_400_is_shown_with_field_and_value() {
     let server = Server::start(None, None);
     // 0.0.0.0 passes clap (it is an IPv4 address); the agent names the field.
     let run = server.run(&[
-        "create", "lb", "--external-ip=1.2.3.4", "--port=80", "--endpoints=0.0.0.0:80",
+        "create",
+        "lb",
+        "--external-ip=1.2.3.4",
+        "--port=80",
+        "--endpoints=0.0.0.0:80",
     ]);
     let err = run.failed();
-    assert!(err.contains("400 Bad Request") && err.contains("endpoints[0].endpointIP"), "{err}");
+    assert!(
+        err.contains("400 Bad Request") && err.contains("endpoints[0].endpointIP"),
+        "{err}"
+    );
     assert!(server.seen().is_empty(), "nothing reached the owner");
 }
 
@@ -454,17 +555,29 @@ fn the_agents_400_is_shown_with_field_and_value() {
 fn set_bfd_sends_interval_and_multiplier() {
     let server = Server::start(None, None);
     assert_eq!(
-        server.run(&["set", "bfd", "--interval-us=300000", "--multiplier=5"]).ok(),
+        server
+            .run(&["set", "bfd", "--interval-us=300000", "--multiplier=5"])
+            .ok(),
         "set bfd interval 300000 us, multiplier 5\n"
     );
     let json = server.run(&[
-        "set", "bfd", "--interval-us=100000", "--multiplier=3", "--remote-ip=10.0.1.2", "-o", "json",
+        "set",
+        "bfd",
+        "--interval-us=100000",
+        "--multiplier=3",
+        "--remote-ip=10.0.1.2",
+        "-o",
+        "json",
     ]);
     assert_eq!(json.json(), json!({"result": "Success"}));
     assert_eq!(
         server.seen(),
         [
-            Command::SetBfd { remote_ip: None, interval_us: 300_000, multiplier: 5 },
+            Command::SetBfd {
+                remote_ip: None,
+                interval_us: 300_000,
+                multiplier: 5
+            },
             Command::SetBfd {
                 remote_ip: Some("10.0.1.2".parse().unwrap()),
                 interval_us: 100_000,
@@ -517,13 +630,24 @@ fn apply_then_save_round_trips() {
 
     // apply -f of the saved file on a fresh agent gives the same rules.
     let fresh = Server::start(None, None);
-    let applied = fresh.run(&["apply", "-f", saved.to_str().unwrap(), "-o", "json"]).json();
+    let applied = fresh
+        .run(&["apply", "-f", saved.to_str().unwrap(), "-o", "json"])
+        .json();
     assert_eq!(applied[1]["entry"], "lbAttr[1]");
     assert_eq!(applied[1]["result"], "Success");
     assert_eq!(fresh.state.lock().unwrap().services, config.services);
-    let saved_json = fresh.run(&["save", "-f", dir.join("again.json").to_str().unwrap(), "-o", "json"]);
+    let saved_json = fresh.run(&[
+        "save",
+        "-f",
+        dir.join("again.json").to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
     assert_eq!(saved_json.json()["rules"], 2);
-    assert_eq!(std::fs::read_to_string(dir.join("again.json")).unwrap(), text);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("again.json")).unwrap(),
+        text
+    );
 }
 
 #[test]
@@ -559,8 +683,14 @@ fn apply_stops_at_the_first_refused_rule_and_names_it() {
              "endpoints":[{"endpointIP":"10.0.0.1","targetPort":80}]}]}"#,
     );
     server.seen();
-    let err = server.run(&["apply", "-f", bad.to_str().unwrap()]).failed().to_string();
-    assert!(err.contains("bad.json") && err.contains("lbAttr[1].serviceArguments.mode = 7"), "{err}");
+    let err = server
+        .run(&["apply", "-f", bad.to_str().unwrap()])
+        .failed()
+        .to_string();
+    assert!(
+        err.contains("bad.json") && err.contains("lbAttr[1].serviceArguments.mode = 7"),
+        "{err}"
+    );
     assert!(server.seen().is_empty(), "a bad file must send nothing");
 }
 
@@ -568,15 +698,34 @@ fn apply_stops_at_the_first_refused_rule_and_names_it() {
 fn token_is_sent_raw_and_a_401_is_an_error() {
     let server = Server::start(Some("s3cret-token"), None);
     let err = server.run(&["get", "ha"]).failed().to_string();
-    assert!(err.contains("401 Unauthorized") && err.contains("Authorization"), "{err}");
-    let err = server.run(&["get", "ha", "--token", "wrong"]).failed().to_string();
+    assert!(
+        err.contains("401 Unauthorized") && err.contains("Authorization"),
+        "{err}"
+    );
+    let err = server
+        .run(&["get", "ha", "--token", "wrong"])
+        .failed()
+        .to_string();
     assert!(err.contains("401"), "{err}");
-    assert!(server.run(&["get", "ha", "--token", "s3cret-token"]).ok().contains("MASTER"));
+    assert!(
+        server
+            .run(&["get", "ha", "--token", "s3cret-token"])
+            .ok()
+            .contains("MASTER")
+    );
     let dir = temp_dir("token");
     let file = write(&dir, "token", "s3cret-token\n");
-    assert!(server.run(&["get", "ha", "--token-file", file.to_str().unwrap()]).ok().contains("MASTER"));
+    assert!(
+        server
+            .run(&["get", "ha", "--token-file", file.to_str().unwrap()])
+            .ok()
+            .contains("MASTER")
+    );
     let empty = write(&dir, "empty", "\n");
-    let err = server.run(&["get", "ha", "--token-file", empty.to_str().unwrap()]).failed().to_string();
+    let err = server
+        .run(&["get", "ha", "--token-file", empty.to_str().unwrap()])
+        .failed()
+        .to_string();
     assert!(err.contains("token file") && err.contains("empty"), "{err}");
 }
 
@@ -596,7 +745,9 @@ fn transport_errors_name_the_url() {
             && err.contains("connection refused"),
         "{err}"
     );
-    let err = floatctl(&["--api", "127.0.0.1:11111", "get", "lb"]).failed().to_string();
+    let err = floatctl(&["--api", "127.0.0.1:11111", "get", "lb"])
+        .failed()
+        .to_string();
     assert!(err.contains("expected an http:// or https:// URL"), "{err}");
 }
 
@@ -605,7 +756,10 @@ fn completion_scripts() {
     for shell in ["bash", "zsh", "fish"] {
         let out = floatctl(&["completion", shell]);
         let text = out.ok();
-        assert!(text.contains("floatctl") && text.contains("transitions"), "{shell}: {text}");
+        assert!(
+            text.contains("floatctl") && text.contains("transitions"),
+            "{shell}: {text}"
+        );
     }
 }
 
@@ -657,7 +811,10 @@ fn make_pki(tag: &str) -> Pki {
 fn https_and_mutual_tls() {
     let pki = make_pki("tls");
     let ca = pki.ca.to_str().unwrap();
-    let (cert, key) = (pki.client_cert.to_str().unwrap(), pki.client_key.to_str().unwrap());
+    let (cert, key) = (
+        pki.client_cert.to_str().unwrap(),
+        pki.client_key.to_str().unwrap(),
+    );
 
     // TLS without client certificates.
     let tls = Server::start(
@@ -668,26 +825,57 @@ fn https_and_mutual_tls() {
         }),
     );
     assert!(tls.run(&["get", "ha", "--ca", ca]).ok().contains("MASTER"));
-    let err = tls.run(&["get", "ha", "--ca", pki.other_ca.to_str().unwrap()]).failed().to_string();
-    assert!(err.contains(&tls.url) && err.to_lowercase().contains("certificate"), "{err}");
+    let err = tls
+        .run(&["get", "ha", "--ca", pki.other_ca.to_str().unwrap()])
+        .failed()
+        .to_string();
+    assert!(
+        err.contains(&tls.url) && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
     let err = tls.run(&["get", "ha"]).failed().to_string();
-    assert!(err.contains(&tls.url), "web PKI roots do not know our CA: {err}");
+    assert!(
+        err.contains(&tls.url),
+        "web PKI roots do not know our CA: {err}"
+    );
 
     // Mutual TLS.
     let mtls = Server::start(None, Some(pki.server.clone()));
-    assert!(mtls.run(&["get", "ha", "--ca", ca, "--cert", cert, "--key", key]).ok().contains("MASTER"));
+    assert!(
+        mtls.run(&["get", "ha", "--ca", ca, "--cert", cert, "--key", key])
+            .ok()
+            .contains("MASTER")
+    );
     assert_eq!(
-        mtls.run(&["get", "ha", "--ca", ca, "--cert", cert, "--key", key, "-o", "json"]).json(),
+        mtls.run(&[
+            "get", "ha", "--ca", ca, "--cert", cert, "--key", key, "-o", "json"
+        ])
+        .json(),
         json!(canned_ha())
     );
     let err = mtls.run(&["get", "ha", "--ca", ca]).failed().to_string();
     assert!(err.contains(&mtls.url), "no client certificate: {err}");
     // A key that is not the certificate's: an error naming the files, not a panic.
     let err = mtls
-        .run(&["get", "ha", "--ca", ca, "--cert", cert, "--key", pki.server.key.to_str().unwrap()])
+        .run(&[
+            "get",
+            "ha",
+            "--ca",
+            ca,
+            "--cert",
+            cert,
+            "--key",
+            pki.server.key.to_str().unwrap(),
+        ])
         .failed()
         .to_string();
-    assert!(err.contains("client certificate and key") && err.contains("client.pem"), "{err}");
-    let err = mtls.run(&["get", "ha", "--ca", "/nonexistent/ca.pem"]).failed().to_string();
+    assert!(
+        err.contains("client certificate and key") && err.contains("client.pem"),
+        "{err}"
+    );
+    let err = mtls
+        .run(&["get", "ha", "--ca", "/nonexistent/ca.pem"])
+        .failed()
+        .to_string();
     assert!(err.contains("CA certificate /nonexistent/ca.pem"), "{err}");
 }

@@ -172,7 +172,12 @@ pub struct CreateLb {
     #[arg(long, value_enum, default_value_t = Mode::Fullnat)]
     pub mode: Mode,
     /// Backends: IP:PORT[:WEIGHT],... (weight 1..=255, default 1).
-    #[arg(long, required = true, value_delimiter = ',', value_name = "IP:PORT[:WEIGHT]")]
+    #[arg(
+        long,
+        required = true,
+        value_delimiter = ',',
+        value_name = "IP:PORT[:WEIGHT]"
+    )]
     pub endpoints: Vec<EndpointArg>,
     /// Rule name (kube-loxilb uses `<namespace>_<service>:llb-inst0`).
     #[arg(long)]
@@ -393,10 +398,7 @@ mod tests {
                 "\"10.0.0\" is not an IPv4 address",
             ),
             (vec!["--endpoints=10.0.0.1"], "no port"),
-            (
-                vec!["--endpoints=10.0.0.1:80:1:2"],
-                "too many ':' parts",
-            ),
+            (vec!["--endpoints=10.0.0.1:80:1:2"], "too many ':' parts"),
         ] {
             let mut all = vec!["create", "lb", "--external-ip=1.2.3.4", "--port=80"];
             all.extend(args);
@@ -404,17 +406,39 @@ mod tests {
             assert!(err.contains("--endpoints"), "{err}");
             assert!(err.contains(want), "{err}");
         }
-        let err = parse(&["create", "lb", "--external-ip=1.2.3", "--port=80", "--endpoints=1.1.1.1:1"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--external-ip") && err.contains("1.2.3"), "{err}");
-        let err = parse(&["create", "lb", "--external-ip=1.2.3.4", "--port=0", "--endpoints=1.1.1.1:1"])
-            .unwrap_err()
-            .to_string();
+        let err = parse(&[
+            "create",
+            "lb",
+            "--external-ip=1.2.3",
+            "--port=80",
+            "--endpoints=1.1.1.1:1",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--external-ip") && err.contains("1.2.3"),
+            "{err}"
+        );
+        let err = parse(&[
+            "create",
+            "lb",
+            "--external-ip=1.2.3.4",
+            "--port=0",
+            "--endpoints=1.1.1.1:1",
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--port") && err.contains('0'), "{err}");
-        let err = parse(&["create", "lb", "--external-ip=1.2.3.4", "--port=80", "--mode=dsr", "--endpoints=1.1.1.1:1"])
-            .unwrap_err()
-            .to_string();
+        let err = parse(&[
+            "create",
+            "lb",
+            "--external-ip=1.2.3.4",
+            "--port=80",
+            "--mode=dsr",
+            "--endpoints=1.1.1.1:1",
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--mode") && err.contains("dsr"), "{err}");
     }
 
@@ -435,7 +459,13 @@ mod tests {
             vec!["delete", "lb", "--all", "--name=x"],
             vec!["delete", "lb", "--external-ip=1.2.3.4"],
             vec!["delete", "lb", "--port=80", "--all"],
-            vec!["delete", "lb", "--external-ip=1.2.3.4", "--port=80", "--all"],
+            vec![
+                "delete",
+                "lb",
+                "--external-ip=1.2.3.4",
+                "--port=80",
+                "--all",
+            ],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} parsed");
         }
@@ -450,10 +480,16 @@ mod tests {
         else {
             panic!("not set bfd");
         };
-        assert_eq!((b.interval_us, b.multiplier, b.remote_ip), (200_000, 3, None));
+        assert_eq!(
+            (b.interval_us, b.multiplier, b.remote_ip),
+            (200_000, 3, None)
+        );
         assert!(parse(&["set", "bfd", "--interval-us", "0", "--multiplier", "3"]).is_err());
         assert!(parse(&["set", "bfd", "--interval-us", "1", "--multiplier", "0"]).is_err());
-        assert!(parse(&["get", "ha", "--cert", "c.pem"]).is_err(), "--cert without --key");
+        assert!(
+            parse(&["get", "ha", "--cert", "c.pem"]).is_err(),
+            "--cert without --key"
+        );
         assert!(parse(&["get", "ha", "--token", "t", "--token-file", "f"]).is_err());
         assert!(parse(&["get", "ha", "-o", "yaml"]).is_err());
     }

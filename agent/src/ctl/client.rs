@@ -160,7 +160,10 @@ pub fn api_root(api: &str) -> Result<(String, bool), ClientError> {
         )));
     };
     let mut root = api.trim_end_matches('/');
-    root = root.strip_suffix(BASE).unwrap_or(root).trim_end_matches('/');
+    root = root
+        .strip_suffix(BASE)
+        .unwrap_or(root)
+        .trim_end_matches('/');
     let host = root.split_once("://").map_or("", |(_, h)| h);
     if host.is_empty() || host.contains('/') || host.contains('?') || host.contains('#') {
         return Err(ClientError::Config(format!(
@@ -428,7 +431,10 @@ mod tests {
 
     #[test]
     fn segments_are_escaped_but_names_stay_readable() {
-        assert_eq!(segment("default_nginx-lb1:llb-inst0"), "default_nginx-lb1:llb-inst0");
+        assert_eq!(
+            segment("default_nginx-lb1:llb-inst0"),
+            "default_nginx-lb1:llb-inst0"
+        );
         assert_eq!(segment("a b/c?d#e%"), "a%20b%2Fc%3Fd%23e%25");
     }
 
@@ -452,7 +458,10 @@ mod tests {
             describe(404, Some(&same), ""),
             "404 Not Found: lbrule 1.2.3.4:80/tcp does not exist"
         );
-        assert_eq!(describe(502, None, "bad gateway\n"), "502 Bad Gateway: bad gateway");
+        assert_eq!(
+            describe(502, None, "bad gateway\n"),
+            "502 Bad Gateway: bad gateway"
+        );
         assert_eq!(describe(599, None, ""), "599");
     }
 

@@ -123,12 +123,16 @@ pub fn read_rules(path: &Path) -> Result<LbList, FileError> {
     let format = format_of(path);
     let list: LbList = match bare_rule(&text, format) {
         true => LbList {
-            lb_attr: vec![decode::<LbEntry>(&text, format, "").map_err(|e| invalid(e.to_string()))?],
+            lb_attr: vec![
+                decode::<LbEntry>(&text, format, "").map_err(|e| invalid(e.to_string()))?,
+            ],
         },
         false => decode(&text, format, "").map_err(|e| invalid(e.to_string()))?,
     };
     if list.lb_attr.is_empty() {
-        return Err(invalid("no rules (expected {\"lbAttr\":[...]} or one rule)".into()));
+        return Err(invalid(
+            "no rules (expected {\"lbAttr\":[...]} or one rule)".into(),
+        ));
     }
     LbConfig::from_wire(&list, &FILE_LIMITS).map_err(|e| invalid(e.to_string()))?;
     Ok(list)
@@ -256,12 +260,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no rules"), "{err}");
-        let err = read_rules(&tmp("syntax.json", "{")).unwrap_err().to_string();
-        assert!(err.contains("syntax.json") && err.contains("not valid JSON"), "{err}");
+        let err = read_rules(&tmp("syntax.json", "{"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("syntax.json") && err.contains("not valid JSON"),
+            "{err}"
+        );
         let err = read_rules(Path::new("/nonexistent/floatctl.json"))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("cannot read /nonexistent/floatctl.json"), "{err}");
+        assert!(
+            err.starts_with("cannot read /nonexistent/floatctl.json"),
+            "{err}"
+        );
     }
 
     #[test]

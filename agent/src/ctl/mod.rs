@@ -42,7 +42,9 @@ pub enum CtlError {
     #[error(transparent)]
     File(#[from] lb::FileError),
     /// `apply` stopped at a rule the agent refused.
-    #[error("{entry} {rule}: {source} ({applied} rule(s) before it applied; nothing after it sent)")]
+    #[error(
+        "{entry} {rule}: {source} ({applied} rule(s) before it applied; nothing after it sent)"
+    )]
     Apply {
         entry: String,
         rule: String,
@@ -79,7 +81,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
             let entry = lb::entry_from(&c);
             let body = serde_json::to_vec(&entry).map_err(encode_err)?;
             let done = client.post("/config/loadbalancer", &body)?;
-            changed(&done, cli.output, &format!("created lb {}", lb::describe(&entry)))?
+            changed(
+                &done,
+                cli.output,
+                &format!("created lb {}", lb::describe(&entry)),
+            )?
         }
         Verb::Delete {
             what: DeleteWhat::Lb(d),
@@ -156,7 +162,10 @@ fn changed(answer: &client::Answer, output: Output, line: &str) -> Result<String
 
 fn delete(client: &Client, d: &DeleteLb, output: Output) -> Result<String, CtlError> {
     let (path, what) = if d.all {
-        ("/config/loadbalancer/all".to_string(), "every lb rule".to_string())
+        (
+            "/config/loadbalancer/all".to_string(),
+            "every lb rule".to_string(),
+        )
     } else if let Some(name) = &d.name {
         (
             format!("/config/loadbalancer/name/{}", segment(name)),

@@ -198,10 +198,16 @@ fn ct_tables() {
     );
     let wide = ct(&ct_list(), true);
     assert!(
-        wide.lines().next().unwrap().ends_with("|         SERVICE NAME        | IDENT |"),
+        wide.lines()
+            .next()
+            .unwrap()
+            .ends_with("|         SERVICE NAME        | IDENT |"),
         "{wide}"
     );
-    assert!(wide.contains("| default_nginx-lb1:llb-inst0 |       |"), "{wide}");
+    assert!(
+        wide.contains("| default_nginx-lb1:llb-inst0 |       |"),
+        "{wide}"
+    );
 }
 
 pub(crate) fn ep_list() -> EndpointList {
@@ -234,7 +240,13 @@ fn ep_tables() {
 "
     );
     let wide = ep(&ep_list(), true);
-    assert!(wide.lines().next().unwrap().ends_with("| PROBE REQ | PROBE RESP |"), "{wide}");
+    assert!(
+        wide.lines()
+            .next()
+            .unwrap()
+            .ends_with("| PROBE REQ | PROBE RESP |"),
+        "{wide}"
+    );
 }
 
 fn transition(seq: u64) -> TransitionRecord {
@@ -304,7 +316,10 @@ last transition: #3 BACKUP -> MASTER at 2025-12-02T00:00:03Z (peer down)
         ..status_report()
     };
     let text = status(&alone, false);
-    assert!(text.contains("| MASTER |    0 | -    | standalone | -   |"), "{text}");
+    assert!(
+        text.contains("| MASTER |    0 | -    | standalone | -   |"),
+        "{text}"
+    );
     assert!(text.ends_with("last transition: none\n"), "{text}");
 }
 
@@ -334,6 +349,14 @@ fn codes_have_loxicmds_names() {
     );
     assert_eq!(
         (0..=6).map(mode_name).collect::<Vec<_>>(),
-        ["default", "onearm", "fullnat", "dsr", "fullproxy", "hostonearm", "6"]
+        [
+            "default",
+            "onearm",
+            "fullnat",
+            "dsr",
+            "fullproxy",
+            "hostonearm",
+            "6"
+        ]
     );
 }
