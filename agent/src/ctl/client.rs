@@ -50,12 +50,12 @@ pub enum ClientError {
         message: String,
     },
     /// The agent answered with an error status.
-    #[error("{method} {url}: {}", describe(*status, body.as_ref(), text))]
+    #[error("{method} {url}: {}", describe(*status, body.as_deref(), text))]
     Api {
         method: &'static str,
         url: String,
         status: u16,
-        body: Option<ErrorBody>,
+        body: Option<Box<ErrorBody>>,
         text: String,
     },
     /// A 2xx answer that is not the JSON expected.
@@ -389,7 +389,7 @@ impl Client {
                 method,
                 url,
                 status,
-                body: serde_json::from_str::<ErrorBody>(&text).ok(),
+                body: serde_json::from_str::<ErrorBody>(&text).ok().map(Box::new),
                 text,
             });
         }

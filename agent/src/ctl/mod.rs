@@ -50,7 +50,7 @@ pub enum CtlError {
         rule: String,
         applied: usize,
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
     },
     #[error("writing the output: {0}")]
     Stdout(#[source] std::io::Error),
@@ -231,7 +231,7 @@ fn apply(client: &Client, file: &std::path::Path, output: Output) -> Result<Stri
                     entry: format!("{}: lbAttr[{i}]", file.display()),
                     rule,
                     applied: i,
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
