@@ -854,7 +854,10 @@ fn https_and_mutual_tls() {
         json!(canned_ha())
     );
     let err = mtls.run(&["get", "ha", "--ca", ca]).failed().to_string();
-    assert!(err.contains(&mtls.url), "no client certificate: {err}");
+    assert!(
+        err.contains(&mtls.url) && err.contains("CertificateRequired") && err.contains("--cert"),
+        "no client certificate: {err}"
+    );
     // A key that is not the certificate's: an error naming the files, not a panic.
     let err = mtls
         .run(&[

@@ -404,7 +404,17 @@ fn transport_message(e: &ureq::Error) -> String {
             "connection refused (is the agent running, and is --api right?)".into()
         }
         ureq::Error::Timeout(t) => format!("timed out ({t}); see --timeout"),
-        other => other.to_string(),
+        other => {
+            let text = other.to_string();
+            if text.to_ascii_lowercase().contains("certificate") {
+                format!(
+                    "{text} (TLS: --ca must name the CA of the agent's certificate; an agent \
+                     with --api-client-ca needs --cert and --key)"
+                )
+            } else {
+                text
+            }
+        }
     }
 }
 
