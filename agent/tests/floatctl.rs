@@ -882,3 +882,54 @@ fn https_and_mutual_tls() {
         .to_string();
     assert!(err.contains("CA certificate /nonexistent/ca.pem"), "{err}");
 }
+
+/// What floatctl puts on the wire, seen by a bare TCP listener: the token
+/// raw in `Authorization` (no `Bearer`), and kube-loxilb's content type.
+#[test]
+fn requests_carry_the_raw_token_and_json_content_type() {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let peer = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim_end().is_empty() {
+                break;
+            }
+            head.push(line.trim_end().to_string());
+        }
+        let body = r#"{"Attr":[]}"#;
+        let mut conn = conn;
+        write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        head
+    });
+    let run = floatctl(&["--api", &url, "--token", "tok-123", "get", "ha"]);
+    assert_eq!(run.ok(), "| INSTANCE | HASTATE |\n|----------|---------|\n");
+    let head = peer.join().unwrap();
+    assert_eq!(head[0], "GET /netlox/v1/config/cistate/all HTTP/1.1");
+    let header = |name: &str| {
+        head.iter()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    assert_eq!(
+        header("authorization").as_deref(),
+        Some("tok-123"),
+        "{head:?}"
+    );
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("application/json"),
+        "{head:?}"
+    );
+}
