@@ -308,10 +308,26 @@ fn floatctl(args: &[&str]) -> Run {
     }
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A directory removed when the test ends (pass or fail).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("floatctl-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -766,6 +782,7 @@ fn completion_scripts() {
 /// A CA, a server certificate for 127.0.0.1, a client certificate, and a
 /// second CA nobody uses.
 struct Pki {
+    _dir: TempDir,
     ca: PathBuf,
     other_ca: PathBuf,
     client_cert: PathBuf,
@@ -804,6 +821,7 @@ fn make_pki(tag: &str) -> Pki {
             client_ca: Some(ca_path.clone()),
         },
         ca: ca_path,
+        _dir: dir,
     }
 }
 

@@ -230,37 +230,69 @@ mod tests {
         LbConfig::from_wire(&list, &FILE_LIMITS).unwrap();
     }
 
-    fn tmp(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("floatctl-lb-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
+    /// A directory of one test's files, removed when the test ends.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(test: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("floatctl-lb-{test}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn file(&self, name: &str, text: &str) -> PathBuf {
+            let p = self.0.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn files_are_lists_or_one_rule_in_json_or_yaml() {
+        let dir = Scratch::new("forms");
         let one = r#"{"serviceArguments":{"externalIP":"1.2.3.4","port":80,"mode":2},
                       "endpoints":[{"endpointIP":"10.0.0.1","targetPort":8080}]}"#;
-        assert_eq!(read_rules(&tmp("one.json", one)).unwrap().lb_attr.len(), 1);
+        assert_eq!(
+            read_rules(&dir.file("one.json", one))
+                .unwrap()
+                .lb_attr
+                .len(),
+            1
+        );
         let yaml = "lbAttr:\n  - serviceArguments: {externalIP: 1.2.3.4, port: 80, mode: 2}\n    endpoints: [{endpointIP: 10.0.0.1, targetPort: 8080}]\n  - serviceArguments: {externalIP: 1.2.3.5, port: 80, mode: 2}\n    endpoints: [{endpointIP: 10.0.0.2, targetPort: 80}]\n";
-        assert_eq!(read_rules(&tmp("two.yaml", yaml)).unwrap().lb_attr.len(), 2);
+        assert_eq!(
+            read_rules(&dir.file("two.yaml", yaml))
+                .unwrap()
+                .lb_attr
+                .len(),
+            2
+        );
     }
 
     #[test]
     fn a_bad_file_is_refused_naming_the_entry_and_field() {
+        let dir = Scratch::new("bad");
         let bad = r#"{"lbAttr":[
             {"serviceArguments":{"externalIP":"1.2.3.4","port":80,"mode":2},
              "endpoints":[{"endpointIP":"10.0.0.1","targetPort":8080}]},
             {"serviceArguments":{"externalIP":"1.2.3.5","port":80,"mode":2},
              "endpoints":[{"endpointIP":"10.0.0.1","targetPort":8080,"weight":0}]}]}"#;
-        let err = read_rules(&tmp("bad.json", bad)).unwrap_err().to_string();
+        let err = read_rules(&dir.file("bad.json", bad))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lbAttr[1].endpoints[0].weight = 0"), "{err}");
-        let err = read_rules(&tmp("empty.json", r#"{"lbAttr":[]}"#))
+        let err = read_rules(&dir.file("empty.json", r#"{"lbAttr":[]}"#))
             .unwrap_err()
             .to_string();
         assert!(err.contains("no rules"), "{err}");
-        let err = read_rules(&tmp("syntax.json", "{"))
+        let err = read_rules(&dir.file("syntax.json", "{"))
             .unwrap_err()
             .to_string();
         assert!(
@@ -281,15 +313,11 @@ mod tests {
         let list = LbList {
             lb_attr: vec![entry_from(&create())],
         };
-        let path = tmp("saved.json", "old contents");
+        let dir = Scratch::new("save");
+        let path = dir.file("saved.json", "old contents");
         write_rules(&path, &list).unwrap();
-        assert_eq!(read_rules(&path).unwrap(), {
-            let mut l = list.clone();
-            // state/counter are output-only; they read back as written.
-            l.lb_attr[0].endpoints[0].state = Some(String::new());
-            l
-        });
-        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        assert_eq!(read_rules(&path).unwrap(), list);
+        let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
