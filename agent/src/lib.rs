@@ -1,4 +1,5 @@
-//! The floatlb agent library: everything the `floatlb` and `floatctl` binaries run.
+//! The floatlb agent library: everything the `floatlb` binary runs. (`floatctl`, the API
+//! client, keeps its modules in `src/ctl/`, compiled into that binary only.)
 
 /// BFD lives in its own crate (`agent/bfd`) so the decoder can be fuzzed without the agent's dependencies.
 pub use floatlb_bfd as bfd;
