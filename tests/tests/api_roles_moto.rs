@@ -82,7 +82,7 @@ fn spawn_agent(
     ]
     .into();
     let pin = bpf.path().join("floatlb");
-    let state = dir.join(&format!("state{i}"));
+    let state = dir.join(format!("state{i}"));
     for a in [
         "--iface",
         "eth0",
@@ -113,7 +113,7 @@ fn spawn_agent(
         args.push(format!("{peer}:{me}:20000"));
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let log = dir.join(&format!(
+    let log = dir.join(format!(
         "agent{i}-{}.log",
         if ka { "ka" } else { "cistate" }
     ));

@@ -121,6 +121,17 @@ pub fn validate_entry(
         .enumerate()
         .map(|(k, src)| parse_prefix(&p(&format!("allowedSources[{k}].prefix")), src))
         .collect::<Result<Vec<_>, _>>()?;
+    // Accepting source ranges without enforcing them would open a service
+    // its owner meant to restrict: refused until the datapath drops other
+    // sources.
+    if let Some(first) = allowed_sources.first() {
+        return Err(ConfigError::unsupported(
+            p("allowedSources"),
+            format!("[{first}, ...]"),
+            "source ranges (loadBalancerSourceRanges) are not enforced by the datapath yet; \
+             remove them, or restrict sources in the security group",
+        ));
+    }
     let endpoints = validate_endpoints(&p("endpoints"), &entry.endpoints, limits)?;
     let service = Service {
         name: args.name.clone().filter(|n| !n.is_empty()),

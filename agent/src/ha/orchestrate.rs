@@ -154,7 +154,7 @@ pub enum DatapathCmd {
 /// Who decides the role: the BFD election, or kube-loxilb's assignments.
 enum Election {
     Bfd {
-        machine: HaMachine,
+        machine: Box<HaMachine>,
         bfd: BfdThread,
         peer: IpAddr,
     },
@@ -277,7 +277,7 @@ impl Orchestrator {
                     }),
                 )?;
                 Election::Bfd {
-                    machine: HaMachine::new(opts.machine.clone())?,
+                    machine: Box::new(HaMachine::new(opts.machine.clone())?),
                     bfd,
                     peer: session.peer,
                 }
