@@ -194,6 +194,9 @@ pub struct Daemon<D: Datapath> {
     /// Assignment and BFD timers restored from the state store, applied
     /// once HA has started.
     restored: Restored,
+    /// The rules the `--config` file holds (its last read): a reload
+    /// removes only those the file dropped, never the API's.
+    file_keys: std::collections::HashSet<crate::config::ServiceKey>,
 }
 
 /// What the state store brought back besides the services.
@@ -351,6 +354,7 @@ impl<D: Datapath> Daemon<D> {
             limits,
             neigh_queue: Vec::new(),
             restored: Restored::default(),
+            file_keys: Default::default(),
         })
     }
 
@@ -364,6 +368,11 @@ impl<D: Datapath> Daemon<D> {
     pub fn set_store(&mut self, store: crate::store::Store, restored: Restored) {
         self.durability = control::Durability::new(Some(store));
         self.restored = restored;
+    }
+
+    /// The rules the `--config` file held at start (see `file_keys`).
+    pub fn set_file_services(&mut self, keys: impl IntoIterator<Item = crate::config::ServiceKey>) {
+        self.file_keys = keys.into_iter().collect();
     }
 
     /// Records services that came from `--config` (not from the store) so
@@ -650,6 +659,11 @@ impl<D: Datapath> Daemon<D> {
         changed
     }
 
+    /// SIGHUP: the file's rules replace the same rules, and rules the file
+    /// held at its last read but no longer does are removed; rules created
+    /// through the API are left alone (`systemctl reload` must not wipe
+    /// what kube-loxilb programmed). All or nothing: a bad file changes
+    /// nothing.
     async fn reload(&mut self) {
         let Some(path) = self.opts.config_path.clone() else {
             tracing::info!("SIGHUP: no --config file to re-read");
@@ -662,20 +676,67 @@ impl<D: Datapath> Daemon<D> {
                 return;
             }
         };
-        match self.dp.sync_services(&cfg.services) {
+        let new_keys: std::collections::HashSet<_> =
+            cfg.services.iter().map(Service::key).collect();
+        let mut merged: Vec<Service> = self
+            .services
+            .iter()
+            .filter(|s| !self.file_keys.contains(&s.key()) || new_keys.contains(&s.key()))
+            .cloned()
+            .collect();
+        let mut changed = Vec::new();
+        for s in &cfg.services {
+            match merged.iter_mut().find(|x| x.key() == s.key()) {
+                Some(x) if x == s => {}
+                Some(x) => {
+                    *x = s.clone();
+                    changed.push(s.clone());
+                }
+                None => {
+                    merged.push(s.clone());
+                    changed.push(s.clone());
+                }
+            }
+        }
+        let gone: Vec<_> = self
+            .services
+            .iter()
+            .map(Service::key)
+            .filter(|k| !merged.iter().any(|m| m.key() == *k))
+            .collect();
+        // The merged list is checked as a whole (a file rule may now clash
+        // with an API rule on the same VIP, port and protocol).
+        let merged = match LbConfig::from_wire(
+            &LbConfig { services: merged }.to_wire(),
+            &self.limits,
+        ) {
+            Ok(c) => c.services,
+            Err(error) => {
+                tracing::error!(%error, "reload rejected against the running rules, nothing changed");
+                return;
+            }
+        };
+        match self.dp.sync_services(&merged) {
             Ok(()) => {
-                tracing::info!(services = cfg.services.len(), "configuration reloaded");
-                self.services = cfg.services;
-                self.floating_changed();
-                // The file is now the whole truth: so is the store.
-                let (reply, _) = tokio::sync::oneshot::channel();
-                self.durability.record(
-                    Some(crate::store::Change::DeleteAllServices),
-                    reply,
-                    control::Undo::Nothing,
+                tracing::info!(
+                    services = merged.len(),
+                    from_file = cfg.services.len(),
+                    removed = gone.len(),
+                    updated = changed.len(),
+                    "configuration reloaded"
                 );
-                let all = self.services.clone();
-                self.persist_services(&all);
+                self.services = merged;
+                self.file_keys = new_keys;
+                self.floating_changed();
+                for key in gone {
+                    let (reply, _) = tokio::sync::oneshot::channel();
+                    let change = crate::store::Change::DeleteService {
+                        key: key_string(&key),
+                    };
+                    self.durability
+                        .record(Some(change), reply, control::Undo::Nothing);
+                }
+                self.persist_services(&changed);
                 let endpoints = endpoint_addrs(&self.services);
                 self.refresh_neighbours(&endpoints).await;
             }
@@ -969,6 +1030,41 @@ mod tests {
             n,
             "the expiry thread must be stopped before the datapath is"
         );
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_api_rules_and_removes_only_what_the_file_dropped() {
+        use floatlb_api::{Command, Reply, Request};
+        let dir = tempdir("reloadapi");
+        let o = opts(&dir, false);
+        let cfg = load_config(&o).unwrap();
+        let rec = Recorder::default();
+        let mut d =
+            Daemon::start(o.clone(), rec.clone(), cfg.clone(), None, events::channel()).unwrap();
+        d.set_file_services(cfg.services.iter().map(Service::key));
+        let h = d.handle();
+        let task = tokio::spawn(d.run());
+        // kube-loxilb adds a rule of its own.
+        let mut api = cfg.services[0].clone();
+        api.port = 443;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let cmd = Command::UpsertService(Box::new(api));
+        assert!(h.send(Event::Api(Request { cmd, reply })));
+        assert_eq!(answer.await.unwrap(), Ok(Reply::Done));
+        // The file drops its one rule: only that rule goes.
+        std::fs::write(o.config_path.as_ref().unwrap(), r#"{"lbAttr":[]}"#).unwrap();
+        assert!(h.send(Event::Reload));
+        assert!(h.flush().await);
+        assert_eq!(
+            rec.calls()
+                .iter()
+                .rev()
+                .find(|c| c.starts_with("sync"))
+                .map(String::as_str),
+            Some("sync 192.0.2.1:443x2")
+        );
+        assert!(h.send(Event::Shutdown { signal: "test" }));
+        task.await.unwrap().unwrap();
     }
 
     fn d_services_len(rec: &Recorder) -> usize {

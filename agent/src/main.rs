@@ -83,6 +83,7 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
     let (store, stored) = floatlb_agent::store::Store::open(&run.api.state_dir, events.clone())?;
     let restored = floatlb_agent::store::restore(&stored, &limits)?;
     let from_file = std::mem::take(&mut cfg.services);
+    let file_keys: Vec<_> = from_file.iter().map(|s| s.key()).collect();
     cfg.services = restored.services;
     let mut to_persist = Vec::new();
     for s in from_file {
@@ -141,6 +142,7 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
     }
     daemon.set_store(store, restored.rest);
     daemon.persist_services(&to_persist);
+    daemon.set_file_services(file_keys);
     // The API opens only now, with the restored state in place.
     let api = api.map(|a| {
         let (tx, rx) = tokio::sync::mpsc::channel(floatlb_agent::api::QUEUE);

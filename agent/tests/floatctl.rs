@@ -617,7 +617,6 @@ lbAttr:
     endpoints:
       - {endpointIP: 192.168.218.101, targetPort: 30080, weight: 1}
   - serviceArguments: {externalIP: 13.208.10.20, privateIP: 192.168.248.254, port: 53, protocol: udp, sel: 1, mode: 2}
-    allowedSources: [{prefix: 10.0.0.0/8}]
     endpoints:
       - {endpointIP: 192.168.218.101, targetPort: 30053}
       - {endpointIP: 192.168.228.102, targetPort: 30053, weight: 3}

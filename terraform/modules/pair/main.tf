@@ -70,8 +70,8 @@ locals {
       # whose forwarding user_data turns on (README, datapath flags).
       "--fib-lookup-iface=lo",
       "--ha-state-file=/var/lib/floatlb/ha-state.json",
-      # Always a file: the agent requires --config; with kube-loxilb it starts
-      # with no services and the API adds them.
+      # Services the operator pins; with kube-loxilb the file is empty and the
+      # API adds the services (a reload removes only rules the file dropped).
       "--config=/etc/floatlb/services.json",
       var.health_port == null ? "" : "--health-listen=0.0.0.0:${var.health_port}",
     ],
