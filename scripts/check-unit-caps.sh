@@ -39,6 +39,8 @@ trap cleanup EXIT
 ip netns add "$ns"
 ip -n "$ns" link add v0 type veth peer name v1
 for l in v0 v1 lo; do ip -n "$ns" link set "$l" up; done
+# As the pair's user_data sets it up: forwarding on lo only, FIB lookups on lo.
+ip netns exec "$ns" sysctl -qw net.ipv4.conf.lo.forwarding=1
 mount -t bpf bpf "$fs"
 cat > "$work/services.json" <<'JSON'
 {"lbAttr":[{"serviceArguments":{"externalIP":"203.0.113.10","port":80,"protocol":"tcp","sel":0,"mode":2,"name":"web"},
@@ -48,7 +50,8 @@ JSON
 run() { # $1: log name; waits for "floatlb running" or the agent's exit
   nsenter --net="/run/netns/$ns" setpriv --bounding-set "$bounding" -- \
     strace -f -qq -o "$work/$1.strace" \
-    "$BIN" --iface v0 --pin-dir "$fs/floatlb" --keep-pinned --config "$work/services.json" > "$work/$1" 2>&1 &
+    "$BIN" --iface v0 --fib-lookup-iface lo --pin-dir "$fs/floatlb" --keep-pinned \
+      --state-dir "$work/state" --config "$work/services.json" > "$work/$1" 2>&1 &
   pid=$!   # strace; the agent is its child
   for _ in $(seq 1 600); do
     grep -q 'floatlb running' "$work/$1" && return 0
