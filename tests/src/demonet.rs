@@ -11,6 +11,7 @@ use floatlb_dataplane::{XdpPass, attach_xdp_pass};
 
 use crate::{
     ec2world::VIP,
+    moto::Moto,
     netns::{Netns, veth},
 };
 
@@ -24,6 +25,20 @@ pub const ENDPOINTS: usize = 2;
 /// Address of endpoint `i` (0-based), in the endpoints' subnet 10.0.3.0/24.
 pub fn endpoint_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 3, 10 + u8::try_from(i).expect("endpoint index"))
+}
+
+/// The SDK settings every `floatlb` process in a node namespace gets, as
+/// `env` arguments: moto as the EC2 endpoint, the node's IMDS, test
+/// credentials, and `empty` (an empty file) for the SDK's config files.
+pub fn aws_env(moto: &Moto, empty: &std::path::Path) -> Vec<String> {
+    vec![
+        format!("AWS_ENDPOINT_URL={}", moto.endpoint()),
+        format!("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{IMDS_IP}:80"),
+        "AWS_ACCESS_KEY_ID=AKIATESTFLOATLB00001".into(),
+        "AWS_SECRET_ACCESS_KEY=secret".into(),
+        format!("AWS_CONFIG_FILE={}", empty.display()),
+        format!("AWS_SHARED_CREDENTIALS_FILE={}", empty.display()),
+    ]
 }
 
 /// Builds the namespaces and links (see the module diagram).

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail, ensure};
 use floatlb_tests::{
     agent::{READY_LINE, floatlb_binary},
     apiclient::{Answer, ApiClient},
-    demonet::{CLOUD_IP, IMDS_IP, build_network, wire_node},
+    demonet::{CLOUD_IP, IMDS_IP, aws_env, build_network, wire_node},
     ec2world::{VIP, VIP_BLOCK, World, client, test_credentials},
     imds::ImdsServer,
     moto::{Moto, free_port},
@@ -71,16 +71,8 @@ fn spawn_agent(
     let bin = floatlb_binary()?.to_string_lossy().into_owned();
     let empty = dir.join("empty");
     std::fs::write(&empty, "")?;
-    let mut args: Vec<String> = [
-        format!("AWS_ENDPOINT_URL={}", moto.endpoint()),
-        format!("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{IMDS_IP}:80"),
-        "AWS_ACCESS_KEY_ID=AKIATESTFLOATLB00001".into(),
-        "AWS_SECRET_ACCESS_KEY=secret".into(),
-        format!("AWS_CONFIG_FILE={}", empty.display()),
-        format!("AWS_SHARED_CREDENTIALS_FILE={}", empty.display()),
-        bin,
-    ]
-    .into();
+    let mut args = aws_env(moto, &empty);
+    args.push(bin);
     let pin = bpf.path().join("floatlb");
     let state = dir.join(format!("state{i}"));
     for a in [

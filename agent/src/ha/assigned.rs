@@ -31,7 +31,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::machine::{Action, CloudVerdict, Holder, Role, Transition};
+use super::machine::{Action, CloudVerdict, Holder, Role, RoleLog, Transition};
 
 /// Inputs of the assigned-roles machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,30 +49,28 @@ pub enum AssignInput {
 #[derive(Debug, Clone)]
 pub struct AssignedMachine {
     verify_interval: Duration,
-    role: Role,
+    roles: RoleLog,
     /// What kube-loxilb last asked for.
     wanted: Role,
     /// A cloud query is out; its answer decides a claim or a verify.
     querying: bool,
     /// When to query again (pending claim, or a MASTER's next verify).
     query_at: Option<Instant>,
-    history: Vec<Transition>,
 }
 
 impl AssignedMachine {
     pub fn new(verify_interval: Duration) -> Self {
         Self {
             verify_interval,
-            role: Role::Init,
+            roles: RoleLog::default(),
             wanted: Role::Backup,
             querying: false,
             query_at: None,
-            history: Vec::new(),
         }
     }
 
     pub fn role(&self) -> Role {
-        self.role
+        self.roles.role()
     }
 
     /// The role last assigned.
@@ -81,30 +79,19 @@ impl AssignedMachine {
     }
 
     pub fn history(&self) -> &[Transition] {
-        &self.history
+        self.roles.history()
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
         self.query_at
     }
 
-    /// The single place where the role changes: logs and records.
+    /// Every role change goes through [`RoleLog::change_state`].
     fn change_state(&mut self, new: Role, reason: &str, cloud: Option<CloudVerdict>, now: Instant) {
-        let old = self.role;
-        if old == new {
-            return;
+        if self.roles.change_state(new, reason, cloud, now) {
+            self.query_at = None;
+            self.querying = false;
         }
-        tracing::info!(?old, ?new, reason, ?cloud, "ha state change");
-        self.history.push(Transition {
-            at: now,
-            old,
-            new,
-            reason: reason.to_string(),
-            cloud,
-        });
-        self.role = new;
-        self.query_at = None;
-        self.querying = false;
     }
 
     fn query(&mut self) -> Vec<Action> {
@@ -121,7 +108,7 @@ impl AssignedMachine {
     }
 
     pub fn handle(&mut self, input: AssignInput, now: Instant) -> Vec<Action> {
-        match (self.role, input) {
+        match (self.role(), input) {
             (_, AssignInput::Start) => {
                 self.change_state(Role::Backup, "start", None, now);
                 Vec::new()
@@ -147,7 +134,7 @@ impl AssignedMachine {
                 } else {
                     Role::Backup
                 };
-                if self.wanted != Role::Master && self.role == Role::Backup {
+                if self.wanted != Role::Master && self.role() == Role::Backup {
                     self.query_at = None;
                 }
                 Vec::new()
@@ -187,7 +174,7 @@ impl AssignedMachine {
                 Vec::new()
             }
             (Role::Master | Role::Backup, AssignInput::ActionFailed(why)) => {
-                let was_master = self.role == Role::Master;
+                let was_master = self.role() == Role::Master;
                 self.change_state(Role::Fault, &why, None, now);
                 if was_master {
                     vec![Action::Demote]

@@ -46,7 +46,7 @@ impl HaMachine {
     pub(super) fn lease_timers(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.watch_poll_at.is_some_and(|t| t <= now) {
             self.watch_poll_at = None;
-            if self.role == Role::Backup && !self.bfd_up && self.pending == Pending::None {
+            if self.role() == Role::Backup && !self.bfd_up && self.pending == Pending::None {
                 if let Some(w) = self.watch.as_mut() {
                     w.issued = now;
                 }
@@ -57,7 +57,7 @@ impl HaMachine {
         if let Some(h) = self.heartbeat
             && h.next <= now
         {
-            if self.role == Role::Master && !self.bfd_up && now < h.until {
+            if self.role() == Role::Master && !self.bfd_up && now < h.until {
                 out.push(Action::RenewLease);
                 self.heartbeat = Some(Heartbeat {
                     next: h.next + self.heartbeat_every(),

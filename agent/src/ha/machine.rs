@@ -221,11 +221,71 @@ enum Pending {
     Verify,
 }
 
+/// A role and how it got there: the one place a role changes, for the
+/// BFD election ([`HaMachine`]) and for assigned roles
+/// ([`super::assigned::AssignedMachine`]) alike.
+#[derive(Debug, Clone)]
+pub struct RoleLog {
+    role: Role,
+    history: Vec<Transition>,
+    counts: BTreeMap<(Role, Role), u64>,
+}
+
+impl Default for RoleLog {
+    fn default() -> Self {
+        Self {
+            role: Role::Init,
+            history: Vec::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+}
+
+impl RoleLog {
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn history(&self) -> &[Transition] {
+        &self.history
+    }
+
+    pub fn counts(&self) -> &BTreeMap<(Role, Role), u64> {
+        &self.counts
+    }
+
+    /// Logs, counts and records `old -> new` with its reason and the cloud
+    /// verdict behind it; false (nothing done) when `new` is the role now.
+    pub fn change_state(
+        &mut self,
+        new: Role,
+        reason: &str,
+        cloud: Option<CloudVerdict>,
+        now: Instant,
+    ) -> bool {
+        let old = self.role;
+        if old == new {
+            return false;
+        }
+        tracing::info!(?old, ?new, reason, ?cloud, "ha state change");
+        *self.counts.entry((old, new)).or_default() += 1;
+        self.history.push(Transition {
+            at: now,
+            old,
+            new,
+            reason: reason.to_string(),
+            cloud,
+        });
+        self.role = new;
+        true
+    }
+}
+
 /// The election state machine of one node.
 #[derive(Debug, Clone)]
 pub struct HaMachine {
     cfg: HaConfig,
-    role: Role,
+    roles: RoleLog,
     bfd_up: bool,
     /// Flap penalty of the peer session.
     damping: FlapDamping,
@@ -247,8 +307,6 @@ pub struct HaMachine {
     watch: Option<LeaseWatch>,
     watch_poll_at: Option<Instant>,
     heartbeat: Option<Heartbeat>,
-    history: Vec<Transition>,
-    counts: BTreeMap<(Role, Role), u64>,
 }
 
 impl HaMachine {
@@ -257,7 +315,7 @@ impl HaMachine {
         Ok(HaMachine {
             damping: FlapDamping::new(cfg.flap_hold_down),
             cfg,
-            role: Role::Init,
+            roles: RoleLog::default(),
             bfd_up: false,
             damping_log: RateLimit::new(Duration::from_secs(10)),
             peer_discr: None,
@@ -272,22 +330,20 @@ impl HaMachine {
             watch: None,
             watch_poll_at: None,
             heartbeat: None,
-            history: Vec::new(),
-            counts: BTreeMap::new(),
         })
     }
 
     pub fn role(&self) -> Role {
-        self.role
+        self.roles.role()
     }
 
     pub fn history(&self) -> &[Transition] {
-        &self.history
+        self.roles.history()
     }
 
     /// Transition counters keyed by (old, new).
     pub fn counts(&self) -> &BTreeMap<(Role, Role), u64> {
-        &self.counts
+        self.roles.counts()
     }
 
     /// The single place where the role changes: logs, counts, records.
@@ -298,20 +354,10 @@ impl HaMachine {
         cloud: Option<CloudVerdict>,
         now: Instant,
     ) {
-        let old = self.role;
-        if old == new {
+        let old = self.roles.role();
+        if !self.roles.change_state(new, reason, cloud, now) {
             return;
         }
-        tracing::info!(?old, ?new, reason, ?cloud, "ha state change");
-        *self.counts.entry((old, new)).or_default() += 1;
-        self.history.push(Transition {
-            at: now,
-            old,
-            new,
-            reason: reason.to_string(),
-            cloud,
-        });
-        self.role = new;
         if matches!((old, new), (Role::Master, _) | (_, Role::Master)) {
             self.last_role_change = Some(now);
         }
@@ -354,7 +400,7 @@ impl HaMachine {
     /// handover_pause`, so that when a MASTER exists its handover arrives
     /// first and the claim never races it.
     fn arm_preempt(&mut self, now: Instant) {
-        let hold = match self.role {
+        let hold = match self.role() {
             Role::Backup if self.cfg.preferred() => self.cfg.preempt_hold + self.cfg.handover_pause,
             Role::Master if !self.cfg.preferred() && self.cfg.preempt => self.cfg.preempt_hold,
             _ => return,
@@ -372,7 +418,7 @@ impl HaMachine {
     /// Starts a claim now or, while the link flaps, once the hold-down
     /// since the last role change has passed.
     fn claim(&mut self, reason: ClaimReason, now: Instant, out: &mut Vec<Action>) {
-        if self.role != Role::Backup || self.pending != Pending::None {
+        if self.role() != Role::Backup || self.pending != Pending::None {
             return;
         }
         if self.damping.flapping(now)
@@ -418,7 +464,7 @@ impl HaMachine {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let was_master = self.role == Role::Master;
+        let was_master = self.role() == Role::Master;
         self.change_state(new, reason, cloud, now);
         if was_master {
             out.push(Action::Demote);
@@ -430,7 +476,7 @@ impl HaMachine {
         let mut out = Vec::new();
         match input {
             Input::Start => {
-                if self.role == Role::Init {
+                if self.role() == Role::Init {
                     self.enter_backup("start", now);
                 }
             }
@@ -441,7 +487,7 @@ impl HaMachine {
                 self.heartbeat = None;
                 let same_peer = self.peer_discr == Some(peer_discr);
                 self.peer_discr = Some(peer_discr);
-                if self.role == Role::Master
+                if self.role() == Role::Master
                     && same_peer
                     && self.promoted_on_loss_of == Some(peer_discr)
                 {
@@ -452,7 +498,7 @@ impl HaMachine {
                     self.hand_over("peer was alive through the BFD outage", now, &mut out);
                     return out;
                 }
-                if self.role == Role::Backup {
+                if self.role() == Role::Backup {
                     self.claim_at = None;
                     if matches!(self.pending, Pending::Claim(ClaimReason::PeerLost)) {
                         self.pending = Pending::None;
@@ -471,10 +517,10 @@ impl HaMachine {
                 // flaps: the BACKUP's claim then waits for the hold-down and
                 // the lease, and a renewal per flap would spend the EC2
                 // request budget.
-                if self.role == Role::Master && !flapping {
+                if self.role() == Role::Master && !flapping {
                     self.start_heartbeat(now, &mut out);
                 }
-                if self.role == Role::Backup {
+                if self.role() == Role::Backup {
                     self.preempt_at = None;
                     if flapping {
                         // Only a Down that lasts the hold-down counts as
@@ -496,7 +542,7 @@ impl HaMachine {
             Input::PeerAdminDown => {
                 self.bfd_up = false;
                 self.preempt_at = None;
-                if self.role == Role::Backup {
+                if self.role() == Role::Backup {
                     self.promote("peer handed over (BFD AdminDown)", None, now, &mut out);
                 }
             }
@@ -520,17 +566,17 @@ impl HaMachine {
                 );
             }
             Input::FaultCleared => {
-                if self.role == Role::Fault {
+                if self.role() == Role::Fault {
                     self.enter_backup("fault cleared", now);
                 }
             }
             Input::PeerSyncDone => {
-                if self.role == Role::Master && self.preempt_at.is_some() {
+                if self.role() == Role::Master && self.preempt_at.is_some() {
                     self.hand_over("peer synced", now, &mut out);
                 }
             }
             Input::Shutdown => {
-                if self.role == Role::Master {
+                if self.role() == Role::Master {
                     out.push(Action::SendAdminDown);
                     self.demote(Role::Init, "shutdown", None, now, &mut out);
                 } else {
@@ -566,7 +612,7 @@ impl HaMachine {
         let pending = std::mem::replace(&mut self.pending, Pending::None);
         match pending {
             Pending::None => {}
-            Pending::Verify if self.role == Role::Master => {
+            Pending::Verify if self.role() == Role::Master => {
                 let peer_lease = matches!(v.lease, Some((Holder::Peer, left)) if !left.is_zero());
                 if v.owner == Holder::Peer || peer_lease {
                     self.demote(
@@ -586,7 +632,7 @@ impl HaMachine {
                 }
             }
             Pending::Verify => {}
-            Pending::Claim(reason) if self.role == Role::Backup => {
+            Pending::Claim(reason) if self.role() == Role::Backup => {
                 if reason == ClaimReason::PeerLost && self.bfd_up {
                     return; // the peer came back while we asked
                 }
@@ -653,7 +699,7 @@ impl HaMachine {
         if self.preempt_at.is_some_and(|t| t <= now) {
             self.preempt_at = None;
             if self.bfd_up {
-                match self.role {
+                match self.role() {
                     Role::Backup => self.claim(ClaimReason::PreferredPeerUp, now, &mut out),
                     Role::Master => self.hand_over("preempt hold elapsed", now, &mut out),
                     _ => {}
@@ -663,7 +709,7 @@ impl HaMachine {
         self.lease_timers(now, &mut out);
         if self.verify_at.is_some_and(|t| t <= now) {
             self.verify_at = None;
-            if self.role == Role::Master && self.pending == Pending::None {
+            if self.role() == Role::Master && self.pending == Pending::None {
                 self.pending = Pending::Verify;
                 out.push(Action::QueryCloud);
             }

@@ -43,7 +43,9 @@ use floatlb_cloud::TransitionReport;
 use floatlb_tests::{
     agent::floatlb_binary,
     agent_events::{AgentEvents, unix_us, wait_bfd_quiet},
-    demonet::{CLIENT_IP, CLOUD_IP, ENDPOINTS, IMDS_IP, build_network, endpoint_ip, wire_node},
+    demonet::{
+        CLIENT_IP, CLOUD_IP, ENDPOINTS, IMDS_IP, aws_env, build_network, endpoint_ip, wire_node,
+    },
     ec2world::{VIP, VIP_BLOCK, World, client, test_credentials},
     imds::ImdsServer,
     moto::{Moto, free_port},
@@ -218,18 +220,6 @@ fn write_config(path: &Path, eip: Ipv4Addr) -> Result<()> {
         ),
     )?;
     Ok(())
-}
-
-/// The standard SDK settings every `floatlb` process gets (`env` arguments).
-fn aws_env(moto: &Moto, empty: &Path) -> Vec<String> {
-    vec![
-        format!("AWS_ENDPOINT_URL={}", moto.endpoint()),
-        format!("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{IMDS_IP}:80"),
-        "AWS_ACCESS_KEY_ID=AKIATESTFLOATLB00001".into(),
-        "AWS_SECRET_ACCESS_KEY=secret".into(),
-        format!("AWS_CONFIG_FILE={}", empty.display()),
-        format!("AWS_SHARED_CREDENTIALS_FILE={}", empty.display()),
-    ]
 }
 
 fn cloud_flags(cluster: &str) -> Vec<String> {
