@@ -18,38 +18,66 @@ pub const DEFAULT_API: &str = "http://127.0.0.1:11111";
 
 /// Command-line client of a floatlb agent's loxilb-compatible REST API.
 #[derive(Debug, Parser)]
-#[command(name = "floatctl", version, about, propagate_version = true)]
+#[command(
+    name = "floatctl",
+    version,
+    about = "floatlb's loxicmd: show and change a floatlb agent through its loxilb-compatible REST API",
+    propagate_version = true
+)]
 pub struct Cli {
     /// The agent's API: http://HOST:PORT or https://HOST:PORT.
-    #[arg(long, global = true, env = "FLOATCTL_API", default_value = DEFAULT_API)]
+    #[arg(long, global = true, help_heading = "Global options", env = "FLOATCTL_API", default_value = DEFAULT_API)]
     pub api: String,
     /// API token, sent raw in the Authorization header (as kube-loxilb does).
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "FLOATCTL_TOKEN",
         hide_env_values = true,
         conflicts_with = "token_file"
     )]
     pub token: Option<String>,
     /// File holding the API token (the agent's --api-token-file).
-    #[arg(long, global = true, env = "FLOATCTL_TOKEN_FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FLOATCTL_TOKEN_FILE"
+    )]
     pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) that signed the agent's certificate; https only.
     /// Without it the public web PKI roots are used.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
     pub ca: Option<PathBuf>,
     /// Client certificate chain (PEM) for mutual TLS; needs --key.
-    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE",
+        requires = "key"
+    )]
     pub cert: Option<PathBuf>,
     /// Client private key (PEM) for mutual TLS; needs --cert.
-    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE",
+        requires = "cert"
+    )]
     pub key: Option<PathBuf>,
     /// Seconds before a request is abandoned.
-    #[arg(long, global = true, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, global = true, help_heading = "Global options", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
     /// Output: a table, a wider table, or the API's JSON.
-    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(short, long, global = true, help_heading = "Global options", value_enum, default_value_t = Output::Table)]
     pub output: Output,
     #[command(subcommand)]
     pub verb: Verb,
@@ -163,6 +191,7 @@ pub struct CreateLb {
     /// Service port.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
+    /// Service protocol.
     #[arg(long, value_enum, default_value_t = Proto::Tcp)]
     pub protocol: Proto,
     /// Endpoint selection.
@@ -197,8 +226,10 @@ pub struct DeleteLb {
     /// External IP of the rule; with --port and --protocol.
     #[arg(long, requires = "port")]
     pub external_ip: Option<Ipv4Addr>,
+    /// Port of the rule (with --external-ip).
     #[arg(long, requires = "external_ip", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
+    /// Protocol of the rule (with --external-ip).
     #[arg(long, value_enum, default_value_t = Proto::Tcp)]
     pub protocol: Proto,
     /// The rule's name.
