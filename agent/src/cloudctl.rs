@@ -42,10 +42,16 @@ pub enum CloudCtlError {
 /// The floating set of a service list: the EIP (when the service has a
 /// separate private VIP) and the VIP.
 pub fn floating_set(services: &[Service]) -> FloatingSet {
-    FloatingSet::new(services.iter().map(|s| FloatingIp {
+    FloatingSet::new(services.iter().map(floating_ip))
+}
+
+/// The floating address one service uses: its VIP, and the Elastic IP
+/// (`externalIP`) that maps to it when a private VIP is set.
+pub fn floating_ip(s: &Service) -> FloatingIp {
+    FloatingIp {
         eip: s.private_ip.map(|_| s.external_ip),
         vip: IpAddr::V4(s.vip()),
-    }))
+    }
 }
 
 /// Builds the provider the flags select.

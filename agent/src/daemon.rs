@@ -210,6 +210,27 @@ pub struct Restored {
     pub bfd: Option<crate::store::BfdTimers>,
 }
 
+/// Puts `file`'s services over `services`: a service replaces the one with
+/// the same rule, a new one is added. Returns those that changed anything
+/// (what must be applied and made durable).
+pub fn overlay(services: &mut Vec<Service>, file: &[Service]) -> Vec<Service> {
+    let mut changed = Vec::new();
+    for s in file {
+        match services.iter_mut().find(|x| x.key() == s.key()) {
+            Some(x) if x == s => {}
+            Some(x) => {
+                *x = s.clone();
+                changed.push(s.clone());
+            }
+            None => {
+                services.push(s.clone());
+                changed.push(s.clone());
+            }
+        }
+    }
+    changed
+}
+
 /// The next API request, or never without an API.
 async fn next_request(
     rx: &mut Option<tokio::sync::mpsc::Receiver<floatlb_api::Request>>,
@@ -643,20 +664,7 @@ impl<D: Datapath> Daemon<D> {
             .filter(|s| !self.file_keys.contains(&s.key()) || new_keys.contains(&s.key()))
             .cloned()
             .collect();
-        let mut changed = Vec::new();
-        for s in &cfg.services {
-            match merged.iter_mut().find(|x| x.key() == s.key()) {
-                Some(x) if x == s => {}
-                Some(x) => {
-                    *x = s.clone();
-                    changed.push(s.clone());
-                }
-                None => {
-                    merged.push(s.clone());
-                    changed.push(s.clone());
-                }
-            }
-        }
+        let changed = overlay(&mut merged, &cfg.services);
         let gone: Vec<_> = self
             .services
             .iter()

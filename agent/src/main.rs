@@ -85,20 +85,7 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
     let from_file = std::mem::take(&mut cfg.services);
     let file_keys: Vec<_> = from_file.iter().map(|s| s.key()).collect();
     cfg.services = restored.services;
-    let mut to_persist = Vec::new();
-    for s in from_file {
-        match cfg.services.iter_mut().find(|x| x.key() == s.key()) {
-            Some(x) if *x == s => {}
-            Some(x) => {
-                *x = s.clone();
-                to_persist.push(s);
-            }
-            None => {
-                cfg.services.push(s.clone());
-                to_persist.push(s);
-            }
-        }
-    }
+    let to_persist = daemon::overlay(&mut cfg.services, &from_file);
     // The merged list is validated as a whole (duplicates, --max-services).
     let cfg = floatlb_agent::config::LbConfig::from_wire(&cfg.to_wire(), &limits)?;
     tracing::info!(state_dir = %run.api.state_dir.display(), restored = stored.services.len(),

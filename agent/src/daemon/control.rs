@@ -388,7 +388,7 @@ impl<D: Datapath> Daemon<D> {
     /// appeared or went: recomputing it is linear in the services) and the
     /// next hops of new endpoints.
     fn service_changed(&mut self, old: Option<&Service>, new: Option<&Service>) {
-        let pair = |s: &Service| (s.private_ip.map(|_| s.external_ip), s.vip());
+        let pair = crate::cloudctl::floating_ip;
         let gone = old
             .map(pair)
             .filter(|p| !self.services.iter().any(|s| pair(s) == *p));
