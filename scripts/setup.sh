@@ -60,6 +60,13 @@ if ((${#venv_missing[@]})); then
   say "pip install ${venv_missing[*]} into $VENV"
   "$VENV/bin/python" -m pip install -q "${venv_missing[@]}" || die "pip install ${venv_missing[*]} into $VENV failed"
 fi
+# schemathesis (the API fuzz test) in a venv of its own: its pins differ from checkov's.
+ST_VENV=/opt/floatlb-schemathesis
+[ -x "$ST_VENV/bin/python" ] || { say "python3 -m venv $ST_VENV"; python3 -m venv "$ST_VENV" || die "python3 -m venv $ST_VENV failed"; }
+if ! "$ST_VENV/bin/python" -m pip show -q schemathesis >/dev/null 2>&1; then
+  say "pip install schemathesis into $ST_VENV"
+  "$ST_VENV/bin/python" -m pip install -q schemathesis || die "pip install schemathesis into $ST_VENV failed"
+fi
 # terraform and the hashicorp/aws provider mirror come with the build machines
 # (neither is in Debian or PyPI); make test-deploy says loudly when they are missing.
 command -v terraform >/dev/null || say "note: terraform not on PATH: make test-deploy will skip its terraform steps"

@@ -8,129 +8,15 @@
 
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, ensure};
 use floatlb_tests::{
-    agent::{READY_LINE, floatlb_binary},
-    apiclient::{ApiClient, kube_loxilb_body},
-    netns::{BpfMount, NsProcess, TempDir, require_root, require_tools},
-    servers::{EchoServer, payload, tcp_exchange, udp_exchange},
-    topology::{LB_CLIENT_IF, LB_ENDPOINT_IF, Topology, VIP, endpoint_ip},
+    apiclient::kube_loxilb_body,
+    apilab::{ApiLab, EIP, EP_PORT, PORT, lab_body as body},
+    topology::{VIP, endpoint_ip},
 };
-use nix::sys::signal::Signal;
-
-const PORT: u16 = 80;
-const EP_PORT: u16 = 8080;
-/// The Elastic IP kube-loxilb would send as `externalIP`; traffic arrives
-/// on the private VIP (`privateIP`), which is also the fullnat source.
-const EIP: &str = "203.0.113.10";
-
-struct Lab {
-    agent: Option<NsProcess>,
-    _servers: Vec<EchoServer>,
-    bpf: BpfMount,
-    dir: TempDir,
-    topo: Topology,
-    starts: u32,
-}
-
-impl Lab {
-    fn new(prefix: &str) -> Result<Self> {
-        require_root()?;
-        require_tools(&["ip", "ethtool", "sysctl", "mount"])?;
-        let topo = Topology::new(prefix, 3)?;
-        let dir = TempDir::new(&format!("{prefix}-files"))?;
-        let bpf = BpfMount::new(dir.join("bpf"))?;
-        let mut servers = Vec::new();
-        for (i, ns) in topo.endpoints.iter().enumerate() {
-            let addr = SocketAddrV4::new(endpoint_ip(i), EP_PORT);
-            servers.push(EchoServer::start(ns, addr, u8::try_from(i)?)?);
-        }
-        Ok(Self {
-            agent: None,
-            _servers: servers,
-            bpf,
-            dir,
-            topo,
-            starts: 0,
-        })
-    }
-
-    /// Starts the agent with only the flags a user gives (no `--config`).
-    fn start(&mut self, extra: &[&str]) -> Result<()> {
-        let bin = floatlb_binary()?.to_string_lossy().into_owned();
-        let pin = self
-            .bpf
-            .path()
-            .join("floatlb")
-            .to_string_lossy()
-            .into_owned();
-        let state = self.dir.join("state").to_string_lossy().into_owned();
-        let mut args = vec![
-            "--iface",
-            LB_CLIENT_IF,
-            "--iface",
-            LB_ENDPOINT_IF,
-            "--pin-dir",
-            &pin,
-            "--fib-lookup-iface",
-            "lo",
-            "--state-dir",
-            &state,
-            "--keep-pinned",
-        ];
-        args.extend_from_slice(extra);
-        self.starts += 1;
-        let log = self.dir.join(&format!("agent{}.log", self.starts));
-        let mut p = self.topo.lb.spawn(&bin, &args, &log)?;
-        p.wait_for_log(READY_LINE, Duration::from_secs(30))?;
-        self.agent = Some(p);
-        Ok(())
-    }
-
-    fn api(&self) -> ApiClient {
-        ApiClient::local(&self.topo.lb)
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        if let Some(mut p) = self.agent.take() {
-            p.stop(Signal::SIGKILL, Duration::from_secs(10))?;
-        }
-        Ok(())
-    }
-
-    /// Which endpoints answer `n` new TCP connections and `n` UDP flows.
-    fn answering(&self, n: u64) -> Result<(BTreeSet<u8>, BTreeSet<u8>)> {
-        let vip = SocketAddr::from((VIP, PORT));
-        self.topo.client.enter(move || -> Result<_> {
-            let mut tcp = BTreeSet::new();
-            let mut udp = BTreeSet::new();
-            for i in 0..n {
-                tcp.insert(tcp_exchange(vip, &payload(i, 64), Duration::from_secs(2))?);
-                let sock = UdpSocket::bind("0.0.0.0:0")?;
-                sock.set_read_timeout(Some(Duration::from_secs(2)))?;
-                udp.insert(udp_exchange(&sock, vip, &payload(i, 64))?);
-            }
-            Ok((tcp, udp))
-        })?
-    }
-
-    /// True when a TCP connection to the VIP can no longer be made.
-    fn vip_dead(&self) -> Result<bool> {
-        let vip = SocketAddr::from((VIP, PORT));
-        self.topo
-            .client
-            .enter(move || TcpStream::connect_timeout(&vip, Duration::from_millis(500)).is_err())
-    }
-}
-
-fn body(protocol: &str, eps: &[usize]) -> String {
-    let eps: Vec<(Ipv4Addr, u16)> = eps.iter().map(|&i| (endpoint_ip(i), EP_PORT)).collect();
-    kube_loxilb_body(EIP, &VIP.to_string(), PORT, protocol, "default_web", &eps)
-}
 
 fn ids(v: &[u8]) -> BTreeSet<u8> {
     v.iter().copied().collect()
@@ -138,7 +24,7 @@ fn ids(v: &[u8]) -> BTreeSet<u8> {
 
 #[test]
 fn kube_loxilb_bodies_create_update_and_delete_services_checked_by_traffic() -> Result<()> {
-    let mut lab = Lab::new("fapi")?;
+    let mut lab = ApiLab::new("fapi", 3)?;
     lab.start(&[])?;
     let api = lab.api();
     let up = api.wait_up(Duration::from_secs(10))?;
@@ -248,7 +134,7 @@ fn kube_loxilb_bodies_create_update_and_delete_services_checked_by_traffic() -> 
 
 #[test]
 fn a_sigkill_loses_nothing_that_was_acknowledged() -> Result<()> {
-    let mut lab = Lab::new("fapk")?;
+    let mut lab = ApiLab::new("fapk", 3)?;
     lab.start(&[])?;
     let api = lab.api();
     api.wait_up(Duration::from_secs(10))?;
