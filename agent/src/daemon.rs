@@ -360,10 +360,7 @@ impl<D: Datapath> Daemon<D> {
     pub fn persist_services(&mut self, services: &[Service]) {
         for s in services {
             let (reply, _) = tokio::sync::oneshot::channel();
-            let change = crate::store::Change::PutService {
-                key: key_string(&s.key()),
-                entry: serde_json::to_value(s.to_wire()).unwrap_or_default(),
-            };
+            let change = crate::store::Change::put_service(key_string(&s.key()), &s.to_wire());
             self.durability
                 .record(Some(change), reply, control::Undo::Nothing);
         }

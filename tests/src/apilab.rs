@@ -95,6 +95,20 @@ impl ApiLab {
         Ok(())
     }
 
+    /// After [`Self::kill`]: removes the state directory and the pinned
+    /// datapath, so the next start is a first start.
+    pub fn wipe(&self) -> Result<()> {
+        for dir in [self.dir.join("state"), self.bpf.path().join("floatlb")] {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    bail!("cannot remove {}: {e}", dir.display())
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The running agent's pid.
     pub fn pid(&self) -> Option<u32> {
         self.agent.as_ref().and_then(NsProcess::pid)

@@ -106,11 +106,22 @@ fn floatctl_drives_a_live_agent_every_verb_in_table_and_json_form() -> Result<()
     api.token = Some(TOKEN.into());
     api.wait_up(Duration::from_secs(10))?;
     let t0 = Instant::now();
-    poll_until("MASTER with a silent BFD peer", Duration::from_secs(20), || {
-        let v = ctl.run(&["get", "ha", "-o", "json"]).ok()?.json("get ha").ok()?;
-        (v["Attr"][0]["state"].as_str() == Some("MASTER")).then_some(())
-    })?;
-    println!("MASTER {} ms after the API came up", t0.elapsed().as_millis());
+    poll_until(
+        "MASTER with a silent BFD peer",
+        Duration::from_secs(20),
+        || {
+            let v = ctl
+                .run(&["get", "ha", "-o", "json"])
+                .ok()?
+                .json("get ha")
+                .ok()?;
+            (v["Attr"][0]["state"].as_str() == Some("MASTER")).then_some(())
+        },
+    )?;
+    println!(
+        "MASTER {} ms after the API came up",
+        t0.elapsed().as_millis()
+    );
 
     // Create as an operator would, then check it by traffic.
     let endpoints = format!("{}:{EP_PORT},{}:{EP_PORT}", endpoint_ip(0), endpoint_ip(1));
@@ -166,7 +177,10 @@ fn floatctl_drives_a_live_agent_every_verb_in_table_and_json_form() -> Result<()
             first_line(&table).contains(header),
             "get {what}: header {header:?} missing:\n{table}"
         );
-        ensure!(table.contains(cell.as_str()), "get {what}: no {cell}:\n{table}");
+        ensure!(
+            table.contains(cell.as_str()),
+            "get {what}: no {cell}:\n{table}"
+        );
         let wide = ctl.run(&["get", what, "-o", "wide"])?.ok(what)?;
         ensure!(wide.contains(cell.as_str()), "get {what} -o wide:\n{wide}");
         let json = ctl.run(&["get", what, "-o", "json"])?.json(what)?;
@@ -194,14 +208,15 @@ fn floatctl_drives_a_live_agent_every_verb_in_table_and_json_form() -> Result<()
     let saved = lab.dir.join("saved.json");
     ctl.run(&["save", "-f", &saved.to_string_lossy()])?
         .ok("save")?;
-    ensure!(
-        ctl.run(&["delete", "lb", "--all"])?.ok("delete --all")? == "deleted every lb rule\n"
-    );
+    ensure!(ctl.run(&["delete", "lb", "--all"])?.ok("delete --all")? == "deleted every lb rule\n");
     ensure!(lab.vip_dead()?, "the VIP still answers after delete --all");
     ctl.run(&["apply", "-f", &saved.to_string_lossy()])?
         .ok("apply")?;
     let (tcp, udp) = lab.answering(16)?;
-    ensure!(tcp.len() == 2 && udp.len() == 1, "after apply: {tcp:?} {udp:?}");
+    ensure!(
+        tcp.len() == 2 && udp.len() == 1,
+        "after apply: {tcp:?} {udp:?}"
+    );
 
     // delete by key and by name; a second delete fails with the agent's 404.
     let del = [

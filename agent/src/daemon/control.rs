@@ -292,10 +292,7 @@ impl<D: Datapath> Daemon<D> {
             }
         };
         self.service_changed(previous.as_deref(), Some(&svc));
-        let change = Change::PutService {
-            key: key_string(&key),
-            entry: serde_json::to_value(svc.to_wire()).unwrap_or_default(),
-        };
+        let change = Change::put_service(key_string(&key), &svc.to_wire());
         self.durability
             .record(Some(change), reply, Undo::Service(key, previous));
     }

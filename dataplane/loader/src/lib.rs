@@ -216,6 +216,13 @@ pub struct Dataplane {
     neigh_rb: RingBuf<MapData>,
     /// Service ids in use (mirrors the service map).
     used_ids: std::collections::BTreeSet<u32>,
+    /// No id below this is free: where the search for a free id starts, so
+    /// adding N services costs O(N), not O(N²).
+    free_hint: u32,
+    /// Services per VIP (network byte order; mirrors the service map), so
+    /// removing a service knows whether its VIP is still served without
+    /// reading the whole map.
+    vip_refs: std::collections::HashMap<u32, u32>,
     /// Held for every read-modify-write of `FLB_CONFIG`, which a
     /// [`ConntrackSweeper`] on another thread also updates.
     config_lock: std::sync::Arc<std::sync::Mutex<()>>,
@@ -350,6 +357,8 @@ impl Dataplane {
             opts: opts.clone(),
             neigh_rb,
             used_ids: Default::default(),
+            free_hint: 0,
+            vip_refs: Default::default(),
             config_lock: Default::default(),
             retired: Default::default(),
         };
@@ -363,7 +372,7 @@ impl Dataplane {
             // A new generation: nothing cached before this open is trusted.
             cfg.ct_gen = cfg.ct_gen.wrapping_add(1).max(1);
         })?;
-        dp.used_ids = dp.load_used_ids()?;
+        (dp.used_ids, dp.vip_refs) = dp.load_used_ids()?;
         tracing::info!(pin_dir = %opts.pin_dir.display(), fresh, services = dp.used_ids.len(), "datapath opened");
         Ok(dp)
     }

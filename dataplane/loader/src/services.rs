@@ -36,16 +36,22 @@ fn zero_percpu<V: aya::Pod + Default>() -> Result<PerCpuValues<V>, DataplaneErro
 }
 
 impl Dataplane {
-    pub(crate) fn load_used_ids(&self) -> Result<BTreeSet<u32>, DataplaneError> {
+    /// The service ids in use and the number of services per VIP, read
+    /// from the (possibly pinned) service map.
+    pub(crate) fn load_used_ids(
+        &self,
+    ) -> Result<(BTreeSet<u32>, std::collections::HashMap<u32, u32>), DataplaneError> {
         let m: HashMap<&MapData, ServiceKey, ServiceValue> =
             HashMap::try_from(self.map_ref(M_SERVICES)?)
                 .map_err(DataplaneError::map(M_SERVICES))?;
         let mut ids = BTreeSet::new();
+        let mut vips = std::collections::HashMap::new();
         for kv in m.iter() {
-            let (_, v) = kv.map_err(DataplaneError::map(M_SERVICES))?;
+            let (k, v) = kv.map_err(DataplaneError::map(M_SERVICES))?;
             ids.insert(v.id);
+            *vips.entry(k.vip).or_insert(0) += 1;
         }
-        Ok(ids)
+        Ok((ids, vips))
     }
 
     fn service_raw(&self, key: &ServiceKey) -> Result<Option<ServiceValue>, DataplaneError> {
@@ -62,9 +68,10 @@ impl Dataplane {
         }
     }
 
+    /// The smallest free service id.
     fn free_id(&self) -> Result<u32, DataplaneError> {
         let max = self.opts.max_services;
-        (0..max)
+        (self.free_hint..max)
             .find(|i| !self.used_ids.contains(i))
             .ok_or(DataplaneError::ServicesFull(max))
     }
@@ -134,7 +141,12 @@ impl Dataplane {
                 .map_err(DataplaneError::map(M_SERVICES))?;
         m.insert(key, value, 0)
             .map_err(DataplaneError::map(M_SERVICES))?;
-        self.used_ids.insert(id);
+        if self.used_ids.insert(id) {
+            *self.vip_refs.entry(key.vip).or_insert(0) += 1;
+        }
+        while self.used_ids.contains(&self.free_hint) {
+            self.free_hint += 1;
+        }
         self.retire_endpoints(retiring);
         if existing.is_some() && !svc.needs_maglev() {
             // A service that left Maglev: drop both of its tables.
@@ -184,6 +196,7 @@ impl Dataplane {
             m.remove(&raw).map_err(DataplaneError::map(M_SERVICES))?;
         }
         self.used_ids.remove(&v.id);
+        self.free_hint = self.free_hint.min(v.id);
         {
             let mut t: HashMap<&mut MapData, u32, MaglevTable> =
                 HashMap::try_from(self.map_mut(M_MAGLEV)?)
@@ -191,8 +204,15 @@ impl Dataplane {
             let _ = t.remove(&(v.id * 2));
             let _ = t.remove(&(v.id * 2 + 1));
         }
-        let vip_in_use = self.services()?.iter().any(|s| s.vip == key.vip);
-        if !vip_in_use {
+        let left = match self.vip_refs.get_mut(&raw.vip) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        if left == 0 {
+            self.vip_refs.remove(&raw.vip);
             let mut vips: HashMap<&mut MapData, u32, u32> =
                 HashMap::try_from(self.map_mut(M_VIPS)?).map_err(DataplaneError::map(M_VIPS))?;
             let _ = vips.remove(&raw.vip);
@@ -284,9 +304,11 @@ impl Dataplane {
             }
         }
         let current = self.services()?;
+        let by_key: std::collections::HashMap<_, &ServiceSpec> =
+            current.iter().map(|c| (c.key(), c)).collect();
         let new_count = svcs
             .iter()
-            .filter(|s| !current.iter().any(|c| c.key() == s.key()))
+            .filter(|s| !by_key.contains_key(&s.key()))
             .count();
         let stale: Vec<_> = current
             .iter()
@@ -300,7 +322,7 @@ impl Dataplane {
             self.remove_service(k)?;
         }
         for s in svcs {
-            if current.iter().any(|c| c == s) {
+            if by_key.get(&s.key()).is_some_and(|c| *c == s) {
                 continue;
             }
             self.upsert_service(s)?;
