@@ -36,7 +36,8 @@ pub enum Command {
     /// Exit status 0 only when the cloud state is what was asked: promote ->
     /// this node holds every floating address; demote -> it holds none;
     /// reconcile -> done; status -> this node is MASTER; dry-run -> every
-    /// EC2 write of a failover is authorised (1 otherwise).
+    /// EC2 write of a failover is authorised; preflight -> no check failed
+    /// (1 otherwise).
     Cloud(CloudCommand),
 }
 
@@ -44,14 +45,35 @@ pub enum Command {
 pub struct CloudCommand {
     #[arg(value_enum)]
     pub action: CloudAction,
-    /// Load-balancer list (loxilb format) naming the floating addresses.
+    /// Load-balancer list (loxilb format) naming the floating addresses
+    /// (optional for preflight, which then cannot probe a failover's writes).
     #[arg(long)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub cloud: CloudArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// preflight: the peer instance's address (loxilb's --cluster), whose
+    /// sync and BFD ports are probed.
+    #[arg(long)]
+    pub cluster: Option<std::net::IpAddr>,
+    /// preflight: the peer's connection-sync port.
+    #[arg(long, default_value_t = 22222)]
+    pub sync_port: u16,
+    /// preflight: the peer's BFD port (RFC 5881 single hop).
+    #[arg(long, default_value_t = 3784)]
+    pub bfd_port: u16,
+    /// preflight: interfaces the datapath attaches to (default: the one
+    /// holding this instance's private address).
+    #[arg(long)]
+    pub iface: Vec<String>,
+    /// preflight: the largest tolerated offset from EC2's clock.
+    #[arg(long, default_value_t = 1000)]
+    pub max_clock_skew_ms: u64,
+    /// preflight: how long each network probe waits.
+    #[arg(long, default_value_t = 2000)]
+    pub probe_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +85,10 @@ pub enum CloudAction {
     /// Send every EC2 write a failover makes with DryRun=true (aws only):
     /// proves the instance role's permissions without changing anything.
     DryRun,
+    /// Check what a failover depends on (IMDSv2, region/AZ, permissions,
+    /// source/dest check, clock, the peer's ports, native XDP); changes
+    /// nothing.
+    Preflight,
 }
 
 /// Daemon arguments.

@@ -1,4 +1,4 @@
-//! `floatlb cloud promote|demote|reconcile|status|dry-run`: runs this node's
+//! `floatlb cloud promote|demote|reconcile|status|dry-run|preflight`: runs this node's
 //! cloud provider once and prints the report, for runbooks and tests.
 //! `dry-run` (AWS only) sends every write of a failover with `DryRun=true`
 //! and prints one row per call: allowed, denied (naming the action),
@@ -109,14 +109,45 @@ pub struct CloudRun {
     pub status: Option<CloudStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<DryRunReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<crate::cloud_preflight::Preflight>,
     /// True when the cloud state is what was asked (the exit status).
     pub as_asked: bool,
 }
 
 /// Runs the command. The cloud state is read back after promote/demote.
 pub async fn run(cmd: &CloudCommand) -> Result<CloudRun, CloudCtlError> {
-    let cfg = LbConfig::load(&cmd.config, &crate::config::file_limits())?;
-    let set = floating_set(&cfg.services);
+    let set = match &cmd.config {
+        Some(path) => floating_set(&LbConfig::load(path, &crate::config::file_limits())?.services),
+        None if cmd.action == CloudAction::Preflight => FloatingSet::default(),
+        None => {
+            return Err(CloudCtlError::Flag {
+                flag: "--config",
+                value: "(missing)".into(),
+                reason: "the load-balancer list names the floating addresses to act on".into(),
+            });
+        }
+    };
+    if cmd.action == CloudAction::Preflight {
+        let o = crate::cloud_preflight::PreflightOptions {
+            peer: cmd.cluster,
+            sync_port: cmd.sync_port,
+            bfd_port: cmd.bfd_port,
+            ifaces: cmd.iface.clone(),
+            max_clock_skew: Duration::from_millis(cmd.max_clock_skew_ms),
+            timeout: Duration::from_millis(cmd.probe_timeout_ms),
+        };
+        let pf = crate::cloud_preflight::run(&cmd.cloud, &set, &o).await;
+        return Ok(CloudRun {
+            action: "preflight",
+            provider: format!("{:?}", cmd.cloud.cloud).to_lowercase(),
+            report: None,
+            status: None,
+            dry_run: None,
+            as_asked: pf.ok,
+            preflight: Some(pf),
+        });
+    }
     if cmd.action == CloudAction::DryRun {
         if cmd.cloud.cloud != CloudKind::Aws {
             return Err(CloudCtlError::Flag {
@@ -134,6 +165,7 @@ pub async fn run(cmd: &CloudCommand) -> Result<CloudRun, CloudCtlError> {
             status: None,
             as_asked: report.all_allowed(),
             dry_run: Some(report),
+            preflight: None,
         });
     }
     let provider = build_provider(&cmd.cloud).await?;
@@ -142,13 +174,16 @@ pub async fn run(cmd: &CloudCommand) -> Result<CloudRun, CloudCtlError> {
         CloudAction::Promote => ("promote", Some(provider.promote(&set).await)),
         CloudAction::Demote => ("demote", Some(provider.demote(&set).await)),
         CloudAction::Reconcile => ("reconcile", Some(provider.reconcile(&set).await)),
-        CloudAction::Status | CloudAction::DryRun => ("status", None),
+        CloudAction::Status | CloudAction::DryRun | CloudAction::Preflight => ("status", None),
     };
     let status = provider.status(&set).await?;
     let ok = report.as_ref().is_none_or(|r| r.ok);
     let as_asked = ok
         && match cmd.action {
-            CloudAction::Promote | CloudAction::Status | CloudAction::DryRun => status.is_master,
+            CloudAction::Promote
+            | CloudAction::Status
+            | CloudAction::DryRun
+            | CloudAction::Preflight => status.is_master,
             CloudAction::Demote => !status.holds_any,
             CloudAction::Reconcile => true,
         };
@@ -158,6 +193,7 @@ pub async fn run(cmd: &CloudCommand) -> Result<CloudRun, CloudCtlError> {
         report,
         status: Some(status),
         dry_run: None,
+        preflight: None,
         as_asked,
     })
 }
@@ -223,6 +259,9 @@ fn render_dry_run(out: &mut String, d: &DryRunReport) {
 /// Human-readable rendering: one line per call, then the status.
 pub fn render(run: &CloudRun) -> String {
     let mut out = String::new();
+    if let Some(p) = &run.preflight {
+        out.push_str(&crate::cloud_preflight::render(p));
+    }
     if let Some(d) = &run.dry_run {
         render_dry_run(&mut out, d);
     }

@@ -5,6 +5,7 @@
 pub use floatlb_bfd as bfd;
 pub mod api;
 pub mod cli;
+pub mod cloud_preflight;
 pub mod cloudctl;
 pub mod config;
 pub mod daemon;

@@ -13,7 +13,7 @@ use floatlb_cloud::aws::dryrun::Verdict;
 use floatlb_cloud::{CloudProvider, aws::AwsMode};
 use floatlb_tests::{
     agent::floatlb_binary,
-    ec2world::{VIP_BLOCK, World, check, client, cluster_name},
+    ec2world::{VIP, VIP_BLOCK, World, check, client, cluster_name},
     faultproxy::{Fault, FaultProxy},
     iam_eval::render,
     moto::{Moto, xml_field},
@@ -399,5 +399,157 @@ async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() ->
         "a dry run moved the EIP"
     );
     w.assert_eni_master(0).await?;
+    Ok(())
+}
+
+/// `floatlb cloud preflight` as an operator runs it on node B before its
+/// first failover: against the enforcing moto (through the fault proxy,
+/// which answers the DryRun requests moto would execute), with the peer's
+/// ports on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_preflight_names_each_thing_that_would_break_a_failover() -> Result<()> {
+    // 9 unauthenticated calls: admin, node, and a node without AssociateAddress.
+    let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "9")]).await?;
+    let cluster = cluster_name("preflight");
+    let policy = policy_for(&cluster)?;
+    let without = policy.replace("\"ec2:AssociateAddress\",", "");
+    ensure!(without != policy, "no ec2:AssociateAddress to remove");
+    let admin = user(&moto, "admin", ADMIN_POLICY).await?;
+    let node_creds = user(&moto, "floatlb-node", &policy).await?;
+    let limited = user(&moto, "limited", &without).await?;
+    let w = World::build(client(&moto.endpoint(), admin), &cluster).await?;
+    let proxy = FaultProxy::start(moto.addr()).await?;
+    for a in DRY_RUN_IGNORED_BY_MOTO {
+        proxy.inject(a, Fault::DryRunAnswer, u32::MAX);
+    }
+    let a = w
+        .node(0, AwsMode::Eni, &moto.endpoint(), node_creds.clone())
+        .await?;
+    check(&a.provider.promote(&w.eni_set()).await)?;
+    let b = w
+        .node(1, AwsMode::Eni, &proxy.endpoint, node_creds.clone())
+        .await?;
+    let before = w.census().await?;
+
+    // The peer: a sync listener, and a BFD port nothing listens on.
+    let sync = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let sync_port = sync.local_addr()?.port().to_string();
+    let bfd_port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port()
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("floatlb-preflight-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("lb.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"lbAttr":[{{"serviceArguments":{{"externalIP":"{}","privateIP":"{VIP}","port":80,"protocol":"tcp","sel":0,"mode":2}},"endpoints":[{{"endpointIP":"10.0.1.50","targetPort":8080,"weight":1}}]}}]}}"#,
+            w.eip
+        ),
+    )?;
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "")?;
+    // (exit code, stdout, stdout + stderr)
+    let run =
+        |creds: &Credentials, imds: &str, json: bool| -> Result<(Option<i32>, String, String)> {
+            let mut cmd = std::process::Command::new(floatlb_binary()?);
+            cmd.args(["cloud", "preflight", "--config"])
+                .arg(&config)
+                .args(["--cloud", "aws", "--cloudcidrblock", VIP_BLOCK])
+                .args(["--cloud-cluster-name", &cluster])
+                .args(["--cluster", "127.0.0.1", "--sync-port", &sync_port])
+                .args(["--bfd-port", &bfd_port, "--iface", "lo"])
+                .args(["--probe-timeout-ms", "1000"])
+                .args(json.then_some("--json"))
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+                .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds)
+                .env("AWS_CONFIG_FILE", &empty)
+                .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
+                .env("AWS_ACCESS_KEY_ID", creds.access_key_id())
+                .env("AWS_SECRET_ACCESS_KEY", creds.secret_access_key());
+            let out = cmd.output()?;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            Ok((out.status.code(), stdout, text))
+        };
+    let row = |text: &str, check: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(check))
+            .unwrap_or("")
+            .to_string()
+    };
+
+    // A role without AssociateAddress, and source/dest check still on.
+    let (code, _, text) = run(&limited, &b.imds.endpoint, false)?;
+    println!("floatlb cloud preflight (limited role, src/dst check on):\n{text}");
+    ensure!(code == Some(1), "exit {code:?}");
+    ensure!(row(&text, "IMDSv2").contains(" ok "), "{text}");
+    ensure!(
+        row(&text, "region / AZ").contains(&format!("us-east-1 / {}", w.nodes[1].az)),
+        "{text}"
+    );
+    let denied = row(&text, "permission ec2:AssociateAddress");
+    ensure!(
+        denied.contains("FAIL") && denied.contains("DENIED"),
+        "{text}"
+    );
+    ensure!(
+        row(&text, "permission ec2:CreateNetworkInterface").contains(" ok "),
+        "{text}"
+    );
+    let sdc = row(&text, "source/dest check");
+    ensure!(
+        sdc.contains("FAIL") && sdc.contains(&w.nodes[1].eni),
+        "{text}"
+    );
+    ensure!(row(&text, "clock").contains(" ok "), "{text}");
+    ensure!(row(&text, "peer sync").contains(" ok "), "{text}");
+    ensure!(
+        row(&text, "peer BFD").contains(" ok ") && row(&text, "peer BFD").contains("unreachable"),
+        "{text}"
+    );
+    ensure!(row(&text, "native XDP lo").contains("WARN"), "{text}");
+    ensure!(
+        text.contains("preflight: FAILED permission ec2:AssociateAddress, source/dest check"),
+        "{text}"
+    );
+
+    // The operator fixes both: the full role, source/dest check off.
+    w.ec2
+        .modify_network_interface_attribute()
+        .network_interface_id(&w.nodes[1].eni)
+        .source_dest_check(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(false)
+                .build(),
+        )
+        .send()
+        .await?;
+    let (code, stdout, text) = run(&node_creds, &b.imds.endpoint, true)?;
+    let v: serde_json::Value = serde_json::from_str(&stdout).with_context(|| text.clone())?;
+    let failed: Vec<&serde_json::Value> = v["preflight"]["checks"]
+        .as_array()
+        .context("checks")?
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .collect();
+    println!("preflight after the fixes: exit {code:?}, failed {failed:?}");
+    ensure!(
+        code == Some(0) && failed.is_empty() && v["preflight"]["ok"] == true,
+        "{text}"
+    );
+
+    // No IMDS (a hop limit of 1 inside a container, say): named, exit 1.
+    let (code, _, text) = run(&node_creds, "http://127.0.0.1:9", false)?;
+    ensure!(
+        code == Some(1) && row(&text, "IMDSv2").contains("FAIL"),
+        "{text}"
+    );
+    drop(sync);
+    std::fs::remove_dir_all(&dir)?;
+    ensure!(w.census().await? == before, "a preflight changed the VPC");
     Ok(())
 }

@@ -205,6 +205,16 @@ impl AwsProvider {
         &self.ec2.client
     }
 
+    /// The source/destination check of this instance's primary interface
+    /// (`None` when EC2 does not list the interface). It must be off: the
+    /// node sends packets from the floating addresses, not from its own.
+    pub async fn primary_source_dest_check(&self) -> Result<Option<bool>, CloudError> {
+        let rec = Recorder::new(Action::Reconcile, "aws-preflight");
+        Ok(eni_steps::describe_eni(self, &rec, &self.id.primary_eni)
+            .await?
+            .map(|e| e.src_dst))
+    }
+
     fn label(&self) -> &'static str {
         match self.opts.mode {
             AwsMode::Eni => "aws-eni",
