@@ -43,6 +43,7 @@ use floatlb_cloud::TransitionReport;
 use floatlb_tests::{
     agent::floatlb_binary,
     agent_events::{AgentEvents, unix_us, wait_bfd_quiet},
+    demoapi,
     demonet::{
         CLIENT_IP, CLOUD_IP, ENDPOINTS, IMDS_IP, aws_env, build_network, endpoint_ip, wire_node,
     },
@@ -222,6 +223,24 @@ fn write_config(path: &Path, eip: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
+/// The services kube-loxilb creates: UDP (the 1 ms probe) and TCP on the
+/// same port, the Elastic IP as `externalIP`, the VIP as `privateIP`.
+fn demo_services(eip: Ipv4Addr) -> Vec<demoapi::DemoService> {
+    let endpoints: Vec<(Ipv4Addr, u16)> = (0..ENDPOINTS)
+        .map(|i| (endpoint_ip(i), ENDPOINT_PORT))
+        .collect();
+    ["udp", "tcp"]
+        .map(|protocol| demoapi::DemoService {
+            name: format!("default_demo-{protocol}"),
+            eip,
+            vip: VIP,
+            port: SERVICE_PORT,
+            protocol,
+            endpoints: endpoints.clone(),
+        })
+        .to_vec()
+}
+
 fn cloud_flags(cluster: &str) -> Vec<String> {
     [
         "--cloud",
@@ -331,9 +350,11 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         let me = &world.nodes[i].private_ip;
         let mut args = env.clone();
         args.push(bin.display().to_string());
+        if mode == Orchestration::OneShot {
+            // Without HA in the agents the demo has no kube-loxilb to play.
+            args.extend(["--config".to_string(), config.display().to_string()]);
+        }
         for a in [
-            "--config",
-            &config.display().to_string(),
             "--iface",
             "eth0",
             "--pin-dir",
@@ -385,6 +406,17 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         t_start.elapsed().as_secs_f64()
     );
 
+    if mode == Orchestration::Agents {
+        // kube-loxilb's part: it programs every node it is given.
+        let nodes = [
+            (NODE_NAMES[0], &lab.nodes[0]),
+            (NODE_NAMES[1], &lab.nodes[1]),
+        ];
+        for l in demoapi::program(&nodes, &demo_services(world.eip))? {
+            println!("[kube-loxilb] {l}");
+        }
+    }
+
     // Node A becomes MASTER.
     let sim = lab.sim.as_ref().context("sim")?;
     if mode == Orchestration::OneShot {
@@ -398,6 +430,11 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     sim.wait_owner(0, Duration::from_secs(30)).await?;
     let before = eip_owner(&world, sim).await?;
     println!("[ready] node A is MASTER: EIP {} -> {before}", world.eip);
+    if mode == Orchestration::Agents {
+        for i in 0..2 {
+            print!("{}", demoapi::tables(NODE_NAMES[i], &lab.nodes[i]));
+        }
+    }
 
     let target = SocketAddr::V4(SocketAddrV4::new(VIP, SERVICE_PORT));
     lab.prober = Some(Prober::start(&lab.client, target, PROBE_EVERY)?);
@@ -561,6 +598,10 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
                 g.after.seq, g.after.endpoint
             ),
         );
+    }
+    if mode == Orchestration::Agents {
+        println!("\nAfter the failover (node A is down):");
+        print!("{}", demoapi::tables(NODE_NAMES[1], &lab.nodes[1]));
     }
     println!("\nTimeline (ms from the kill):");
     print!("{}", tl.render());
