@@ -24,3 +24,7 @@ target/release/bench_e2e
 
 echo "== HA failover (tests/src/bin/bench_ha.rs); BENCH_HA_RUNS sets the number of runs (default 20)"
 target/release/bench_ha
+
+echo "== API: 10,000 services x 8 endpoints through the API at concurrency 16 vs a file apply (tests/src/bin/bench_api.rs);"
+echo "   BENCH_API_SERVICES, BENCH_API_ROUNDS (default 3), BENCH_API_CONCURRENCY"
+target/release/bench_api

@@ -431,8 +431,8 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     let before = eip_owner(&world, sim).await?;
     println!("[ready] node A is MASTER: EIP {} -> {before}", world.eip);
     if mode == Orchestration::Agents {
-        for i in 0..2 {
-            print!("{}", demoapi::tables(NODE_NAMES[i], &lab.nodes[i]));
+        for (name, ns) in NODE_NAMES.iter().zip(&lab.nodes) {
+            print!("{}", demoapi::tables(name, ns));
         }
     }
 
