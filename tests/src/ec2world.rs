@@ -291,6 +291,21 @@ impl World {
         })
     }
 
+    /// Writes `dir/lb.json`: one TCP service on port 80 whose `externalIP`
+    /// is the Elastic IP and `privateIP` the ENI-mode VIP (the list the
+    /// `floatlb cloud` commands read the floating set from).
+    pub fn write_service_config(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        let config = dir.join("lb.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"lbAttr":[{{"serviceArguments":{{"externalIP":"{}","privateIP":"{VIP}","port":80,"protocol":"tcp","sel":0,"mode":2}},"endpoints":[{{"endpointIP":"10.0.1.50","targetPort":8080,"weight":1}}]}}]}}"#,
+                self.eip
+            ),
+        )?;
+        Ok(config)
+    }
+
     /// The floating set of ENI mode: EIP -> VIP in the VIP block.
     pub fn eni_set(&self) -> FloatingSet {
         FloatingSet::new([FloatingIp {

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use anyhow::{Context, Result, ensure};
 use floatlb_tests::{
     agent::floatlb_binary,
-    ec2world::{VIP, VIP_BLOCK, World, client, cluster_name, test_credentials},
+    ec2world::{VIP_BLOCK, World, client, cluster_name, test_credentials},
     imds::ImdsServer,
     moto::{Moto, free_port},
 };
@@ -67,14 +67,7 @@ async fn cloud_cli_promote_status_demote_and_clear_errors() -> Result<()> {
     .await?;
     let dir = std::env::temp_dir().join(format!("floatlb-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let config = dir.join("lb.json");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{{"lbAttr":[{{"serviceArguments":{{"externalIP":"{}","privateIP":"{VIP}","port":80,"protocol":"tcp","sel":0,"mode":2}},"endpoints":[{{"endpointIP":"10.0.1.50","targetPort":8080,"weight":1}}]}}]}}"#,
-            w.eip
-        ),
-    )?;
+    let config = w.write_service_config(&dir)?;
     let empty = dir.join("empty");
     std::fs::write(&empty, "")?;
     let cli = Cli {

@@ -13,7 +13,7 @@ use floatlb_cloud::aws::dryrun::Verdict;
 use floatlb_cloud::{CloudProvider, aws::AwsMode};
 use floatlb_tests::{
     agent::floatlb_binary,
-    ec2world::{VIP, VIP_BLOCK, World, check, client, cluster_name},
+    ec2world::{VIP_BLOCK, World, check, client, cluster_name},
     faultproxy::{Fault, FaultProxy},
     iam_eval::render,
     moto::{Moto, xml_field},
@@ -228,11 +228,25 @@ const DRY_RUN_IGNORED_BY_MOTO: &[&str] = &[
     "ReplaceRoute",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() -> Result<()> {
+/// The dry-run lab: moto enforcing IAM, the VPC built with an admin's keys,
+/// node A MASTER in ENI mode (so every write of B's failover has a
+/// target), and the fault proxy answering the DryRun requests moto would
+/// execute. Keys: the node's role (`iam/policy.json`) and one without
+/// `ec2:AssociateAddress`.
+struct DryRunLab {
+    moto: Moto,
+    cluster: String,
+    node_creds: Credentials,
+    limited: Credentials,
+    w: World,
+    proxy: FaultProxy,
+    _a: floatlb_tests::ec2world::Node,
+}
+
+async fn dry_run_lab(tag: &str) -> Result<DryRunLab> {
     // 9 unauthenticated calls: admin, node, and a node without AssociateAddress.
     let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "9")]).await?;
-    let cluster = cluster_name("dryrun");
+    let cluster = cluster_name(tag);
     let policy = policy_for(&cluster)?;
     let without = policy.replace("\"ec2:AssociateAddress\",", "");
     ensure!(
@@ -249,11 +263,32 @@ async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() ->
     for a in DRY_RUN_IGNORED_BY_MOTO {
         proxy.inject(a, Fault::DryRunAnswer, u32::MAX);
     }
-    // A is MASTER in ENI mode, so every write of B's failover has a target.
     let a = w
         .node(0, AwsMode::Eni, &moto.endpoint(), node_creds.clone())
         .await?;
     check(&a.provider.promote(&w.eni_set()).await)?;
+    Ok(DryRunLab {
+        moto,
+        cluster,
+        node_creds,
+        limited,
+        w,
+        proxy,
+        _a: a,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() -> Result<()> {
+    let DryRunLab {
+        moto: _moto,
+        cluster,
+        node_creds,
+        limited,
+        w,
+        proxy,
+        _a,
+    } = dry_run_lab("dryrun").await?;
     let before = w.census().await?;
     let eip_before = w.address().await?;
 
@@ -327,14 +362,7 @@ async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() ->
     // The command: exit 1 and the denied action named, as a table and as JSON.
     let dir = std::env::temp_dir().join(format!("floatlb-dryrun-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let config = dir.join("lb.json");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{{"lbAttr":[{{"serviceArguments":{{"externalIP":"{}","privateIP":"10.0.100.10","port":80,"protocol":"tcp","sel":0,"mode":2}},"endpoints":[{{"endpointIP":"10.0.1.50","targetPort":8080,"weight":1}}]}}]}}"#,
-            w.eip
-        ),
-    )?;
+    let config = w.write_service_config(&dir)?;
     let empty = dir.join("empty");
     std::fs::write(&empty, "")?;
     let run = |json: bool| -> Result<std::process::Output> {
@@ -408,24 +436,15 @@ async fn cloud_iam_dry_run_names_the_missing_permission_and_changes_nothing() ->
 /// ports on loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_preflight_names_each_thing_that_would_break_a_failover() -> Result<()> {
-    // 9 unauthenticated calls: admin, node, and a node without AssociateAddress.
-    let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "9")]).await?;
-    let cluster = cluster_name("preflight");
-    let policy = policy_for(&cluster)?;
-    let without = policy.replace("\"ec2:AssociateAddress\",", "");
-    ensure!(without != policy, "no ec2:AssociateAddress to remove");
-    let admin = user(&moto, "admin", ADMIN_POLICY).await?;
-    let node_creds = user(&moto, "floatlb-node", &policy).await?;
-    let limited = user(&moto, "limited", &without).await?;
-    let w = World::build(client(&moto.endpoint(), admin), &cluster).await?;
-    let proxy = FaultProxy::start(moto.addr()).await?;
-    for a in DRY_RUN_IGNORED_BY_MOTO {
-        proxy.inject(a, Fault::DryRunAnswer, u32::MAX);
-    }
-    let a = w
-        .node(0, AwsMode::Eni, &moto.endpoint(), node_creds.clone())
-        .await?;
-    check(&a.provider.promote(&w.eni_set()).await)?;
+    let DryRunLab {
+        moto: _moto,
+        cluster,
+        node_creds,
+        limited,
+        w,
+        proxy,
+        _a,
+    } = dry_run_lab("preflight").await?;
     let b = w
         .node(1, AwsMode::Eni, &proxy.endpoint, node_creds.clone())
         .await?;
@@ -440,14 +459,7 @@ async fn cloud_preflight_names_each_thing_that_would_break_a_failover() -> Resul
         .to_string();
     let dir = std::env::temp_dir().join(format!("floatlb-preflight-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let config = dir.join("lb.json");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{{"lbAttr":[{{"serviceArguments":{{"externalIP":"{}","privateIP":"{VIP}","port":80,"protocol":"tcp","sel":0,"mode":2}},"endpoints":[{{"endpointIP":"10.0.1.50","targetPort":8080,"weight":1}}]}}]}}"#,
-            w.eip
-        ),
-    )?;
+    let config = w.write_service_config(&dir)?;
     let empty = dir.join("empty");
     std::fs::write(&empty, "")?;
     // (exit code, stdout, stdout + stderr)
