@@ -7,10 +7,12 @@
 #   4. systemd-analyze verify on packaging/floatlb.service (any stderr fails), and its security score;
 #      with root and a built agent, the agent run with only the unit's capabilities, its system
 #      calls checked against the unit's SystemCallFilter (check-unit-caps.sh)
-#   5. terraform fmt -check, init -backend=false against the filesystem mirror of hashicorp/aws
+#   5. the container image: packaging/Dockerfile's runtime stage built offline with buildah on a
+#      base made from this host's files, and run through its entrypoint (test-image.sh)
+#   6. terraform fmt -check, init -backend=false against the filesystem mirror of hashicorp/aws
 #      (TF_PLUGIN_DIR), validate of every module and example, terraform test of every module
 #
-# Without terraform or the mirror, step 5 prints one loud SKIPPED line and the
+# Without terraform or the mirror, step 6 prints one loud SKIPPED line and the
 # rest still runs; REQUIRE_TERRAFORM=1 turns that into a failure.
 # Nothing touches AWS: the tests use mock_provider "aws".
 set -uo pipefail
@@ -101,6 +103,13 @@ if [ "$(id -u)" != 0 ] || [ ! -x "$bin" ]; then
   say "################ SKIPPED: capability check NOT RUN: needs root and a built agent at $bin (cargo build --bins) ################"
 else
   FLOATLB_BIN="$bin" "$ROOT/scripts/check-unit-caps.sh" || bad "check-unit-caps.sh"
+fi
+
+step "the container image, built offline from packaging/Dockerfile's runtime stage and run (scripts/test-image.sh)"
+if [ "$(id -u)" != 0 ] || [ ! -x "$bin" ]; then
+  say "################ SKIPPED: image build NOT RUN: needs root and a built agent at $bin (cargo build --bins) ################"
+else
+  FLOATLB_BIN="$bin" "$ROOT/scripts/test-image.sh" || bad "test-image.sh"
 fi
 
 step "terraform"
