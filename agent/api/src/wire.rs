@@ -522,10 +522,9 @@ impl fmt::Display for Format {
     }
 }
 
-/// Decodes `text` into `T`, matching field names case-insensitively and
-/// ignoring unknown ones. `at` prefixes field paths in errors (`""` for none).
-pub fn decode<T: Wire>(text: &[u8], format: Format, at: &str) -> Result<T, DecodeError> {
-    let mut value: Value = match format {
+/// The text as a JSON value tree: JSON, or YAML read into the same model.
+fn parse_value(text: &[u8], format: Format) -> Result<Value, DecodeError> {
+    let value: Value = match format {
         Format::Json => serde_json::from_slice(text).map_err(|e| DecodeError::Syntax {
             format: "JSON",
             message: e.to_string(),
@@ -545,12 +544,24 @@ pub fn decode<T: Wire>(text: &[u8], format: Format, at: &str) -> Result<T, Decod
             message: "expected an object".into(),
         });
     }
+    Ok(value)
+}
+
+/// Decodes `text` into `T`, matching field names case-insensitively and
+/// ignoring unknown ones. `at` prefixes field paths in errors (`""` for none).
+pub fn decode<T: Wire>(text: &[u8], format: Format, at: &str) -> Result<T, DecodeError> {
+    let mut value = parse_value(text, format)?;
     normalize(&mut value, T::SHAPE, at)?;
-    let copy = value.clone();
+    // No copy of the tree is kept for the error message (a 10,000-service
+    // file is a tree of ~100 MB): the rare failure parses the text again.
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
-        let shown = lookup(&copy, e.path())
-            .map(|v| v.to_string())
+        let shown = parse_value(text, format)
+            .ok()
+            .and_then(|mut v| {
+                normalize(&mut v, T::SHAPE, at).ok()?;
+                lookup(&v, e.path()).map(|v| v.to_string())
+            })
             .unwrap_or_else(|| "(missing)".into());
         let field = if inner == "." {
             at.to_string()
