@@ -388,6 +388,7 @@ impl HaArgs {
             verify_interval: Duration::from_millis(self.verify_interval_ms),
             handover_pause: Duration::from_secs(1),
             lease_watch: Duration::from_millis(self.lease_watch_ms),
+            sync_gate: false,
         };
         c.validate()?;
         Ok(c)

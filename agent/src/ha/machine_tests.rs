@@ -16,6 +16,7 @@ fn cfg(self_id: u8) -> HaConfig {
         verify_interval: Duration::from_secs(2),
         handover_pause: Duration::from_secs(1),
         lease_watch: WATCH,
+        sync_gate: false,
     }
 }
 
@@ -181,6 +182,82 @@ fn returning_preferred_node_waits_for_the_masters_handover() {
                 Role::Master,
             ),
         ],
+    );
+}
+
+/// With connection sync on, the non-preferred MASTER keeps the role past
+/// the preempt hold until the returning peer has confirmed its resync, and
+/// the returning node does not claim while the MASTER streams to it.
+#[test]
+fn with_sync_the_failback_waits_for_the_peers_resync() {
+    let t0 = Instant::now();
+    let gated = |id| HaConfig {
+        sync_gate: true,
+        verify_interval: Duration::from_secs(600),
+        ..cfg(id)
+    };
+    let mut master = HaMachine::new(gated(1)).unwrap();
+    master.handle(Input::Start, t0);
+    master.on_tick(t0 + Duration::from_secs(3));
+    master.handle(
+        aws(Holder::Nobody, false, None),
+        t0 + Duration::from_secs(3),
+    );
+    assert_eq!(master.role(), Role::Master);
+    replay(
+        &mut master,
+        t0,
+        vec![
+            (
+                10_000,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Master,
+            ),
+            // The hold elapses, but the peer has not confirmed its resync.
+            (15_000, Tick, vec![], Role::Master),
+            (40_000, Tick, vec![], Role::Master),
+            (
+                41_000,
+                In(Input::PeerSyncDone),
+                vec![SendAdminDown, Demote],
+                Role::Backup,
+            ),
+        ],
+    );
+    let mut back = HaMachine::new(gated(0)).unwrap();
+    replay(
+        &mut back,
+        t0,
+        vec![
+            (9_000, In(Input::Start), vec![], Role::Backup),
+            (
+                10_000,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Backup,
+            ),
+            (10_100, In(Input::PeerStreaming(true)), vec![], Role::Backup),
+            // Past preempt_hold + handover_pause: no claim while streamed to.
+            (16_000, Tick, vec![], Role::Backup),
+            (
+                41_000,
+                In(Input::PeerAdminDown),
+                vec![Promote],
+                Role::Master,
+            ),
+        ],
+    );
+    // A resync confirmed before BFD came Up still counts.
+    let mut early = HaMachine::new(gated(1)).unwrap();
+    early.handle(Input::Start, t0);
+    early.handle(Input::PeerAdminDown, t0);
+    assert_eq!(early.role(), Role::Master);
+    early.handle(Input::PeerSyncDone, t0 + Duration::from_secs(1));
+    early.handle(Input::BfdUp { peer_discr: 9 }, t0 + Duration::from_secs(2));
+    assert_eq!(
+        early.on_tick(t0 + Duration::from_secs(7)),
+        vec![SendAdminDown, Demote]
     );
 }
 
