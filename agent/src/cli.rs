@@ -79,6 +79,8 @@ pub struct RunArgs {
     pub ha: HaArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub sync: crate::sync::SyncArgs,
 }
 
 /// The REST API (loxilb's, what kube-loxilb drives) and the state it

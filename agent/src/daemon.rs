@@ -187,6 +187,8 @@ pub struct Daemon<D: Datapath> {
     ha: Option<Orchestrator>,
     /// The conntrack expiry thread, once started.
     sweeper: Option<SweeperThread>,
+    /// Connection sync threads (`--sync on`), flipped with the datapath.
+    sync: Option<floatlb_sync::SyncService>,
     /// API requests (bounded: backpressure on a flood of requests).
     api_rx: Option<tokio::sync::mpsc::Receiver<floatlb_api::Request>>,
     /// The state store and the replies waiting for it.
@@ -329,6 +331,7 @@ impl<D: Datapath> Daemon<D> {
             next_hops: HashMap::new(),
             ha: None,
             sweeper: None,
+            sync: None,
             api_rx: None,
             durability: control::Durability::new(None),
             limits,
@@ -392,6 +395,15 @@ impl<D: Datapath> Daemon<D> {
     /// false`).
     pub fn set_ha(&mut self, ha: Orchestrator) {
         self.ha = Some(ha);
+    }
+
+    /// Hands the connection sync threads to the owner task, which makes
+    /// them MASTER or BACKUP with the datapath and stops them at shutdown.
+    pub fn set_sync(&mut self, sync: Option<floatlb_sync::SyncService>) {
+        if let Some(s) = &sync {
+            s.set_active(self.active);
+        }
+        self.sync = sync;
     }
 
     fn apply_ha(&mut self, cmds: Vec<DatapathCmd>) {
@@ -513,6 +525,9 @@ impl<D: Datapath> Daemon<D> {
         if let Some(s) = self.sweeper.take() {
             s.stop();
         }
+        if let Some(s) = self.sync.take() {
+            s.stop();
+        }
         let keep = self.opts.keep_pinned;
         self.dp.shutdown(keep).map_err(dp_err("shutdown"))?;
         if keep {
@@ -575,6 +590,18 @@ impl<D: Datapath> Daemon<D> {
             }
             Event::Api(req) => self.on_api(req).await,
             Event::Persisted(p) => self.on_persisted(p).await,
+            Event::Sync(e) => {
+                use crate::ha::machine::Input;
+                let input = match e {
+                    floatlb_sync::SyncEvent::PeerResynced { .. } => Some(Input::PeerSyncDone),
+                    floatlb_sync::SyncEvent::PeerStreaming(on) => Some(Input::PeerStreaming(on)),
+                    floatlb_sync::SyncEvent::ResyncReceived { .. } => None,
+                };
+                if let (Some(h), Some(input)) = (self.ha.as_mut(), input) {
+                    let cmds = h.on_sync(input);
+                    self.apply_ha(cmds);
+                }
+            }
         }
         if !self.neigh_queue.is_empty() {
             let mut addrs = std::mem::take(&mut self.neigh_queue);
@@ -588,6 +615,9 @@ impl<D: Datapath> Daemon<D> {
         match self.dp.set_active(active) {
             Ok(()) => {
                 self.active = active;
+                if let Some(s) = &self.sync {
+                    s.set_active(active);
+                }
                 tracing::info!(active, "datapath state changed");
             }
             Err(error) => tracing::error!(active, %error, "cannot change datapath state"),
