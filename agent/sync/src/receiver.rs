@@ -11,7 +11,13 @@ use crate::{FlowTable, Shared, SyncEvent, TICK};
 
 /// Most connections served at once; more are closed at once (a legitimate
 /// peer has one, plus a half-dead one while it reconnects).
-const MAX_CONNECTIONS: usize = 4;
+const MAX_CONNECTIONS: usize = 8;
+
+/// The newest authenticated session: a new one closes the one before (a
+/// peer that died with its link down leaves a half-open connection behind),
+/// and only the newest one's end reports the peer's stream as closed.
+#[derive(Default)]
+pub(crate) struct Current(Mutex<(u64, Option<TcpStream>)>);
 
 pub(crate) fn listen<T: FlowTable>(
     shared: &Arc<Shared>,
@@ -19,6 +25,7 @@ pub(crate) fn listen<T: FlowTable>(
     table: Arc<Mutex<T>>,
 ) {
     let serving = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let current = Arc::new(Current::default());
     while !shared.stopping() {
         let (stream, from) = match listener.accept() {
             Ok(c) => c,
@@ -38,16 +45,22 @@ pub(crate) fn listen<T: FlowTable>(
             drop(stream);
             continue;
         }
-        let (shared, table, serving) = (shared.clone(), table.clone(), serving.clone());
+        let (shared, table, serving, current) = (
+            shared.clone(),
+            table.clone(),
+            serving.clone(),
+            current.clone(),
+        );
         serving.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
             .name("sync-conn".into())
             .spawn(move || {
-                match serve(&shared, stream, &table) {
+                match serve(&shared, stream, &table, &current) {
                     Ok(()) => {}
                     Err(error) => {
                         if let Some(suppressed) = shared.warn.check() {
-                            tracing::warn!(%from, %error, suppressed, "sync connection closed");
+                            let refused = shared.stats.snapshot().frames_refused;
+                            tracing::warn!(%from, %error, refused, suppressed, "sync connection closed");
                         }
                     }
                 }
@@ -64,6 +77,7 @@ fn serve<T: FlowTable>(
     shared: &Shared,
     mut stream: TcpStream,
     table: &Mutex<T>,
+    current: &Current,
 ) -> Result<(), SessionError> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
@@ -99,9 +113,28 @@ fn serve<T: FlowTable>(
     }
     SyncStats::add(&stats.connections, 1);
     tracing::info!(peer = %stream.peer_addr()?, "sync stream from the peer authenticated");
+    let generation = {
+        let mut g = current.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = g.1.take() {
+            let _ = old.shutdown(std::net::Shutdown::Both);
+        }
+        g.0 += 1;
+        g.1 = stream.try_clone().ok();
+        g.0
+    };
     (shared.notify)(SyncEvent::PeerStreaming(true));
     let res = session(shared, &mut stream, table, &mut inp, &mut out);
-    (shared.notify)(SyncEvent::PeerStreaming(false));
+    let newest = {
+        let mut g = current.0.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = g.0 == generation;
+        if newest {
+            g.1 = None;
+        }
+        newest
+    };
+    if newest {
+        (shared.notify)(SyncEvent::PeerStreaming(false));
+    }
     res
 }
 
