@@ -142,6 +142,7 @@ unsafe fn process(ctx: &XdpContext) -> Result<u32, ()> {
     }
     let cfg = match CONFIG.get(0) {
         Some(c) if c.active != 0 => c,
+        Some(c) if c.report_flows != 0 => return report::passive(ctx, ip),
         _ => return Ok(xdp_action::XDP_PASS),
     };
     // On a shared L2 segment a switch floods unknown unicast, so frames for

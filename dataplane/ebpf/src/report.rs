@@ -4,9 +4,42 @@
 //! table. A full ring buffer is counted in `FLB_FLOW_LOST`, never silent:
 //! the sync thread answers it with a bulk resync.
 
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use floatlb_common::{FlowKeyRaw, FlowReport};
 
-use crate::maps::{FLOW_LOST, FLOW_RB};
+use crate::maps::{CT, FLOW_LOST, FLOW_RB};
+use crate::packet::{IpHdr, L4_OFF, L4Head, PROTO_TCP, PROTO_UDP, ptr_at};
+
+/// A passive node of a syncing pair (BACKUP, `Config::report_flows` set)
+/// drops the packets of flows its conntrack holds instead of passing them
+/// to its stack: they belong to the MASTER (a client whose ARP cache still
+/// points here during a handover, an endpoint's reply), and the stack,
+/// which may still hold the VIP for a moment, would answer them with a TCP
+/// reset. The client retransmits to the new MASTER. Everything else passes.
+#[inline(always)]
+pub(crate) fn passive(ctx: &XdpContext, ip: *const IpHdr) -> Result<u32, ()> {
+    // SAFETY: `ip` was bounds-checked by the caller.
+    let (proto, src, dst) = unsafe { ((*ip).proto, (*ip).src, (*ip).dst) };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let head = ptr_at::<L4Head>(ctx, L4_OFF)?;
+    // SAFETY: `head` was bounds-checked by `ptr_at`.
+    let key = FlowKeyRaw {
+        src,
+        dst,
+        sport: unsafe { (*head).sport },
+        dport: unsafe { (*head).dport },
+        proto,
+        pad0: 0,
+        pad1: 0,
+    };
+    // SAFETY: a lookup; the value is not used.
+    if unsafe { CT.get(&key) }.is_some() {
+        return Ok(xdp_action::XDP_DROP);
+    }
+    Ok(xdp_action::XDP_PASS)
+}
 
 /// Reports the flow whose client tuple is `key`, with its forward rewrite
 /// and TCP state.
