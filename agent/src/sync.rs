@@ -135,7 +135,6 @@ fn state_from_wire(s: TcpState) -> DpState {
     }
 }
 
-
 /// A datapath record as a sync record, its age taken at `now_ns`.
 pub fn to_wire(r: &CtRecord, now_ns: u64) -> FlowRecord {
     FlowRecord {

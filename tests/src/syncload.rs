@@ -109,11 +109,7 @@ pub struct Load {
     pub flows: Vec<(u8, u16, Instant)>,
 }
 
-fn tcp_conn(
-    ns: &Netns,
-    vip: SocketAddr,
-    timeout: Duration,
-) -> Result<(TcpStream, Instant, u16)> {
+fn tcp_conn(ns: &Netns, vip: SocketAddr, timeout: Duration) -> Result<(TcpStream, Instant, u16)> {
     let t0 = Instant::now();
     let mut s = ns.enter(move || TcpStream::connect_timeout(&vip, timeout))??;
     s.set_read_timeout(Some(timeout))?;
@@ -158,8 +154,8 @@ impl Load {
         let mut flows = Vec::new();
         let timeout = Duration::from_secs(20);
         for i in 0..tcp {
-            let (s, t0, port) =
-                tcp_conn(client, tcp_vip, timeout).with_context(|| format!("TCP connection {i}"))?;
+            let (s, t0, port) = tcp_conn(client, tcp_vip, timeout)
+                .with_context(|| format!("TCP connection {i}"))?;
             flows.push((6, port, t0));
             let sh = shared.clone();
             threads.push(std::thread::spawn(move || tcp_loop(s, i, &sh)));
@@ -174,7 +170,9 @@ impl Load {
             let t0 = Instant::now();
             flows.push((17, s.local_addr()?.port(), t0));
             let sh = shared.clone();
-            threads.push(std::thread::spawn(move || udp_loop(s, udp_vip, tcp + j, &sh)));
+            threads.push(std::thread::spawn(move || {
+                udp_loop(s, udp_vip, tcp + j, &sh)
+            }));
         }
         Ok(Self {
             shared,
@@ -204,20 +202,11 @@ impl Load {
     /// Waits until every connection and flow has exchanged `n` more
     /// messages than at `since`; the time it took. Fails when one stopped
     /// for good or `timeout` passed.
-    pub fn wait_all_progress(
-        &self,
-        since: &[u64],
-        n: u64,
-        timeout: Duration,
-    ) -> Result<Duration> {
+    pub fn wait_all_progress(&self, since: &[u64], n: u64, timeout: Duration) -> Result<Duration> {
         let t0 = Instant::now();
         loop {
             let now = self.progress();
-            let behind = now
-                .iter()
-                .zip(since)
-                .filter(|(a, b)| **a < **b + n)
-                .count();
+            let behind = now.iter().zip(since).filter(|(a, b)| **a < **b + n).count();
             if behind == 0 {
                 return Ok(t0.elapsed());
             }

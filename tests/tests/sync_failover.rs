@@ -91,7 +91,11 @@ fn setup(prefix: &str, sync: &str, keys: [&str; 2]) -> Result<Setup> {
     pair.endpoint.addr_add("eth0", &format!("{ENDPOINT2}/24"))?;
     let tcp2 = EchoServer::start(&pair.endpoint, SocketAddrV4::new(ENDPOINT2, 8080), 8)?;
     let udp = [
-        PortEcho::start(&pair.endpoint, SocketAddrV4::new(ENDPOINT_IP, UDP_EP_PORT), 1)?,
+        PortEcho::start(
+            &pair.endpoint,
+            SocketAddrV4::new(ENDPOINT_IP, UDP_EP_PORT),
+            1,
+        )?,
         PortEcho::start(&pair.endpoint, SocketAddrV4::new(ENDPOINT2, UDP_EP_PORT), 2)?,
     ];
     let ep = |ip, port| TestEndpoint {
@@ -169,13 +173,44 @@ fn fail_over_and_back(s: &mut Setup, load: &Load, sync: &str) -> Result<(Duratio
     s.pair.wait_role(1, "Backup", Duration::from_secs(10))?;
     let mid = load.progress();
     let back = load.wait_all_progress(&mid, 5, Duration::from_secs(30))?;
+    if sync == "on" {
+        handovers_follow_resyncs(&s.pair)?;
+    }
     Ok((over, back))
+}
+
+/// Node 1 (MASTER between a kill and the failback) hands the role back
+/// only after the returning node 0 confirmed a full resync: in node 1's
+/// log every handover follows an acknowledged resync since the previous
+/// handover (node 1 sends nothing while BACKUP, so each ack comes from
+/// the returning node 0).
+fn handovers_follow_resyncs(pair: &Pair) -> Result<()> {
+    let log = std::fs::read_to_string(pair.log_path(1))?;
+    let mut acked = false;
+    let mut handovers = 0;
+    for line in log.lines() {
+        if line.contains("the peer installed our bulk resync") {
+            acked = true;
+        } else if line.contains("handover to preferred peer") && line.contains("ha state change") {
+            handovers += 1;
+            ensure!(
+                acked,
+                "handover {handovers} before the peer's resync: {line}"
+            );
+            acked = false;
+        }
+    }
+    ensure!(handovers > 0, "node 1 never handed the role back");
+    Ok(())
 }
 
 #[test]
 fn sync_keeps_every_connection_through_failover_and_failback() -> Result<()> {
     let runs = env_usize("FLOATLB_SYNC_RUNS", 2);
-    let (tcp, udp) = (env_usize("FLOATLB_SYNC_TCP", 200), env_usize("FLOATLB_SYNC_UDP", 20));
+    let (tcp, udp) = (
+        env_usize("FLOATLB_SYNC_TCP", 200),
+        env_usize("FLOATLB_SYNC_UDP", 20),
+    );
     let mut s = setup("syncok", "on", [KEY, KEY])?;
     // Lag: from each flow's first packet (its connect or first datagram)
     // to its entry in the BACKUP's conntrack table.
@@ -213,8 +248,8 @@ fn sync_keeps_every_connection_through_failover_and_failback() -> Result<()> {
         let (over, back) = fail_over_and_back(&mut s, &load, "on")?;
         let f = load.faults();
         println!(
-            "sync run {run}/{runs}: {tcp} TCP + {udp} UDP flows; all resumed {:.0} ms after \
-             the kill, {:.0} ms after the failback; resets {}, corrupted {}, missing {}, \
+            "sync run {run}/{runs}: {tcp} TCP + {udp} UDP flows; all resumed {:.0} ms after node 1 \
+             took over, {:.0} ms after node 0 took back; resets {}, corrupted {}, missing {}, \
              UDP endpoint/port changed {}",
             ms(over),
             ms(back),
@@ -259,12 +294,16 @@ fn a_peer_with_the_wrong_key_is_refused_and_nothing_is_installed() -> Result<()>
     let s = setup("synckey", "on", [KEY, "a-different-key-for-node-one"])?;
     let load = Load::start(&s.pair.client, vip(TCP_PORT), 10, vip(UDP_PORT), 2)?;
     load.wait_all_progress(&[0; 12], 3, Duration::from_secs(20))?;
-    // Both sides refuse the other's Hello and say so (rate-limited, with
-    // the running count of refusals).
-    let log1 = s.pair.nodes[1].agent.as_ref().map(|a| a.log_path().to_path_buf());
+    // The MASTER (node 0) refuses the BACKUP's Hello, which carries the
+    // session nonce under the other key, and says so with the running
+    // count of refusals (rate-limited); it never sends a flow.
+    let log0 = s.pair.nodes[0]
+        .agent
+        .as_ref()
+        .map(|a| a.log_path().to_path_buf());
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
-        let logs = log1
+        let logs = log0
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
             .unwrap_or_default();
@@ -278,13 +317,16 @@ fn a_peer_with_the_wrong_key_is_refused_and_nothing_is_installed() -> Result<()>
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    ensure!(refused, "node 1 logged no refusal{}", s.pair.logs());
+    ensure!(refused, "node 0 logged no refusal{}", s.pair.logs());
     let installed = floatlb_dataplane::pinned_conntrack_dump(&pin_dir(&s.pair, 1))?
         .iter()
         .filter(|r| r.client.src == CLIENT_IP)
         .count();
     println!("wrong key: refused and counted; flows installed on the BACKUP: {installed}");
-    ensure!(installed == 0, "{installed} flows installed from a refused peer");
+    ensure!(
+        installed == 0,
+        "{installed} flows installed from a refused peer"
+    );
     drop(load);
     Ok(())
 }

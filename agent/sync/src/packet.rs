@@ -410,7 +410,11 @@ fn parse_record(b: &[u8]) -> Result<FlowRecord, DecodeError> {
     Ok(r)
 }
 
-fn batch(kind: u8, body: &[u8], item: usize) -> Result<std::slice::ChunksExact<'_, u8>, DecodeError> {
+fn batch(
+    kind: u8,
+    body: &[u8],
+    item: usize,
+) -> Result<std::slice::ChunksExact<'_, u8>, DecodeError> {
     let bad_len = DecodeError::BadBodyLength {
         kind,
         len: body.len(),

@@ -195,7 +195,12 @@ fn one_bad_vector_per_error() {
             NONCE,
             DecodeError::BodyTooLong(1 << 20),
         ),
-        ("wrong session nonce", good.clone(), NONCE + 1, DecodeError::BadMac),
+        (
+            "wrong session nonce",
+            good.clone(),
+            NONCE + 1,
+            DecodeError::BadMac,
+        ),
         (
             "a flipped body bit",
             {

@@ -82,7 +82,9 @@ impl ChangeQueue {
         let mut g = self.lock();
         g.q.clear();
         g.resync = false;
-        stats.queue_depth.store(0, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .queue_depth
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits up to `timeout` for changes; returns up to `max` of them, and
@@ -146,7 +148,10 @@ mod tests {
         let s = stats.snapshot();
         assert_eq!((s.queue_overflows, s.queue_depth), (1, 0));
         let (got, resync) = q.take(100, Duration::ZERO, &stats);
-        assert!(got.is_empty() && resync, "an overflow must ask for a resync");
+        assert!(
+            got.is_empty() && resync,
+            "an overflow must ask for a resync"
+        );
         q.reset(&stats);
         q.push([change(11)], &stats);
         let (got, resync) = q.take(100, Duration::ZERO, &stats);

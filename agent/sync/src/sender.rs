@@ -62,7 +62,8 @@ pub(crate) fn run<T: FlowTable>(shared: &Arc<Shared>, mut table: T, queue: &Chan
             }
             Err(error) => {
                 if let Some(suppressed) = shared.warn.check() {
-                    tracing::warn!(peer = %shared.cfg.peer, %error, suppressed, "cannot reach the sync peer");
+                    let refused = shared.stats.snapshot().frames_refused;
+                    tracing::warn!(peer = %shared.cfg.peer, %error, refused, suppressed, "cannot reach the sync peer");
                 }
                 sleep_unless_stopped(shared, Duration::from_millis(250));
             }

@@ -54,7 +54,10 @@ impl FlowReports for Reports {
 }
 
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn rec(port: u16) -> FlowRecord {
@@ -127,7 +130,10 @@ fn the_master_table_and_its_changes_reach_the_backup_and_the_resync_is_acknowled
     let (a_addr, b_addr) = (free_port(), free_port());
     let a = node(0, a_addr, b_addr, KEY);
     let b = node(1, b_addr, a_addr, KEY);
-    a.table.clone().upsert(&(1..=3000).map(rec).collect::<Vec<_>>()).unwrap();
+    a.table
+        .clone()
+        .upsert(&(1..=3000).map(rec).collect::<Vec<_>>())
+        .unwrap();
     a.svc.set_active(true);
     let ev = a.events.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(ev, SyncEvent::PeerResynced { id: 1, count: 3000 });
@@ -158,7 +164,10 @@ fn a_peer_with_the_wrong_key_is_refused_counted_and_installs_nothing() {
     let (a_addr, b_addr) = (free_port(), free_port());
     let a = node(0, a_addr, b_addr, b"not-the-key-the-backup-has");
     let b = node(1, b_addr, a_addr, KEY);
-    a.table.clone().upsert(&(1..=10).map(rec).collect::<Vec<_>>()).unwrap();
+    a.table
+        .clone()
+        .upsert(&(1..=10).map(rec).collect::<Vec<_>>())
+        .unwrap();
     a.svc.set_active(true);
     // The MASTER refuses the BACKUP's Hello (and the other way round), and
     // keeps retrying: each attempt is counted.
@@ -194,5 +203,46 @@ fn a_forged_sender_that_skips_the_hello_is_refused_by_the_backup() {
         b.svc.stats().snapshot().refused_bad_mac == 1
     });
     assert!(b.table.0.lock().unwrap().is_empty());
+    b.svc.stop();
+}
+
+/// Bulk resync throughput over loopback (codec, HMAC, TCP and the
+/// receiver's batching; in-memory tables, so no datapath install cost).
+/// Printed, with a floor far below the target so a loaded CI box passes;
+/// docs/BENCHMARKS.md has the release-build figure.
+#[test]
+fn bulk_resync_rate() {
+    let n: u32 = std::env::var("FLOATLB_SYNC_BULK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let (a_addr, b_addr) = (free_port(), free_port());
+    let a = node(0, a_addr, b_addr, KEY);
+    let b = node(1, b_addr, a_addr, KEY);
+    let recs: Vec<FlowRecord> = (0..n)
+        .map(|i| FlowRecord {
+            key: FlowKey {
+                client: Ipv4Addr::from(0x0a00_0000 + (i >> 15)),
+                client_port: (i & 0x7fff) as u16 + 1,
+                ..rec(1).key
+            },
+            ..rec(1)
+        })
+        .collect();
+    a.table.clone().upsert(&recs).unwrap();
+    let t0 = Instant::now();
+    a.svc.set_active(true);
+    let ev = a.events.recv_timeout(Duration::from_secs(120)).unwrap();
+    let took = t0.elapsed();
+    assert!(matches!(ev, SyncEvent::PeerResynced { .. }));
+    let got = b.table.0.lock().unwrap().len();
+    let rate = f64::from(n) / took.as_secs_f64();
+    println!(
+        "bulk resync over loopback: {got} records in {:.0} ms = {:.0} records/s (target >= 200000 with the datapath)",
+        took.as_secs_f64() * 1000.0,
+        rate
+    );
+    assert_eq!(got as u32, n);
+    a.svc.stop();
     b.svc.stop();
 }

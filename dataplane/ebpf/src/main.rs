@@ -635,7 +635,11 @@ unsafe fn new_flow(
         // divisors stay constants.
         let port = match cfg.snat_part {
             1 => SNAT_PORT_MIN as u32 + h % SNAT_PART_LEN as u32,
-            2 => SNAT_PORT_MIN as u32 + SNAT_PART_LEN as u32 + h % (SNAT_RANGE - SNAT_PART_LEN as u32),
+            2 => {
+                SNAT_PORT_MIN as u32
+                    + SNAT_PART_LEN as u32
+                    + h % (SNAT_RANGE - SNAT_PART_LEN as u32)
+            }
             _ => SNAT_PORT_MIN as u32 + h % SNAT_RANGE,
         };
         rkey.dport = (port as u16).to_be();

@@ -190,4 +190,3 @@ impl FlowReportReader {
 pub fn pinned_conntrack_dump(pin_dir: &std::path::Path) -> Result<Vec<CtRecord>, DataplaneError> {
     records(&open_pinned(pin_dir, M_CT)?)
 }
-

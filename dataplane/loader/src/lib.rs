@@ -41,8 +41,8 @@ use aya::{
 };
 pub use conntrack::ConntrackSweeper;
 pub use error::DataplaneError;
-pub use flow_sync::{FlowReportReader, FlowSyncTable, pinned_conntrack_dump};
 use floatlb_common::{Config, MAX_ENDPOINTS, NeighEvent};
+pub use flow_sync::{FlowReportReader, FlowSyncTable, pinned_conntrack_dump};
 pub use iface::{XdpPass, attach_xdp_pass};
 pub use services::read_pinned_drops;
 pub use spec::{
