@@ -113,20 +113,14 @@ fn connect(shared: &Shared) -> Result<(TcpStream, Half), SessionError> {
 fn ack_reader(shared: Arc<Shared>, mut stream: TcpStream, nonce: u64, dead: Arc<AtomicBool>) {
     let mut inp = Half::new(shared.cfg.key.clone(), nonce);
     inp.seq = 1;
-    loop {
-        match inp.recv(&mut stream, &shared.stats) {
-            Ok(f) => match f.msg {
-                Message::ResyncAck { id, count } => {
-                    SyncStats::add(&shared.stats.resyncs_acked, 1);
-                    tracing::info!(id, count, "the peer installed our bulk resync");
-                    (shared.notify)(SyncEvent::PeerResynced { id, count });
-                }
-                _ => {
-                    SyncStats::add(&shared.stats.frames_refused, 1);
-                    break;
-                }
-            },
-            Err(_) => break,
+    while let Ok(f) = inp.recv(&mut stream, &shared.stats) {
+        if let Message::ResyncAck { id, count } = f.msg {
+            SyncStats::add(&shared.stats.resyncs_acked, 1);
+            tracing::info!(id, count, "the peer installed our bulk resync");
+            (shared.notify)(SyncEvent::PeerResynced { id, count });
+        } else {
+            SyncStats::add(&shared.stats.frames_refused, 1);
+            break;
         }
     }
     dead.store(true, Ordering::Relaxed);

@@ -63,7 +63,7 @@ fn free_port() -> SocketAddr {
 fn rec(port: u16) -> FlowRecord {
     FlowRecord {
         key: FlowKey {
-            proto: if port % 2 == 0 { 6 } else { 17 },
+            proto: if port.is_multiple_of(2) { 6 } else { 17 },
             client: Ipv4Addr::new(10, 1, 0, 2),
             vip: Ipv4Addr::new(10, 1, 0, 100),
             client_port: port,
