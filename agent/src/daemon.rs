@@ -406,6 +406,11 @@ impl<D: Datapath> Daemon<D> {
         self.sync = sync;
     }
 
+    /// The connection sync counters (`--sync on`), for status and metrics.
+    pub fn sync_stats(&self) -> Option<std::sync::Arc<floatlb_sync::SyncStats>> {
+        self.sync.as_ref().map(floatlb_sync::SyncService::stats)
+    }
+
     fn apply_ha(&mut self, cmds: Vec<DatapathCmd>) {
         for c in cmds {
             match c {

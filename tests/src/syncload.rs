@@ -163,7 +163,6 @@ impl Load {
         let mut socks = Vec::new();
         for _ in 0..udp {
             let s = client.enter(|| UdpSocket::bind("0.0.0.0:0"))??;
-            s.set_read_timeout(Some(Duration::from_millis(15)))?;
             socks.push(s);
         }
         for (j, s) in socks.into_iter().enumerate() {
@@ -187,6 +186,18 @@ impl Load {
             .done
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The connections and flows (indexes into [`Load::flows`]) that have
+    /// not exchanged `n` more messages than at `since`.
+    pub fn behind(&self, since: &[u64], n: u64) -> Vec<usize> {
+        self.progress()
+            .iter()
+            .zip(since)
+            .enumerate()
+            .filter(|(_, (a, b))| **a < **b + n)
+            .map(|(i, _)| i)
             .collect()
     }
 
@@ -280,11 +291,25 @@ fn udp_loop(s: UdpSocket, vip: SocketAddr, slot: usize, sh: &Shared) {
     while !sh.stop.load(Ordering::Relaxed) {
         let msg = payload((slot as u64) << 32 | n, MSG);
         n += 1;
-        if s.send_to(&msg, vip).is_ok()
-            && let Ok((len, _)) = s.recv_from(&mut buf)
-            && len == MSG + 3
-            && buf[3..len] == msg[..]
-        {
+        if s.send_to(&msg, vip).is_err() {
+            std::thread::sleep(PERIOD);
+            continue;
+        }
+        // Read until this message's echo or the period ends. A late echo
+        // of an earlier message is skipped (but its endpoint and port still
+        // checked), so one slow reply never shifts every later read.
+        let until = Instant::now() + PERIOD;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            let Ok((len, _)) = s.recv_from(&mut buf) else {
+                break;
+            };
+            if len != MSG + 3 {
+                continue;
+            }
             let now = (buf[0], u16::from_be_bytes([buf[1], buf[2]]));
             match seen {
                 None => seen = Some(now),
@@ -294,9 +319,12 @@ fn udp_loop(s: UdpSocket, vip: SocketAddr, slot: usize, sh: &Shared) {
                 }
                 Some(_) => {}
             }
-            sh.done[slot].fetch_add(1, Ordering::Relaxed);
+            if buf[3..len] == msg[..] {
+                sh.done[slot].fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                break;
+            }
         }
-        std::thread::sleep(PERIOD);
     }
 }
 

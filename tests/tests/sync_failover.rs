@@ -14,6 +14,7 @@
 //!   `FLOATLB_SYNC_RUNS` (default 2), `FLOATLB_SYNC_TCP` (default 200) and
 //!   `FLOATLB_SYNC_UDP` (default 20) size it; the issue's full run is
 //!   `FLOATLB_SYNC_RUNS=10`.
+//! * `sync_keeps_every_connection_through_a_sigterm_handover`.
 //! * `without_sync_a_failover_resets_connections`: the same with
 //!   `--sync off`: the failover breaks connections (the test can fail).
 //! * `a_peer_with_the_wrong_key_is_refused_and_nothing_is_installed`.
@@ -165,18 +166,40 @@ fn fail_over_and_back(s: &mut Setup, load: &Load, sync: &str) -> Result<(Duratio
     let before = load.progress();
     kill_node(&mut s.pair, 0)?;
     s.pair.wait_role(1, "Master", Duration::from_secs(10))?;
-    let over = load.wait_all_progress(&before, 5, Duration::from_secs(30))?;
+    let over = load
+        .wait_all_progress(&before, 5, Duration::from_secs(30))
+        .map_err(|e| e.context(stalled(&s.pair, load, &before, "after the failover")))?;
     spawn(&mut s.pair, 0, sync, KEY)?;
     s.pair.wait_running(0)?;
     s.pair.set_link(0, true)?;
     s.pair.wait_role(0, "Master", Duration::from_secs(30))?;
     s.pair.wait_role(1, "Backup", Duration::from_secs(10))?;
     let mid = load.progress();
-    let back = load.wait_all_progress(&mid, 5, Duration::from_secs(30))?;
+    let back = load
+        .wait_all_progress(&mid, 5, Duration::from_secs(30))
+        .map_err(|e| e.context(stalled(&s.pair, load, &mid, "after the failback")))?;
     if sync == "on" {
         handovers_follow_resyncs(&s.pair)?;
     }
     Ok((over, back))
+}
+
+/// Which flows stalled, and what each node's conntrack holds for them.
+fn stalled(pair: &Pair, load: &Load, since: &[u64], when: &str) -> String {
+    let mut out = format!("stalled {when}:");
+    for i in load.behind(since, 5) {
+        let (proto, port, _) = load.flows[i];
+        out.push_str(&format!("\n  flow {i} proto {proto} client port {port}:"));
+        for node in 0..2 {
+            let recs =
+                floatlb_dataplane::pinned_conntrack_dump(&pin_dir(pair, node)).unwrap_or_default();
+            let r = recs
+                .iter()
+                .find(|r| r.client.proto == proto && r.client.sport == port);
+            out.push_str(&format!("\n    node {node}: {r:?}"));
+        }
+    }
+    out
 }
 
 /// Node 1 (MASTER between a kill and the failback) hands the role back
@@ -262,6 +285,32 @@ fn sync_keeps_every_connection_through_failover_and_failback() -> Result<()> {
     }
     let f = load.stop();
     ensure!(f.total() == 0, "{f:?}");
+    Ok(())
+}
+
+/// A SIGTERM on the MASTER hands over gracefully (BFD AdminDown): the
+/// flows node 1 already holds carry on through it.
+#[test]
+fn sync_keeps_every_connection_through_a_sigterm_handover() -> Result<()> {
+    let (tcp, udp) = (50, 10);
+    let mut s = setup("syncterm", "on", [KEY, KEY])?;
+    let load = Load::start(&s.pair.client, vip(TCP_PORT), tcp, vip(UDP_PORT), udp)?;
+    load.wait_all_progress(&vec![0; tcp + udp], 5, Duration::from_secs(20))?;
+    let before = load.progress();
+    s.pair.stop(0, nix::sys::signal::Signal::SIGTERM)?;
+    s.pair.wait_role(1, "Master", Duration::from_secs(10))?;
+    let resumed = load.wait_all_progress(&before, 5, Duration::from_secs(30))?;
+    let f = load.stop();
+    println!(
+        "sync SIGTERM handover: {tcp} TCP + {udp} UDP flows all went on within {:.0} ms; \
+         resets {}, corrupted {}, missing {}, UDP endpoint/port changed {}",
+        ms(resumed),
+        f.resets,
+        f.corrupted,
+        f.missing,
+        f.udp_moved
+    );
+    ensure!(f.total() == 0, "{f:?}{}", s.pair.logs());
     Ok(())
 }
 
