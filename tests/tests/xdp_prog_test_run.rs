@@ -1455,3 +1455,32 @@ fn bulk_install_rate() {
         assert_eq!(dumped, n as usize);
     });
 }
+
+#[test]
+fn a_synced_batch_with_one_bad_record_installs_nothing_and_names_the_field() {
+    in_netns(|dp, _| {
+        let good = floatlb_dataplane::CtRecord {
+            client: FlowKey {
+                src: CLIENT,
+                dst: VIP,
+                sport: 44000,
+                dport: 80,
+                proto: PROTO_TCP,
+            },
+            nat_src: (LB_IP, 20000),
+            nat_dst: (EP1, 8080),
+            tcp_state: TcpState::Established,
+            packets: 0,
+            bytes: 0,
+            last_seen_ns: floatlb_dataplane::monotonic_ns(),
+        };
+        let bad = floatlb_dataplane::CtRecord {
+            nat_src: (LB_IP, 0),
+            ..good
+        };
+        let mut table = dp.flow_sync_table().unwrap();
+        let err = table.insert(&[good, bad]).unwrap_err().to_string();
+        assert!(err.contains("nat port") && err.contains(":0"), "{err}");
+        assert!(table.dump().unwrap().is_empty(), "half-applied batch");
+    });
+}

@@ -346,6 +346,12 @@ pub(crate) fn service_of(
     services: &Map,
     rec: &CtRecord,
 ) -> Result<Option<ServiceValue>, DataplaneError> {
+    check_record(rec)?;
+    lookup_service(services, rec)
+}
+
+/// Refuses a record the datapath cannot hold, naming the field.
+pub(crate) fn check_record(rec: &CtRecord) -> Result<(), DataplaneError> {
     let c = &rec.client;
     if c.proto != spec::PROTO_TCP && c.proto != PROTO_UDP {
         return Err(DataplaneError::invalid(
@@ -364,6 +370,15 @@ pub(crate) fn service_of(
             "ports must be non-zero",
         ));
     }
+    Ok(())
+}
+
+/// The local service named by the record's destination, if any.
+pub(crate) fn lookup_service(
+    services: &Map,
+    rec: &CtRecord,
+) -> Result<Option<ServiceValue>, DataplaneError> {
+    let c = &rec.client;
     let skey = ServiceKey {
         vip: spec::ip_raw(c.dst),
         port: c.dport.to_be(),

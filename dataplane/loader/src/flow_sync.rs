@@ -14,7 +14,7 @@ use std::time::Duration;
 use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
 use floatlb_common::{CT_CLOSED, Config, FlowReport};
 
-use crate::conntrack::{delete_pair, insert_pair, records, service_of};
+use crate::conntrack::{check_record, delete_pair, insert_pair, lookup_service, records};
 use crate::spec::{self, CtRecord, FlowKey, TcpState};
 use crate::{
     Dataplane, DataplaneError, M_CONFIG, M_CT, M_FLOW_LOST, M_FLOW_RB, M_SERVICES, bump_gen,
@@ -94,10 +94,24 @@ impl FlowSyncTable {
     /// once so no CPU keeps serving an older rewrite. Each record is
     /// checked first; a bad one fails the call before anything is written.
     pub fn insert(&mut self, recs: &[CtRecord]) -> Result<(), DataplaneError> {
+        // One service lookup per (VIP, port, protocol) of the batch: a
+        // resync is mostly a few services' flows.
+        let mut by_service = std::collections::HashMap::new();
         let svcs = recs
             .iter()
-            .map(|r| service_of(&self.services, r))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|r| {
+                check_record(r)?;
+                let c = &r.client;
+                match by_service.get(&(c.dst, c.dport, c.proto)) {
+                    Some(v) => Ok(*v),
+                    None => {
+                        let v = lookup_service(&self.services, r)?;
+                        by_service.insert((c.dst, c.dport, c.proto), v);
+                        Ok(v)
+                    }
+                }
+            })
+            .collect::<Result<Vec<_>, DataplaneError>>()?;
         for (r, svc) in recs.iter().zip(svcs) {
             insert_pair(&mut self.ct, r, svc)?;
         }
