@@ -549,6 +549,9 @@ impl<D: Datapath> Daemon<D> {
         if let Some(s) = self.sweeper.take() {
             s.stop();
         }
+        if let Some(s) = self.sync.take() {
+            s.stop();
+        }
         self.dp
             .shutdown(self.opts.keep_pinned)
             .map_err(dp_err("shutdown"))
@@ -596,13 +599,7 @@ impl<D: Datapath> Daemon<D> {
             Event::Api(req) => self.on_api(req).await,
             Event::Persisted(p) => self.on_persisted(p).await,
             Event::Sync(e) => {
-                use crate::ha::machine::Input;
-                let input = match e {
-                    floatlb_sync::SyncEvent::PeerResynced { .. } => Some(Input::PeerSyncDone),
-                    floatlb_sync::SyncEvent::PeerStreaming(on) => Some(Input::PeerStreaming(on)),
-                    floatlb_sync::SyncEvent::ResyncReceived { .. } => None,
-                };
-                if let (Some(h), Some(input)) = (self.ha.as_mut(), input) {
+                if let (Some(h), Some(input)) = (self.ha.as_mut(), crate::sync::ha_input(e)) {
                     let cmds = h.on_sync(input);
                     self.apply_ha(cmds);
                 }

@@ -117,6 +117,17 @@ pub fn start(
     Ok(Some(svc))
 }
 
+/// The HA input a sync event stands for: a confirmed resync gates the
+/// failback, the peer's stream holds a preferred BACKUP's claim.
+pub fn ha_input(e: floatlb_sync::SyncEvent) -> Option<crate::ha::machine::Input> {
+    use crate::ha::machine::Input;
+    match e {
+        floatlb_sync::SyncEvent::PeerResynced { .. } => Some(Input::PeerSyncDone),
+        floatlb_sync::SyncEvent::PeerStreaming(on) => Some(Input::PeerStreaming(on)),
+        floatlb_sync::SyncEvent::ResyncReceived { .. } => None,
+    }
+}
+
 fn state_to_wire(s: DpState) -> TcpState {
     match s {
         DpState::Syn => TcpState::Syn,

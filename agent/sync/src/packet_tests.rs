@@ -130,15 +130,7 @@ fn every_vector_decodes_to_its_frame_and_length() {
 /// A frame of `kind` with `body`, MAC'd correctly (for body errors, which
 /// are only looked at after the MAC passed).
 fn sealed(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend_from_slice(&MAGIC.to_be_bytes());
-    h.extend_from_slice(&[VERSION, kind]);
-    h.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    h.extend_from_slice(&5u64.to_be_bytes());
-    let tag = key().mac(NONCE, &h, body).finalize().into_bytes();
-    h.extend_from_slice(body);
-    h.extend_from_slice(&tag);
-    h
+    seal(&key(), NONCE, kind, 5, body)
 }
 
 fn good_upsert() -> Vec<u8> {
