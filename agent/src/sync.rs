@@ -124,6 +124,7 @@ pub fn ha_input(e: floatlb_sync::SyncEvent) -> Option<crate::ha::machine::Input>
     match e {
         floatlb_sync::SyncEvent::PeerResynced { .. } => Some(Input::PeerSyncDone),
         floatlb_sync::SyncEvent::PeerStreaming(on) => Some(Input::PeerStreaming(on)),
+        floatlb_sync::SyncEvent::Connected(on) => Some(Input::SyncConnected(on)),
         floatlb_sync::SyncEvent::ResyncReceived { .. } => None,
     }
 }

@@ -46,11 +46,14 @@ pub struct HaConfig {
     /// loses BFD renews at once and then every third of it, for twice it.
     /// Zero turns the heartbeat off: a claim then waits out the lease.
     pub lease_watch: Duration,
-    /// Connection sync is on (`--sync on`): a non-preferred MASTER hands the
+    /// Connection sync is on (`--sync on`): a non-preferred MASTER whose
+    /// sync session to the peer is up ([`Input::SyncConnected`]) hands the
     /// role back only once the peer confirmed a full resync
     /// ([`Input::PeerSyncDone`]), and a preferred BACKUP the peer streams to
     /// ([`Input::PeerStreaming`]) waits for that handover instead of
-    /// claiming when `preempt_hold` elapses.
+    /// claiming when `preempt_hold` elapses. Without a session (the port is
+    /// blocked, the keys differ) neither waits: the handover goes as
+    /// without sync, so the two sides never disagree into two MASTERs.
     pub sync_gate: bool,
 }
 
@@ -161,6 +164,8 @@ pub enum Input {
     PeerSyncDone,
     /// The peer, as MASTER, streams its flows to us (true) or stopped.
     PeerStreaming(bool),
+    /// Our sync session to the peer (as MASTER) is up (true) or down.
+    SyncConnected(bool),
     /// SIGTERM: hand over and stop.
     Shutdown,
 }
@@ -323,6 +328,10 @@ pub struct HaMachine {
     await_sync: bool,
     /// The peer streams its flows to us (it is MASTER).
     peer_streaming: bool,
+    /// Our sync session to the peer is up (we are MASTER).
+    sync_connected: bool,
+    /// The preempt hold elapsed on a preferred BACKUP the peer streams to.
+    await_handover: bool,
 }
 
 impl HaMachine {
@@ -346,6 +355,8 @@ impl HaMachine {
             peer_synced: false,
             await_sync: false,
             peer_streaming: false,
+            sync_connected: false,
+            await_handover: false,
             watch: None,
             watch_poll_at: None,
             heartbeat: None,
@@ -382,6 +393,7 @@ impl HaMachine {
         }
         self.preempt_at = None;
         self.await_sync = false;
+        self.await_handover = false;
         self.claim_at = None;
         self.verify_at = None;
         self.pending = Pending::None;
@@ -529,7 +541,7 @@ impl HaMachine {
             Input::BfdDown => {
                 self.bfd_up = false;
                 self.bfd_down_at = Some(now);
-                (self.peer_synced, self.await_sync) = (false, false);
+                (self.peer_synced, self.await_sync, self.await_handover) = (false, false, false);
                 // Decision point: an isolated Down is acted on at once; see
                 // `super::damping` for when the link counts as flapping.
                 let flapping = self.damping.on_down(now);
@@ -563,7 +575,7 @@ impl HaMachine {
             Input::PeerAdminDown => {
                 self.bfd_up = false;
                 self.preempt_at = None;
-                (self.peer_synced, self.await_sync) = (false, false);
+                (self.peer_synced, self.await_sync, self.await_handover) = (false, false, false);
                 if self.role() == Role::Backup {
                     self.promote("peer handed over (BFD AdminDown)", None, now, &mut out);
                 }
@@ -598,7 +610,21 @@ impl HaMachine {
                     self.hand_over("peer synced", now, &mut out);
                 }
             }
-            Input::PeerStreaming(on) => self.peer_streaming = on,
+            Input::PeerStreaming(on) => {
+                self.peer_streaming = on;
+                // The stream ended before the handover: time the claim anew.
+                if !on && std::mem::take(&mut self.await_handover) && self.bfd_up {
+                    self.arm_preempt(now);
+                }
+            }
+            Input::SyncConnected(on) => {
+                self.sync_connected = on;
+                // The session dropped before the resync was confirmed: hand
+                // over after another hold unless it comes back and resyncs.
+                if !on && std::mem::take(&mut self.await_sync) && self.bfd_up {
+                    self.arm_preempt(now);
+                }
+            }
             Input::Shutdown => {
                 if self.role() == Role::Master {
                     out.push(Action::SendAdminDown);
@@ -726,9 +752,11 @@ impl HaMachine {
                 let gate = self.cfg.sync_gate;
                 match self.role() {
                     // The streaming MASTER hands over once we are synced.
-                    Role::Backup if gate && self.peer_streaming => {}
+                    Role::Backup if gate && self.peer_streaming => self.await_handover = true,
                     Role::Backup => self.claim(ClaimReason::PreferredPeerUp, now, &mut out),
-                    Role::Master if gate && !self.peer_synced => self.await_sync = true,
+                    Role::Master if gate && self.sync_connected && !self.peer_synced => {
+                        self.await_sync = true;
+                    }
                     Role::Master => self.hand_over("preempt hold elapsed", now, &mut out),
                     _ => {}
                 }

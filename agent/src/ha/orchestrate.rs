@@ -207,7 +207,8 @@ impl Election {
                     | Input::BfdDown
                     | Input::PeerAdminDown
                     | Input::PeerSyncDone
-                    | Input::PeerStreaming(_) => return Vec::new(),
+                    | Input::PeerStreaming(_)
+                    | Input::SyncConnected(_) => return Vec::new(),
                 };
                 m.handle(input, now)
             }

@@ -83,6 +83,9 @@ pub enum SyncEvent {
     /// Receiver: an authenticated stream from the peer opened (true) or
     /// closed (false): the peer is MASTER and syncing to us.
     PeerStreaming(bool),
+    /// Sender: our authenticated session to the peer is up (true) or
+    /// ended (false).
+    Connected(bool),
 }
 
 /// Settings of [`SyncService`].

@@ -51,7 +51,10 @@ pub(crate) fn run<T: FlowTable>(shared: &Arc<Shared>, mut table: T, queue: &Chan
         }
         match connect(shared) {
             Ok((stream, half)) => {
-                match stream_to(shared, stream, half, &mut table, queue, &mut resync_id) {
+                (shared.notify)(SyncEvent::Connected(true));
+                let end = stream_to(shared, stream, half, &mut table, queue, &mut resync_id);
+                (shared.notify)(SyncEvent::Connected(false));
+                match end {
                     End::Stop | End::Passive => {}
                     End::Broken(error) => {
                         if let Some(suppressed) = shared.warn.check() {

@@ -135,6 +135,10 @@ fn the_master_table_and_its_changes_reach_the_backup_and_the_resync_is_acknowled
         .upsert(&(1..=3000).map(rec).collect::<Vec<_>>())
         .unwrap();
     a.svc.set_active(true);
+    assert_eq!(
+        a.events.recv_timeout(Duration::from_secs(10)).unwrap(),
+        SyncEvent::Connected(true)
+    );
     let ev = a.events.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(ev, SyncEvent::PeerResynced { id: 1, count: 3000 });
     assert_eq!(b.table.0.lock().unwrap().len(), 3000);
@@ -232,7 +236,12 @@ fn bulk_resync_rate() {
     a.table.clone().upsert(&recs).unwrap();
     let t0 = Instant::now();
     a.svc.set_active(true);
-    let ev = a.events.recv_timeout(Duration::from_secs(120)).unwrap();
+    let ev = loop {
+        let ev = a.events.recv_timeout(Duration::from_secs(120)).unwrap();
+        if ev != SyncEvent::Connected(true) {
+            break ev;
+        }
+    };
     let took = t0.elapsed();
     assert!(matches!(ev, SyncEvent::PeerResynced { .. }));
     let got = b.table.0.lock().unwrap().len();
