@@ -15,6 +15,7 @@
 //!   `FLOATLB_SYNC_UDP` (default 20) size it; the issue's full run is
 //!   `FLOATLB_SYNC_RUNS=10`.
 //! * `sync_keeps_every_connection_through_a_sigterm_handover`.
+//! * `a_returning_node_with_another_key_gets_the_role_back_without_two_masters`.
 //! * `without_sync_a_failover_resets_connections`: the same with
 //!   `--sync off`: the failover breaks connections (the test can fail).
 //! * `a_peer_with_the_wrong_key_is_refused_and_nothing_is_installed`.
@@ -311,6 +312,35 @@ fn sync_keeps_every_connection_through_a_sigterm_handover() -> Result<()> {
         f.udp_moved
     );
     ensure!(f.total() == 0, "{f:?}{}", s.pair.logs());
+    Ok(())
+}
+
+/// A returning node whose key differs from the MASTER's never gets a
+/// session, so neither side gates: the MASTER hands over at the hold as
+/// without sync and the pair never shows two MASTERs.
+#[test]
+fn a_returning_node_with_another_key_gets_the_role_back_without_two_masters() -> Result<()> {
+    let mut s = setup("syncmis", "on", [KEY, KEY])?;
+    kill_node(&mut s.pair, 0)?;
+    s.pair.wait_role(1, "Master", Duration::from_secs(10))?;
+    spawn(&mut s.pair, 0, "on", "a-different-key-for-node-zero")?;
+    s.pair.wait_running(0)?;
+    s.pair.set_link(0, true)?;
+    let samples = s.pair.sample_roles(Duration::from_secs(6));
+    let dual = samples
+        .iter()
+        .filter(|r| r.0[0] == "Master" && r.0[1] == "Master")
+        .count();
+    let roles = s.pair.roles();
+    println!(
+        "returning node with another key: {} role samples over 6 s, {dual} with two MASTERs; \
+         roles now {:?}",
+        samples.len(),
+        roles.0
+    );
+    ensure!(dual == 0, "two MASTERs in {dual} samples{}", s.pair.logs());
+    s.pair.wait_role(0, "Master", Duration::from_secs(10))?;
+    s.pair.wait_role(1, "Backup", Duration::from_secs(5))?;
     Ok(())
 }
 

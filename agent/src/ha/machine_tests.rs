@@ -283,7 +283,11 @@ fn with_sync_the_failback_waits_for_the_peers_resync() {
     assert!(orphan.on_tick(t0 + Duration::from_secs(7)).is_empty());
     orphan.handle(Input::PeerStreaming(false), t0 + Duration::from_secs(30));
     // preempt_hold + handover_pause (6 s) after the stream ended.
-    assert!(orphan.on_tick(t0 + Duration::from_millis(35_900)).is_empty());
+    assert!(
+        orphan
+            .on_tick(t0 + Duration::from_millis(35_900))
+            .is_empty()
+    );
     assert_eq!(orphan.role(), Role::Backup);
     assert!(
         !orphan.on_tick(t0 + Duration::from_secs(36)).is_empty(),
