@@ -307,14 +307,7 @@ unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8, report: bool) 
             unsafe { (*p).tcp_state = next };
         }
         if report {
-            if v.dir == DIR_FORWARD {
-                report::flow(key, v.nat_src, v.nat_dst, v.nat_sport, v.nat_dport, next);
-            } else {
-                // This entry's key is the endpoint's reply tuple: the
-                // client's tuple is its rewrite, and the forward rewrite
-                // is its key reversed.
-                report::flow(&peer, key.dst, key.src, key.dport, key.sport, next);
-            }
+            report::entry(key, v);
         }
     }
 }
@@ -691,14 +684,7 @@ unsafe fn new_flow(
         return Ok(drop_with(DROP_CT_INSERT));
     }
     if cfg.report_flows != 0 {
-        report::flow(
-            key,
-            fwd.nat_src,
-            fwd.nat_dst,
-            fwd.nat_sport,
-            fwd.nat_dport,
-            state,
-        );
+        report::entry(key, fwd);
     }
     match nh {
         Ok(nh) => Ok(unsafe { emit(ctx, eth, &nh) }),

@@ -5,7 +5,7 @@
 //! the sync thread answers it with a bulk resync.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use floatlb_common::{FlowKeyRaw, FlowReport};
+use floatlb_common::{CtValue, DIR_FORWARD, FlowKeyRaw, FlowReport};
 
 use crate::maps::{CT, FLOW_LOST, FLOW_RB};
 use crate::packet::{IpHdr, L4_OFF, L4Head, PROTO_TCP, PROTO_UDP, ptr_at};
@@ -41,17 +41,39 @@ pub(crate) fn passive(ctx: &XdpContext, ip: *const IpHdr) -> Result<u32, ()> {
     Ok(xdp_action::XDP_PASS)
 }
 
+/// Reports the flow of conntrack entry (`key`, `v`), either direction:
+/// the client's tuple, the forward rewrite and the state.
+#[inline(always)]
+pub(crate) fn entry(key: &FlowKeyRaw, v: &CtValue) {
+    if v.dir == DIR_FORWARD {
+        flow(
+            key,
+            v.nat_src,
+            v.nat_dst,
+            v.nat_sport,
+            v.nat_dport,
+            v.tcp_state,
+        );
+    } else {
+        // A reply entry's key is the endpoint's tuple: the client's tuple is
+        // its rewrite, and the forward rewrite is its key reversed.
+        let client = FlowKeyRaw {
+            src: v.nat_dst,
+            dst: v.nat_src,
+            sport: v.nat_dport,
+            dport: v.nat_sport,
+            proto: key.proto,
+            pad0: 0,
+            pad1: 0,
+        };
+        flow(&client, key.dst, key.src, key.dport, key.sport, v.tcp_state);
+    }
+}
+
 /// Reports the flow whose client tuple is `key`, with its forward rewrite
 /// and TCP state.
 #[inline(always)]
-pub(crate) fn flow(
-    key: &FlowKeyRaw,
-    nat_src: u32,
-    nat_dst: u32,
-    nat_sport: u16,
-    nat_dport: u16,
-    state: u8,
-) {
+fn flow(key: &FlowKeyRaw, nat_src: u32, nat_dst: u32, nat_sport: u16, nat_dport: u16, state: u8) {
     let ev = FlowReport {
         key: *key,
         nat_src,
