@@ -35,9 +35,11 @@ test-unit: setup
 test-integration: build-test
 	FLOATLB_BIN=$(CURDIR)/target/debug/floatlb $(CARGO) test -p floatlb-tests -- --test-threads=1 --nocapture
 
-# The BFD decoder's fuzz target builds (nightly, cargo-fuzz); docs/BFD.md has the 60 s run.
+# The BFD and sync decoders' fuzz targets build (nightly, cargo-fuzz);
+# docs/BFD.md and docs/SYNC.md have the 60 s runs.
 fuzz-check: setup
 	cd agent/bfd && $(CARGO) +nightly fuzz check
+	cd agent/sync && $(CARGO) +nightly fuzz check
 
 # Offline checks of terraform/ and packaging/: static cross-checks, checkov,
 # hadolint, systemd-analyze, the agent under the unit's capabilities and syscall filter

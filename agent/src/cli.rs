@@ -105,6 +105,8 @@ pub struct RunArgs {
     pub ha: HaArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub sync: crate::sync::SyncArgs,
 }
 
 /// The REST API (loxilb's, what kube-loxilb drives) and the state it
@@ -414,6 +416,7 @@ impl HaArgs {
             verify_interval: Duration::from_millis(self.verify_interval_ms),
             handover_pause: Duration::from_secs(1),
             lease_watch: Duration::from_millis(self.lease_watch_ms),
+            sync_gate: false,
         };
         c.validate()?;
         Ok(c)

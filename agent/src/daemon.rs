@@ -187,6 +187,8 @@ pub struct Daemon<D: Datapath> {
     ha: Option<Orchestrator>,
     /// The conntrack expiry thread, once started.
     sweeper: Option<SweeperThread>,
+    /// Connection sync threads (`--sync on`), flipped with the datapath.
+    sync: Option<floatlb_sync::SyncService>,
     /// API requests (bounded: backpressure on a flood of requests).
     api_rx: Option<tokio::sync::mpsc::Receiver<floatlb_api::Request>>,
     /// The state store and the replies waiting for it.
@@ -329,6 +331,7 @@ impl<D: Datapath> Daemon<D> {
             next_hops: HashMap::new(),
             ha: None,
             sweeper: None,
+            sync: None,
             api_rx: None,
             durability: control::Durability::new(None),
             limits,
@@ -389,6 +392,20 @@ impl<D: Datapath> Daemon<D> {
     /// false`).
     pub fn set_ha(&mut self, ha: Orchestrator) {
         self.ha = Some(ha);
+    }
+
+    /// Hands the connection sync threads to the owner task, which makes
+    /// them MASTER or BACKUP with the datapath and stops them at shutdown.
+    pub fn set_sync(&mut self, sync: Option<floatlb_sync::SyncService>) {
+        if let Some(s) = &sync {
+            s.set_active(self.active);
+        }
+        self.sync = sync;
+    }
+
+    /// The connection sync counters (`--sync on`), for status and metrics.
+    pub fn sync_stats(&self) -> Option<std::sync::Arc<floatlb_sync::SyncStats>> {
+        self.sync.as_ref().map(floatlb_sync::SyncService::stats)
     }
 
     fn apply_ha(&mut self, cmds: Vec<DatapathCmd>) {
@@ -510,6 +527,9 @@ impl<D: Datapath> Daemon<D> {
         if let Some(s) = self.sweeper.take() {
             s.stop();
         }
+        if let Some(s) = self.sync.take() {
+            s.stop();
+        }
         let keep = self.opts.keep_pinned;
         self.dp.shutdown(keep).map_err(dp_err("shutdown"))?;
         if keep {
@@ -524,6 +544,9 @@ impl<D: Datapath> Daemon<D> {
     /// (for a failure between [`Daemon::start`] and [`Daemon::run`]).
     pub fn abort(mut self) -> Result<(), DaemonError> {
         if let Some(s) = self.sweeper.take() {
+            s.stop();
+        }
+        if let Some(s) = self.sync.take() {
             s.stop();
         }
         self.dp
@@ -572,6 +595,12 @@ impl<D: Datapath> Daemon<D> {
             }
             Event::Api(req) => self.on_api(req).await,
             Event::Persisted(p) => self.on_persisted(p).await,
+            Event::Sync(e) => {
+                if let (Some(h), Some(input)) = (self.ha.as_mut(), crate::sync::ha_input(e)) {
+                    let cmds = h.on_sync(input);
+                    self.apply_ha(cmds);
+                }
+            }
         }
         if !self.neigh_queue.is_empty() {
             let mut addrs = std::mem::take(&mut self.neigh_queue);
@@ -585,6 +614,9 @@ impl<D: Datapath> Daemon<D> {
         match self.dp.set_active(active) {
             Ok(()) => {
                 self.active = active;
+                if let Some(s) = &self.sync {
+                    s.set_active(active);
+                }
                 tracing::info!(active, "datapath state changed");
             }
             Err(error) => tracing::error!(active, %error, "cannot change datapath state"),

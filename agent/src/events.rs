@@ -14,6 +14,7 @@
 //!  BFD thread ────────────┤ Bfd            (own OS thread + runtime: RFC 5880 timers)
 //!  cloud worker task ─────┤ Cloud          (EC2 / gARP jobs, one after another)
 //!  persist thread ────────┤ Persisted      (journal appends + fsync, group commit)
+//!  sync threads ──────────┤ Sync           (agent/sync: resync done, peer streaming)
 //!                         ▼
 //!               ┌───────────────────┐   owner's own deadline: HaTimer
 //!               │    owner task     │── datapath (maps, attach)    [sync calls]
@@ -22,6 +23,8 @@
 //!                         ▲          ── records ──▶ stdout, state-file thread
 //!  API server tasks ──────┘ Api (bounded queue, each with a reply channel)
 //!  ct-expiry thread: walks conntrack with its own map handles, sends nothing
+//!  sync threads: listener, reports (ring buffer), sender; own map handles;
+//!                the owner only flips them MASTER/BACKUP (SyncService::set_active)
 //! ```
 //!
 //! Internal producers use an unbounded queue ([`EventTx`]): a BFD change
@@ -58,6 +61,9 @@ pub enum Event {
     Api(floatlb_api::Request),
     /// Accepted changes up to a ticket are durable, or failed (state store).
     Persisted(crate::store::Persisted),
+    /// Connection sync: a resync completed, or the peer's stream opened or
+    /// closed (sync threads; feeds the HA machine's failback gate).
+    Sync(floatlb_sync::SyncEvent),
     /// Answered once every event sent before it has been handled.
     Flush(oneshot::Sender<()>),
 }

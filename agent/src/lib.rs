@@ -16,4 +16,5 @@ pub mod neigh;
 pub mod preflight;
 pub mod ratelimit;
 pub mod store;
+pub mod sync;
 pub mod xdp;

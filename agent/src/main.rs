@@ -97,12 +97,15 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
     // --ka: BFD elects. No --ka but a cloud provider: kube-loxilb assigns
     // the roles (POST /config/cistate) and the node starts BACKUP. Neither:
     // a standalone node, always active.
+    // With connection sync on, the failback waits for the peer's resync.
+    let mut ha_config = run.ha.ha_config()?;
+    ha_config.sync_gate = run.sync.on();
     let ha = if run.ha.ka.is_some() || run.cloud.cloud != CloudKind::None {
         let provider = floatlb_agent::cloudctl::build_provider(&run.cloud).await?;
         let set = floatlb_agent::cloudctl::floating_set(&cfg.services);
         let mut o = match run.ha.bfd_session() {
-            Some(session) => HaOptions::new(run.ha.ha_config()?, session),
-            None => HaOptions::assigned(run.ha.ha_config()?),
+            Some(session) => HaOptions::new(ha_config.clone(), session),
+            None => HaOptions::assigned(ha_config.clone()),
         };
         o.state_file = run.ha.ha_state_file.clone();
         o.shutdown_drain = Duration::from_millis(run.ha.shutdown_drain_ms);
@@ -123,7 +126,24 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
         max_conntrack: dp_args.max_conntrack,
         ..Default::default()
     })?;
+    let mut dp = dp;
+    let sync = match floatlb_agent::sync::start(
+        &run.sync,
+        run.ha.self_id,
+        peer,
+        dp.dataplane(),
+        events.clone(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Err(error) = daemon::Datapath::shutdown(dp, opts.keep_pinned) {
+                tracing::error!(%error, "datapath cleanup after failed sync start also failed");
+            }
+            return Err(e.into());
+        }
+    };
     let mut daemon = Daemon::start(opts, dp, cfg, Some(resolver), (events, queue))?;
+    daemon.set_sync(sync);
     if let Some(ha) = ha {
         daemon.set_ha(ha);
     }

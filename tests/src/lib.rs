@@ -28,6 +28,7 @@ pub mod netns;
 pub mod partition;
 pub mod prober;
 pub mod servers;
+pub mod syncload;
 pub mod timeline;
 pub mod topology;
 pub mod vpcsim;

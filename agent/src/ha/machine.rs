@@ -46,6 +46,15 @@ pub struct HaConfig {
     /// loses BFD renews at once and then every third of it, for twice it.
     /// Zero turns the heartbeat off: a claim then waits out the lease.
     pub lease_watch: Duration,
+    /// Connection sync is on (`--sync on`): a non-preferred MASTER whose
+    /// sync session to the peer is up ([`Input::SyncConnected`]) hands the
+    /// role back only once the peer confirmed a full resync
+    /// ([`Input::PeerSyncDone`]), and a preferred BACKUP the peer streams to
+    /// ([`Input::PeerStreaming`]) waits for that handover instead of
+    /// claiming when `preempt_hold` elapses. Without a session (the port is
+    /// blocked, the keys differ) neither waits: the handover goes as
+    /// without sync, so the two sides never disagree into two MASTERs.
+    pub sync_gate: bool,
 }
 
 impl Default for HaConfig {
@@ -59,6 +68,7 @@ impl Default for HaConfig {
             verify_interval: Duration::from_secs(2),
             handover_pause: Duration::from_secs(1),
             lease_watch: Duration::from_millis(600),
+            sync_gate: false,
         }
     }
 }
@@ -150,8 +160,12 @@ pub enum Input {
     /// Local datapath/cloud health.
     LocalFault(String),
     FaultCleared,
-    /// The peer finished syncing state from us (or we from it).
+    /// The peer confirmed it installed a full resync of our flows.
     PeerSyncDone,
+    /// The peer, as MASTER, streams its flows to us (true) or stopped.
+    PeerStreaming(bool),
+    /// Our sync session to the peer (as MASTER) is up (true) or down.
+    SyncConnected(bool),
     /// SIGTERM: hand over and stop.
     Shutdown,
 }
@@ -307,6 +321,17 @@ pub struct HaMachine {
     watch: Option<LeaseWatch>,
     watch_poll_at: Option<Instant>,
     heartbeat: Option<Heartbeat>,
+    /// Sync gate (see [`HaConfig::sync_gate`]): the peer confirmed a full
+    /// resync since BFD last went Down.
+    peer_synced: bool,
+    /// The preempt hold elapsed on a MASTER whose peer is not synced yet.
+    await_sync: bool,
+    /// The peer streams its flows to us (it is MASTER).
+    peer_streaming: bool,
+    /// Our sync session to the peer is up (we are MASTER).
+    sync_connected: bool,
+    /// The preempt hold elapsed on a preferred BACKUP the peer streams to.
+    await_handover: bool,
 }
 
 impl HaMachine {
@@ -327,6 +352,11 @@ impl HaMachine {
             verify_at: None,
             resume_bfd_at: None,
             bfd_down_at: None,
+            peer_synced: false,
+            await_sync: false,
+            peer_streaming: false,
+            sync_connected: false,
+            await_handover: false,
             watch: None,
             watch_poll_at: None,
             heartbeat: None,
@@ -362,6 +392,8 @@ impl HaMachine {
             self.last_role_change = Some(now);
         }
         self.preempt_at = None;
+        self.await_sync = false;
+        self.await_handover = false;
         self.claim_at = None;
         self.verify_at = None;
         self.pending = Pending::None;
@@ -509,6 +541,7 @@ impl HaMachine {
             Input::BfdDown => {
                 self.bfd_up = false;
                 self.bfd_down_at = Some(now);
+                (self.peer_synced, self.await_sync, self.await_handover) = (false, false, false);
                 // Decision point: an isolated Down is acted on at once; see
                 // `super::damping` for when the link counts as flapping.
                 let flapping = self.damping.on_down(now);
@@ -542,6 +575,7 @@ impl HaMachine {
             Input::PeerAdminDown => {
                 self.bfd_up = false;
                 self.preempt_at = None;
+                (self.peer_synced, self.await_sync, self.await_handover) = (false, false, false);
                 if self.role() == Role::Backup {
                     self.promote("peer handed over (BFD AdminDown)", None, now, &mut out);
                 }
@@ -571,8 +605,24 @@ impl HaMachine {
                 }
             }
             Input::PeerSyncDone => {
-                if self.role() == Role::Master && self.preempt_at.is_some() {
+                self.peer_synced = true;
+                if self.role() == Role::Master && (self.preempt_at.is_some() || self.await_sync) {
                     self.hand_over("peer synced", now, &mut out);
+                }
+            }
+            Input::PeerStreaming(on) => {
+                self.peer_streaming = on;
+                // The stream ended before the handover: time the claim anew.
+                if !on && std::mem::take(&mut self.await_handover) && self.bfd_up {
+                    self.arm_preempt(now);
+                }
+            }
+            Input::SyncConnected(on) => {
+                self.sync_connected = on;
+                // The session dropped before the resync was confirmed: hand
+                // over after another hold unless it comes back and resyncs.
+                if !on && std::mem::take(&mut self.await_sync) && self.bfd_up {
+                    self.arm_preempt(now);
                 }
             }
             Input::Shutdown => {
@@ -699,8 +749,14 @@ impl HaMachine {
         if self.preempt_at.is_some_and(|t| t <= now) {
             self.preempt_at = None;
             if self.bfd_up {
+                let gate = self.cfg.sync_gate;
                 match self.role() {
+                    // The streaming MASTER hands over once we are synced.
+                    Role::Backup if gate && self.peer_streaming => self.await_handover = true,
                     Role::Backup => self.claim(ClaimReason::PreferredPeerUp, now, &mut out),
+                    Role::Master if gate && self.sync_connected && !self.peer_synced => {
+                        self.await_sync = true;
+                    }
                     Role::Master => self.hand_over("preempt hold elapsed", now, &mut out),
                     _ => {}
                 }

@@ -16,6 +16,7 @@ fn cfg(self_id: u8) -> HaConfig {
         verify_interval: Duration::from_secs(2),
         handover_pause: Duration::from_secs(1),
         lease_watch: WATCH,
+        sync_gate: false,
     }
 }
 
@@ -181,6 +182,128 @@ fn returning_preferred_node_waits_for_the_masters_handover() {
                 Role::Master,
             ),
         ],
+    );
+}
+
+/// With connection sync on, the non-preferred MASTER keeps the role past
+/// the preempt hold until the returning peer has confirmed its resync, and
+/// the returning node does not claim while the MASTER streams to it.
+#[test]
+fn with_sync_the_failback_waits_for_the_peers_resync() {
+    let t0 = Instant::now();
+    let gated = |id| HaConfig {
+        sync_gate: true,
+        verify_interval: Duration::from_secs(600),
+        ..cfg(id)
+    };
+    let mut master = HaMachine::new(gated(1)).unwrap();
+    master.handle(Input::Start, t0);
+    master.on_tick(t0 + Duration::from_secs(3));
+    master.handle(
+        aws(Holder::Nobody, false, None),
+        t0 + Duration::from_secs(3),
+    );
+    assert_eq!(master.role(), Role::Master);
+    replay(
+        &mut master,
+        t0,
+        vec![
+            (
+                10_000,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Master,
+            ),
+            (10_050, In(Input::SyncConnected(true)), vec![], Role::Master),
+            // The hold elapses, but the peer has not confirmed its resync.
+            (15_000, Tick, vec![], Role::Master),
+            (40_000, Tick, vec![], Role::Master),
+            (
+                41_000,
+                In(Input::PeerSyncDone),
+                vec![SendAdminDown, Demote],
+                Role::Backup,
+            ),
+        ],
+    );
+    let mut back = HaMachine::new(gated(0)).unwrap();
+    replay(
+        &mut back,
+        t0,
+        vec![
+            (9_000, In(Input::Start), vec![], Role::Backup),
+            (
+                10_000,
+                In(Input::BfdUp { peer_discr: 7 }),
+                vec![],
+                Role::Backup,
+            ),
+            (10_100, In(Input::PeerStreaming(true)), vec![], Role::Backup),
+            // Past preempt_hold + handover_pause: no claim while streamed to.
+            (16_000, Tick, vec![], Role::Backup),
+            (
+                41_000,
+                In(Input::PeerAdminDown),
+                vec![Promote],
+                Role::Master,
+            ),
+        ],
+    );
+    // Without a sync session (port blocked, keys differ) the MASTER hands
+    // over at the hold as without sync: the returning node, never streamed
+    // to, would claim at its own hold, and two MASTERs must not result.
+    let mut alone = HaMachine::new(gated(1)).unwrap();
+    alone.handle(Input::Start, t0);
+    alone.handle(Input::PeerAdminDown, t0);
+    alone.handle(Input::BfdUp { peer_discr: 8 }, t0 + Duration::from_secs(1));
+    assert_eq!(
+        alone.on_tick(t0 + Duration::from_secs(6)),
+        vec![SendAdminDown, Demote]
+    );
+    // A session that drops before the resync is confirmed: another hold,
+    // then the handover without it.
+    let mut dropped = HaMachine::new(gated(1)).unwrap();
+    dropped.handle(Input::Start, t0);
+    dropped.handle(Input::PeerAdminDown, t0);
+    dropped.handle(Input::SyncConnected(true), t0);
+    dropped.handle(Input::BfdUp { peer_discr: 8 }, t0 + Duration::from_secs(1));
+    assert!(dropped.on_tick(t0 + Duration::from_secs(6)).is_empty());
+    dropped.handle(Input::SyncConnected(false), t0 + Duration::from_secs(20));
+    assert!(dropped.on_tick(t0 + Duration::from_secs(24)).is_empty());
+    assert_eq!(
+        dropped.on_tick(t0 + Duration::from_secs(25)),
+        vec![SendAdminDown, Demote]
+    );
+    // The returning node whose stream ends before the handover claims
+    // after a fresh hold.
+    let mut orphan = HaMachine::new(gated(0)).unwrap();
+    orphan.handle(Input::Start, t0);
+    orphan.handle(Input::BfdUp { peer_discr: 7 }, t0);
+    orphan.handle(Input::PeerStreaming(true), t0);
+    assert!(orphan.on_tick(t0 + Duration::from_secs(7)).is_empty());
+    orphan.handle(Input::PeerStreaming(false), t0 + Duration::from_secs(30));
+    // preempt_hold + handover_pause (6 s) after the stream ended.
+    assert!(
+        orphan
+            .on_tick(t0 + Duration::from_millis(35_900))
+            .is_empty()
+    );
+    assert_eq!(orphan.role(), Role::Backup);
+    assert!(
+        !orphan.on_tick(t0 + Duration::from_secs(36)).is_empty(),
+        "claims"
+    );
+    // A resync confirmed before BFD came Up still counts.
+    let mut early = HaMachine::new(gated(1)).unwrap();
+    early.handle(Input::Start, t0);
+    early.handle(Input::PeerAdminDown, t0);
+    assert_eq!(early.role(), Role::Master);
+    early.handle(Input::SyncConnected(true), t0 + Duration::from_secs(1));
+    early.handle(Input::PeerSyncDone, t0 + Duration::from_secs(1));
+    early.handle(Input::BfdUp { peer_discr: 9 }, t0 + Duration::from_secs(2));
+    assert_eq!(
+        early.on_tick(t0 + Duration::from_secs(7)),
+        vec![SendAdminDown, Demote]
     );
 }
 

@@ -206,7 +206,9 @@ impl Election {
                     Input::BfdUp { .. }
                     | Input::BfdDown
                     | Input::PeerAdminDown
-                    | Input::PeerSyncDone => return Vec::new(),
+                    | Input::PeerSyncDone
+                    | Input::PeerStreaming(_)
+                    | Input::SyncConnected(_) => return Vec::new(),
                 };
                 m.handle(input, now)
             }
@@ -635,6 +637,13 @@ impl Orchestrator {
 
     /// Feeds one input and carries out the resulting actions, including
     /// inputs those actions produce at once (unknown cloud verdicts).
+    /// An input from connection sync (`PeerSyncDone`, `PeerStreaming`).
+    pub fn on_sync(&mut self, input: Input) -> Vec<DatapathCmd> {
+        let mut cmds = Vec::new();
+        self.feed(input, Instant::now(), &mut cmds);
+        cmds
+    }
+
     fn feed(&mut self, input: Input, now: Instant, cmds: &mut Vec<DatapathCmd>) {
         let actions = self.election.handle(input, now);
         self.run_actions(actions, now, cmds);

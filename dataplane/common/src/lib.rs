@@ -73,6 +73,12 @@ pub const DROP_REASONS: u32 = 8;
 pub const SNAT_PORT_MIN: u16 = 1024;
 /// See [`SNAT_PORT_MIN`].
 pub const SNAT_PORT_MAX: u16 = 32767;
+/// Ports in each node's half of the SNAT range when the pair syncs
+/// connections (`Config::snat_part` 1 and 2): node 0 takes
+/// `SNAT_PORT_MIN..SNAT_PORT_MIN + SNAT_PART_LEN`, node 1 the rest, so a
+/// flow created on one node never claims a port a synced flow of the other
+/// holds (docs/SYNC.md).
+pub const SNAT_PART_LEN: u16 = (SNAT_PORT_MAX - SNAT_PORT_MIN).div_ceil(2);
 /// How many candidate SNAT ports a new flow probes before giving up.
 pub const SNAT_PROBES: u32 = 16;
 
@@ -252,8 +258,37 @@ pub struct Config {
     /// once the loader has opened the datapath, so an all-zero slot is never
     /// valid.
     pub ct_gen: u32,
+    /// Non-zero: report new flows and TCP state changes to `FLB_FLOW_RB`
+    /// (connection sync is on).
+    pub report_flows: u8,
+    /// Which SNAT ports new flows take: 0 the whole range, 1 the lower
+    /// [`SNAT_PART_LEN`] ports (node 0 of a syncing pair), 2 the upper ones
+    /// (node 1).
+    pub snat_part: u8,
     /// Explicit padding, always zero.
-    pub pad: u32,
+    pub pad: u16,
+}
+
+/// A flow reported to the sync thread through `FLB_FLOW_RB`: its client
+/// tuple and forward rewrite, and its TCP state, when the flow is created
+/// and whenever its state changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowReport {
+    /// The client's tuple (the forward entry's key).
+    pub key: FlowKeyRaw,
+    /// SNAT address, network byte order.
+    pub nat_src: u32,
+    /// Endpoint address, network byte order.
+    pub nat_dst: u32,
+    /// SNAT port, network byte order.
+    pub nat_sport: u16,
+    /// Endpoint port, network byte order.
+    pub nat_dport: u16,
+    /// `CT_*` state.
+    pub tcp_state: u8,
+    /// Explicit padding, always zero.
+    pub pad: [u8; 3],
 }
 
 /// Slots of the per-CPU flow cache (a power of two).
@@ -365,6 +400,7 @@ const _: () = assert!(core::mem::size_of::<FlowKeyRaw>() == 16);
 const _: () =
     assert!(core::mem::size_of::<CtValue>() == 4 + 4 + 2 + 2 + 4 + 4 + 4 + 4 + 12 + 8 * 4);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowReport>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 24);
 const _: () =
     assert!(core::mem::size_of::<FlowCacheEntry>() == 16 + 4 * 4 + 2 * 2 + 4 + 12 + 12 + 3 * 8);
@@ -406,4 +442,6 @@ mod pod {
     unsafe impl aya::Pod for IfaceMac {}
     // SAFETY: as above.
     unsafe impl aya::Pod for FlowCacheEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowReport {}
 }

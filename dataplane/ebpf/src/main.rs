@@ -39,6 +39,7 @@ mod forward;
 mod icmp;
 mod maps;
 mod packet;
+mod report;
 
 use core::mem::size_of;
 
@@ -57,7 +58,8 @@ use floatlb_common::{
     DROP_FIB, DROP_FRAGMENT, DROP_NO_ENDPOINT, DROP_NO_NEIGH, DROP_PORT_EXHAUSTED, DROP_REDIRECT,
     DROP_TTL, Endpoint, FLOW_CACHE_SLOTS, FLOW_CACHE_SYNC_JIFFIES, FlowCacheEntry, FlowKeyRaw,
     IFMAC_SLOTS, MAGLEV_LEN, MAX_ENDPOINTS, NeighEvent, NhEntry, SEL_MAGLEV, SEL_PERSIST,
-    SEL_PRIORITY, SEL_RR, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES, ServiceKey, ServiceValue,
+    SEL_PRIORITY, SEL_RR, SNAT_PART_LEN, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PROBES, ServiceKey,
+    ServiceValue,
 };
 use maps::{
     CONFIG, CT, DEVMAP, DROPS, EP_STATS, EPSETS, FLOWS, IFMAC, MAGLEV, NEIGH_RB, NEIGH_SEEN,
@@ -140,6 +142,7 @@ unsafe fn process(ctx: &XdpContext) -> Result<u32, ()> {
     }
     let cfg = match CONFIG.get(0) {
         Some(c) if c.active != 0 => c,
+        Some(c) if c.report_flows != 0 => return report::passive(ctx, ip),
         _ => return Ok(xdp_action::XDP_PASS),
     };
     // On a shared L2 segment a switch floods unknown unicast, so frames for
@@ -204,7 +207,7 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
         v.bytes += bytes;
         v.last_seen_ns = now;
         if proto == PROTO_TCP {
-            unsafe { track_tcp(&key, v, tcp_flags) };
+            unsafe { track_tcp(&key, v, tcp_flags, cfg.report_flows != 0) };
         }
         if v.svc_id != u32::MAX {
             unsafe { bump_stats(v.svc_id, v.ep_idx, bytes) };
@@ -275,7 +278,7 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
 /// Advance the TCP state of a flow on this packet's flags; mirror any change
 /// into the entry of the opposite direction.
 #[inline(always)]
-unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8) {
+unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8, report: bool) {
     let st = v.tcp_state;
     let next = if flags & TCP_RST != 0 {
         CT_CLOSED
@@ -302,6 +305,9 @@ unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8) {
         };
         if let Some(p) = CT.get_ptr_mut(&peer) {
             unsafe { (*p).tcp_state = next };
+        }
+        if report {
+            report::entry(key, v);
         }
     }
 }
@@ -618,7 +624,17 @@ unsafe fn new_flow(
         } else {
             mix(base.wrapping_add(i))
         };
-        let port = SNAT_PORT_MIN as u32 + h % SNAT_RANGE;
+        // A syncing pair splits the range (Config::snat_part); the
+        // divisors stay constants.
+        let port = match cfg.snat_part {
+            1 => SNAT_PORT_MIN as u32 + h % SNAT_PART_LEN as u32,
+            2 => {
+                SNAT_PORT_MIN as u32
+                    + SNAT_PART_LEN as u32
+                    + h % (SNAT_RANGE - SNAT_PART_LEN as u32)
+            }
+            _ => SNAT_PORT_MIN as u32 + h % SNAT_RANGE,
+        };
         rkey.dport = (port as u16).to_be();
         if CT.insert(&rkey, &*reply, BPF_NOEXIST as u64).is_ok() {
             claimed = true;
@@ -666,6 +682,9 @@ unsafe fn new_flow(
         // Another CPU created this flow concurrently: give our port back.
         let _ = CT.remove(&rkey);
         return Ok(drop_with(DROP_CT_INSERT));
+    }
+    if cfg.report_flows != 0 {
+        report::entry(key, fwd);
     }
     match nh {
         Ok(nh) => Ok(unsafe { emit(ctx, eth, &nh) }),

@@ -57,6 +57,16 @@ pub static VIPS: HashMap<u32, u32> = HashMap::with_max_entries(16 * 1024, 0);
 #[map(name = "FLB_NEIGH_RB")]
 pub static NEIGH_RB: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
+/// New flows and TCP state changes for the sync thread (`FlowReport`),
+/// written only while `Config::report_flows` is set.
+#[map(name = "FLB_FLOW_RB")]
+pub static FLOW_RB: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Element 0: flow reports that did not fit in `FLB_FLOW_RB` (per CPU).
+/// The sync thread answers any increase with a bulk resync.
+#[map(name = "FLB_FLOW_LOST")]
+pub static FLOW_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Last report time per unresolved next hop (rate limit of the ring buffer).
 #[map(name = "FLB_NEIGH_SEEN")]
 pub static NEIGH_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);

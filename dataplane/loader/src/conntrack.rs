@@ -163,73 +163,8 @@ impl Dataplane {
     /// the peer node. The flow is attributed to the local service matching
     /// its destination, if any.
     pub fn conntrack_insert(&mut self, rec: &CtRecord) -> Result<(), DataplaneError> {
-        let c = &rec.client;
-        if c.proto != spec::PROTO_TCP && c.proto != PROTO_UDP {
-            return Err(DataplaneError::invalid(
-                "conntrack client.proto",
-                c.proto,
-                "must be 6 or 17",
-            ));
-        }
-        if rec.nat_src.1 == 0 || rec.nat_dst.1 == 0 {
-            return Err(DataplaneError::invalid(
-                "conntrack nat port",
-                format!(
-                    "{}:{} -> {}:{}",
-                    rec.nat_src.0, rec.nat_src.1, rec.nat_dst.0, rec.nat_dst.1
-                ),
-                "ports must be non-zero",
-            ));
-        }
-        let skey = ServiceKey {
-            vip: spec::ip_raw(c.dst),
-            port: c.dport.to_be(),
-            proto: c.proto,
-            pad: 0,
-        };
-        let svc: Option<ServiceValue> = {
-            let m: HashMap<&MapData, ServiceKey, ServiceValue> =
-                HashMap::try_from(self.map_ref(M_SERVICES)?)
-                    .map_err(DataplaneError::map(M_SERVICES))?;
-            m.get(&skey, 0).ok()
-        };
-        let fkey = c.raw();
-        let fwd = CtValue {
-            nat_src: spec::ip_raw(rec.nat_src.0),
-            nat_dst: spec::ip_raw(rec.nat_dst.0),
-            nat_sport: rec.nat_src.1.to_be(),
-            nat_dport: rec.nat_dst.1.to_be(),
-            svc_id: svc.map_or(u32::MAX, |s| s.id),
-            idle_timeout_s: svc.map_or(0, |s| s.idle_timeout_s),
-            dir: DIR_FORWARD,
-            tcp_state: rec.tcp_state.raw(),
-            last_seen_ns: rec.last_seen_ns,
-            packets: rec.packets,
-            bytes: rec.bytes,
-            ..CtValue::default()
-        };
-        let rkey = peer_key(&fkey, &fwd);
-        let rev = CtValue {
-            nat_src: fkey.dst,
-            nat_dst: fkey.src,
-            nat_sport: fkey.dport,
-            nat_dport: fkey.sport,
-            dir: DIR_REPLY,
-            packets: 0,
-            bytes: 0,
-            ..fwd
-        };
-        let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
-            HashMap::try_from(self.map_mut(M_CT)?).map_err(DataplaneError::map(M_CT))?;
-        // Reply entry first: once the forward entry exists, replies must match.
-        m.insert(rkey, rev, 0).map_err(DataplaneError::map(M_CT))?;
-        if let Err(e) = m.insert(fkey, fwd, 0) {
-            let _ = m.remove(&rkey);
-            return Err(DataplaneError::Map {
-                map: M_CT,
-                source: e,
-            });
-        }
+        let svc = service_of(self.map_ref(M_SERVICES)?, rec)?;
+        insert_pair(self.map_mut(M_CT)?, rec, svc)?;
         // The flow may have been cached with an older rewrite.
         self.bump_flow_cache_gen()
     }
@@ -237,22 +172,10 @@ impl Dataplane {
     /// Delete a flow (both directions) given either of its tuples. Deleting
     /// an unknown flow is not an error.
     pub fn conntrack_delete(&mut self, key: &FlowKey) -> Result<(), DataplaneError> {
-        let raw = key.raw();
-        let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
-            HashMap::try_from(self.map_mut(M_CT)?).map_err(DataplaneError::map(M_CT))?;
-        let v = match m.get(&raw, 0) {
-            Ok(v) => v,
-            Err(MapError::KeyNotFound) => return Ok(()),
-            Err(e) => {
-                return Err(DataplaneError::Map {
-                    map: M_CT,
-                    source: e,
-                });
-            }
-        };
-        let _ = m.remove(&peer_key(&raw, &v));
-        let _ = m.remove(&raw);
-        self.bump_flow_cache_gen()
+        if delete_pair(self.map_mut(M_CT)?, key)? {
+            self.bump_flow_cache_gen()?;
+        }
+        Ok(())
     }
 
     /// Remove flows idle longer than their state's timeout (using the later
@@ -415,4 +338,145 @@ fn expire_idle(
         tracing::debug!(flows, "conntrack entries expired");
     }
     Ok(flows)
+}
+
+/// The local service a flow's destination names, if any (a flow from the
+/// peer is attributed to it). Checks the record first.
+pub(crate) fn service_of(
+    services: &Map,
+    rec: &CtRecord,
+) -> Result<Option<ServiceValue>, DataplaneError> {
+    check_record(rec)?;
+    lookup_service(services, rec)
+}
+
+/// Refuses a record the datapath cannot hold, naming the field.
+pub(crate) fn check_record(rec: &CtRecord) -> Result<(), DataplaneError> {
+    let c = &rec.client;
+    if c.proto != spec::PROTO_TCP && c.proto != PROTO_UDP {
+        return Err(DataplaneError::invalid(
+            "conntrack client.proto",
+            c.proto,
+            "must be 6 or 17",
+        ));
+    }
+    if rec.nat_src.1 == 0 || rec.nat_dst.1 == 0 {
+        return Err(DataplaneError::invalid(
+            "conntrack nat port",
+            format!(
+                "{}:{} -> {}:{}",
+                rec.nat_src.0, rec.nat_src.1, rec.nat_dst.0, rec.nat_dst.1
+            ),
+            "ports must be non-zero",
+        ));
+    }
+    Ok(())
+}
+
+/// The local service named by the record's destination, if any.
+pub(crate) fn lookup_service(
+    services: &Map,
+    rec: &CtRecord,
+) -> Result<Option<ServiceValue>, DataplaneError> {
+    let c = &rec.client;
+    let skey = ServiceKey {
+        vip: spec::ip_raw(c.dst),
+        port: c.dport.to_be(),
+        proto: c.proto,
+        pad: 0,
+    };
+    let m: HashMap<&MapData, ServiceKey, ServiceValue> =
+        HashMap::try_from(services).map_err(DataplaneError::map(M_SERVICES))?;
+    Ok(m.get(&skey, 0).ok())
+}
+
+/// Writes both directions of `rec` into the conntrack map `ct` (reply
+/// entry first: once the forward entry exists, replies must match). The
+/// caller bumps the flow-cache generation.
+pub(crate) fn insert_pair(
+    ct: &mut Map,
+    rec: &CtRecord,
+    svc: Option<ServiceValue>,
+) -> Result<(), DataplaneError> {
+    let fkey = rec.client.raw();
+    let fwd = CtValue {
+        nat_src: spec::ip_raw(rec.nat_src.0),
+        nat_dst: spec::ip_raw(rec.nat_dst.0),
+        nat_sport: rec.nat_src.1.to_be(),
+        nat_dport: rec.nat_dst.1.to_be(),
+        svc_id: svc.map_or(u32::MAX, |s| s.id),
+        idle_timeout_s: svc.map_or(0, |s| s.idle_timeout_s),
+        dir: DIR_FORWARD,
+        tcp_state: rec.tcp_state.raw(),
+        last_seen_ns: rec.last_seen_ns,
+        packets: rec.packets,
+        bytes: rec.bytes,
+        ..CtValue::default()
+    };
+    let rkey = peer_key(&fkey, &fwd);
+    let rev = CtValue {
+        nat_src: fkey.dst,
+        nat_dst: fkey.src,
+        nat_sport: fkey.dport,
+        nat_dport: fkey.sport,
+        dir: DIR_REPLY,
+        packets: 0,
+        bytes: 0,
+        ..fwd
+    };
+    let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
+        HashMap::try_from(ct).map_err(DataplaneError::map(M_CT))?;
+    m.insert(rkey, rev, 0).map_err(DataplaneError::map(M_CT))?;
+    if let Err(e) = m.insert(fkey, fwd, 0) {
+        let _ = m.remove(&rkey);
+        return Err(DataplaneError::Map {
+            map: M_CT,
+            source: e,
+        });
+    }
+    Ok(())
+}
+
+/// Deletes a flow (both directions) from `ct` given either of its tuples;
+/// true when it existed.
+pub(crate) fn delete_pair(ct: &mut Map, key: &FlowKey) -> Result<bool, DataplaneError> {
+    let raw = key.raw();
+    let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
+        HashMap::try_from(ct).map_err(DataplaneError::map(M_CT))?;
+    let v = match m.get(&raw, 0) {
+        Ok(v) => v,
+        Err(MapError::KeyNotFound) => return Ok(false),
+        Err(e) => {
+            return Err(DataplaneError::Map {
+                map: M_CT,
+                source: e,
+            });
+        }
+    };
+    let _ = m.remove(&peer_key(&raw, &v));
+    let _ = m.remove(&raw);
+    Ok(true)
+}
+
+/// One record per flow of the conntrack map `ct` (no flow-cache counters).
+pub(crate) fn records(ct: &Map) -> Result<Vec<CtRecord>, DataplaneError> {
+    let all = entries(ct)?;
+    let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
+    let mut out = Vec::new();
+    for (k, v) in &all {
+        if v.dir != DIR_FORWARD {
+            continue;
+        }
+        let peer = by_key.get(&peer_key(k, v));
+        out.push(CtRecord {
+            client: FlowKey::from_raw(k),
+            nat_src: (spec::ip_from_raw(v.nat_src), u16::from_be(v.nat_sport)),
+            nat_dst: (spec::ip_from_raw(v.nat_dst), u16::from_be(v.nat_dport)),
+            tcp_state: TcpState::from_raw(v.tcp_state),
+            packets: v.packets + peer.map_or(0, |p| p.packets),
+            bytes: v.bytes + peer.map_or(0, |p| p.bytes),
+            last_seen_ns: v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns)),
+        });
+    }
+    Ok(out)
 }

@@ -18,6 +18,7 @@
 mod bpffs;
 mod conntrack;
 mod error;
+mod flow_sync;
 mod iface;
 pub mod maglev;
 mod services;
@@ -41,6 +42,7 @@ use aya::{
 pub use conntrack::ConntrackSweeper;
 pub use error::DataplaneError;
 use floatlb_common::{Config, MAX_ENDPOINTS, NeighEvent};
+pub use flow_sync::{FlowReportReader, FlowSyncTable, pinned_conntrack_dump};
 pub use iface::{XdpPass, attach_xdp_pass};
 pub use services::read_pinned_drops;
 pub use spec::{
@@ -74,7 +76,9 @@ pub(crate) const M_DEVMAP: &str = "FLB_DEVMAP";
 pub(crate) const M_NH_CACHE: &str = "FLB_NH_CACHE";
 pub(crate) const M_IFMAC: &str = "FLB_IFMAC";
 pub(crate) const M_FLOWS: &str = "FLB_FLOWS";
-pub(crate) const MAP_NAMES: [&str; 15] = [
+pub(crate) const M_FLOW_RB: &str = "FLB_FLOW_RB";
+pub(crate) const M_FLOW_LOST: &str = "FLB_FLOW_LOST";
+pub(crate) const MAP_NAMES: [&str; 17] = [
     M_CONFIG,
     M_SERVICES,
     M_EPSETS,
@@ -90,6 +94,8 @@ pub(crate) const MAP_NAMES: [&str; 15] = [
     M_NH_CACHE,
     M_IFMAC,
     M_FLOWS,
+    M_FLOW_RB,
+    M_FLOW_LOST,
 ];
 
 /// XDP verdicts, as returned by [`Dataplane::prog_test_run`].
