@@ -54,10 +54,15 @@ use floatlb_tests::{
     partition,
     prober::{Prober, longest_gap},
     servers::EchoServer,
+    syncload::Load,
     timeline::Timeline,
     vpcsim::{SimEvent, SimNode, VpcSim, read_association},
 };
 use nix::sys::signal::Signal;
+
+#[path = "demo/steps.rs"]
+mod steps;
+use steps::*;
 
 const SERVICE_PORT: u16 = 80;
 const ENDPOINT_PORT: u16 = 8080;
@@ -67,6 +72,8 @@ const KA_MULT: u8 = 3;
 /// `--flap-hold-down-ms` of the demo's agents.
 const FLAP_HOLD_DOWN: Duration = Duration::from_millis(1000);
 const PROBE_EVERY: Duration = Duration::from_millis(1);
+/// Long-lived TCP connections kept open through the failover.
+const TCP_CONNS: usize = 50;
 /// The whole demo must finish within this.
 const DEMO_LIMIT: Duration = Duration::from_secs(110);
 const NODE_NAMES: [&str; 2] = ["node A", "node B"];
@@ -112,7 +119,9 @@ fn main() -> ExitCode {
     match main_inner() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            println!("\nRESULT: FAILOVER DID NOT HAPPEN (see above)");
+            println!(
+                "\nRESULT: FAILED: the failover did not happen, or a connection did not survive it (see above)"
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -184,75 +193,6 @@ fn orchestration(bin: &Path) -> Result<Orchestration> {
     } else {
         Orchestration::OneShot
     })
-}
-
-/// Everything the demo built. Field order is drop order: processes and
-/// servers first, then mounts and files, namespaces last.
-struct Lab {
-    agents: [Option<NsProcess>; 2],
-    prober: Option<Prober>,
-    sim: Option<VpcSim>,
-    _imds: Vec<ImdsServer>,
-    _echo: Vec<EchoServer>,
-    _bpf: Vec<BpfMount>,
-    _xdp_pass: Vec<floatlb_dataplane::XdpPass>,
-    moto: Moto,
-    dir: TempDir,
-    router: Netns,
-    client: Netns,
-    nodes: [Netns; 2],
-    endpoints: Vec<Netns>,
-}
-
-fn write_config(path: &Path, eip: Ipv4Addr) -> Result<()> {
-    let eps: Vec<String> = (0..ENDPOINTS)
-        .map(|i| {
-            format!(
-                r#"{{"endpointIP":"{}","targetPort":{ENDPOINT_PORT},"weight":1}}"#,
-                endpoint_ip(i)
-            )
-        })
-        .collect();
-    std::fs::write(
-        path,
-        format!(
-            r#"{{"lbAttr":[{{"serviceArguments":{{"externalIP":"{eip}","privateIP":"{VIP}","port":{SERVICE_PORT},"protocol":"udp","sel":0,"mode":2,"name":"demo"}},"endpoints":[{}]}}]}}"#,
-            eps.join(",")
-        ),
-    )?;
-    Ok(())
-}
-
-/// The services kube-loxilb creates: UDP (the 1 ms probe) and TCP on the
-/// same port, the Elastic IP as `externalIP`, the VIP as `privateIP`.
-fn demo_services(eip: Ipv4Addr) -> Vec<demoapi::DemoService> {
-    let endpoints: Vec<(Ipv4Addr, u16)> = (0..ENDPOINTS)
-        .map(|i| (endpoint_ip(i), ENDPOINT_PORT))
-        .collect();
-    ["udp", "tcp"]
-        .map(|protocol| demoapi::DemoService {
-            name: format!("default_demo-{protocol}"),
-            eip,
-            vip: VIP,
-            port: SERVICE_PORT,
-            protocol,
-            endpoints: endpoints.clone(),
-        })
-        .to_vec()
-}
-
-fn cloud_flags(cluster: &str) -> Vec<String> {
-    [
-        "--cloud",
-        "aws",
-        "--cloudcidrblock",
-        VIP_BLOCK,
-        "--no-os-config",
-        "--cloud-cluster-name",
-        cluster,
-    ]
-    .map(str::to_string)
-    .to_vec()
 }
 
 async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Result<bool> {
@@ -342,6 +282,8 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         sim_nodes,
     )?);
 
+    let sync_key = lab.dir.join("sync.key");
+    std::fs::write(&sync_key, "demo-pair-shared-sync-key\n")?;
     for i in 0..2 {
         let bpf = BpfMount::new(lab.dir.join(&format!("bpf{i}")))?;
         let pin = bpf.path().join("floatlb");
@@ -384,6 +326,20 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
                 &lab.dir.join(&format!("ha{i}.json")).display().to_string(),
             ] {
                 args.push(a.to_string());
+            }
+            // Connection sync to the peer (found from --ka), port 22222;
+            // FLOATLB_DEMO_SYNC=off shows what the connections do without it.
+            if sync_off() {
+                args.extend(["--sync".into(), "off".into()]);
+            } else {
+                args.extend([
+                    "--sync".into(),
+                    "on".into(),
+                    "--sync-key-file".into(),
+                    sync_key.display().to_string(),
+                    "--sync-listen".into(),
+                    format!("{me}:22222"),
+                ]);
             }
             args.extend(cloud_flags(tag));
         }
@@ -500,7 +456,28 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
         }
     }
 
+    // Long-lived TCP connections, each exchanging a checked message every
+    // 20 ms, opened through node A: they must survive its death.
+    let load = if mode == Orchestration::Agents {
+        let vip = SocketAddr::V4(SocketAddrV4::new(VIP, SERVICE_PORT));
+        let load = Load::start(&lab.client, vip, TCP_CONNS, vip, 0)?;
+        load.wait_all_progress(&vec![0; TCP_CONNS], 5, Duration::from_secs(15))
+            .context("the TCP connections do not exchange through node A")?;
+        println!(
+            "[ready] {TCP_CONNS} TCP connections through {vip}, each echoing a checked 32-byte message every 20 ms{}",
+            if sync_off() {
+                " (sync OFF: FLOATLB_DEMO_SYNC=off)"
+            } else {
+                " (synced to node B)"
+            }
+        );
+        Some(load)
+    } else {
+        None
+    };
+
     // The failure.
+    let at_kill = load.as_ref().map(Load::progress);
     let killed_wall = SystemTime::now();
     let killed = Instant::now();
     let a = lab.agents[0].as_mut().context("agent A")?;
@@ -565,6 +542,21 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+    // Every TCP connection carries on through node B (TCP retransmits on
+    // its own backoff, so the last may resume seconds after the VIP moved).
+    let tcp = match (load, &at_kill) {
+        (Some(load), Some(at_kill)) => {
+            let resumed = carried_on(&load, at_kill).await;
+            Some((resumed, load.stop()))
+        }
+        _ => None,
+    };
+    if let Some((Ok(t), _)) = &tcp {
+        tl.at(
+            *t,
+            format!("client: every one of the {TCP_CONNS} TCP connections has exchanged 5 more messages, through node B"),
+        );
     }
     let mut prober = lab.prober.take().context("prober")?;
     prober.stop();
@@ -665,7 +657,24 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     if mode == Orchestration::OneShot {
         println!("  (orchestration simulated: no BFD in the agents; detection is the demo's own)");
     }
-    let ok = moved.is_ok()
+    let tcp_ok = match &tcp {
+        Some((resumed, faults)) => {
+            match resumed {
+                Ok(t) => println!(
+                    "  TCP connections: {TCP_CONNS} open through the failover, all carried on (the last resumed {:.1} ms after the kill); resets {}, corrupted {}, missing {}",
+                    t.duration_since(killed).as_secs_f64() * 1e3,
+                    faults.resets,
+                    faults.corrupted,
+                    faults.missing
+                ),
+                Err(e) => println!("  TCP connections: FAILED: {e:#}"),
+            }
+            resumed.is_ok() && faults.total() == 0
+        }
+        None => true,
+    };
+    let ok = tcp_ok
+        && moved.is_ok()
         && recovered.is_ok()
         && report.as_ref().is_none_or(|r| r.ok)
         && sim.owner() == Some(1);
@@ -678,133 +687,11 @@ async fn run(tag: &str, cloud: &Netns, bin: &Path, mode: Orchestration) -> Resul
     if ok {
         println!("\nRESULT: failover to node B done, client served again");
     } else {
-        print_logs(&lab);
-        for (ns, cmd) in [
-            (&lab.router, vec!["ip", "route"]),
-            (&lab.router, vec!["ip", "neigh"]),
-            (&lab.router, vec!["bridge", "fdb", "show", "br", "vpc"]),
-            (&lab.nodes[1], vec!["ip", "neigh"]),
-            (&lab.nodes[1], vec!["ip", "-s", "link", "show", "eth0"]),
-        ] {
-            let out = ns
-                .run(cmd[0], &cmd[1..])
-                .unwrap_or_else(|e| format!("{e:#}"));
-            println!("\n--- {} in {} ---\n{out}", cmd.join(" "), ns.name());
-        }
+        print_diagnostics(&lab);
         if let Ok(secs) = std::env::var("FLOATLB_DEMO_HOLD_S") {
             println!("holding the lab for {secs} s");
             tokio::time::sleep(Duration::from_secs(secs.parse().unwrap_or(0))).await;
         }
     }
     Ok(ok)
-}
-
-fn sim_event(tl: &mut Timeline, e: &SimEvent, killed: Instant) {
-    if e.seen < killed {
-        return;
-    }
-    let who = match e.assoc.owner {
-        Some(i) => NODE_NAMES[i].to_string(),
-        None => "nobody".into(),
-    };
-    tl.at(
-        e.seen,
-        format!(
-            "VPC simulator: EIP now on {} ({}) -> {who}",
-            e.assoc.eni.as_deref().unwrap_or("no ENI"),
-            e.assoc.private_ip.as_deref().unwrap_or("-")
-        ),
-    );
-    tl.at(
-        e.routed,
-        format!("VPC simulator: router sends the VIP to {who}"),
-    );
-}
-
-/// "node A (eni-..., 10.0.100.10)": who the Elastic IP serves, from the API.
-async fn eip_owner(world: &World, sim: &VpcSim) -> Result<String> {
-    let a = read_association(&world.ec2, &world.eip_alloc, sim.nodes()).await?;
-    let who = match a.owner {
-        Some(i) => format!("{} {}", NODE_NAMES[i], world.nodes[i].instance_id),
-        None if a.eni.is_some() => "an ENI attached to no demo node".into(),
-        None => "nobody".into(),
-    };
-    Ok(format!(
-        "{who} (ENI {}, private IP {})",
-        a.eni.as_deref().unwrap_or("-"),
-        a.private_ip.as_deref().unwrap_or("-")
-    ))
-}
-
-fn print_logs(lab: &Lab) {
-    for (i, a) in lab.agents.iter().enumerate() {
-        if let Some(a) = a {
-            let log = a.log();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            println!("\n--- {} agent log (last lines) ---", NODE_NAMES[i]);
-            for l in tail.into_iter().rev() {
-                println!("{l}");
-            }
-        }
-    }
-}
-
-/// What `floatlb cloud promote --json` printed.
-struct OneShot {
-    report: TransitionReport,
-}
-
-async fn promote_once(
-    node: &Netns,
-    bin: &Path,
-    config: &Path,
-    env: &[String],
-    cluster: &str,
-) -> Result<OneShot> {
-    let mut cmd = tokio::process::Command::new("ip");
-    cmd.args(["netns", "exec", node.name(), "env"])
-        .args(env)
-        .arg(bin)
-        .args(["cloud", "promote", "--config"])
-        .arg(config)
-        .args(cloud_flags(cluster))
-        .arg("--json")
-        .kill_on_drop(true);
-    let out = cmd
-        .output()
-        .await
-        .context("running floatlb cloud promote")?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "floatlb cloud promote printed no JSON (exit {:?}): {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    let report: TransitionReport =
-        serde_json::from_value(v["report"].clone()).context("promote report")?;
-    Ok(OneShot { report })
-}
-
-/// Waits (bounded, without blocking the runtime) for a log line.
-async fn wait_log(p: &mut NsProcess, needle: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if p.log().contains(needle) {
-            return Ok(());
-        }
-        if let Some(status) = p.try_status()? {
-            bail!(
-                "agent exited ({status}) before {needle:?}; log:\n{}",
-                p.log()
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "agent did not log {needle:?} within {timeout:?}; log:\n{}",
-                p.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
