@@ -78,6 +78,11 @@ pub trait Datapath {
     fn conntrack_sweeper(
         &self,
     ) -> Result<Box<dyn FnMut() -> Result<usize, Self::Error> + Send>, Self::Error>;
+    /// A reader of the datapath's counters for metrics, to run on another
+    /// thread with its own map handles (None: no counters to offer).
+    fn stats_reader(&self) -> Option<crate::metrics::scrape::StatsFn> {
+        None
+    }
     /// Drops the program's cached next hops (after a route change).
     fn invalidate_nexthops(&mut self) -> Result<(), Self::Error>;
     /// Next hops the program found unresolved since the last call.
@@ -726,6 +731,11 @@ impl<D: Datapath> Daemon<D> {
 
     pub fn is_active(&self) -> bool {
         self.active
+    }
+
+    /// The datapath's counter reader, for metrics.
+    pub fn stats_reader(&self) -> Option<crate::metrics::scrape::StatsFn> {
+        self.dp.stats_reader()
     }
 }
 

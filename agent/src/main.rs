@@ -124,7 +124,20 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let mut daemon = Daemon::start(opts, dp, cfg, Some(resolver), (events, queue))?;
-    if let Some(ha) = ha {
+    // Metrics (GET /metrics): the HA record log and the BFD thread feed
+    // them; the datapath's counters are read with handles of their own.
+    let metrics = Arc::new(floatlb_agent::metrics::Metrics::new());
+    if let Some(reader) = daemon.stats_reader() {
+        metrics.sources.set_datapath(reader);
+    }
+    if let Some(mut ha) = ha {
+        let sink = metrics
+            .ha
+            .sink(ha.lease_ttl(), floatlb_agent::ha::machine::Role::Init);
+        ha.subscribe(Box::new(sink));
+        if let Some(s) = ha.bfd_snapshotter() {
+            metrics.sources.set_bfd(s);
+        }
         daemon.set_ha(ha);
     }
     daemon.set_store(store, restored.rest);
@@ -134,7 +147,7 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
     let api = api.map(|a| {
         let (tx, rx) = tokio::sync::mpsc::channel(floatlb_agent::api::QUEUE);
         daemon.set_api(rx);
-        a.serve(tx, limits)
+        a.serve(tx, limits, metrics.clone())
     });
     if let Err(e) = daemon.spawn_feeders(signals) {
         daemon.abort()?;

@@ -60,5 +60,5 @@ pub use model::{
     ConfigError, Endpoint, LbConfig, Limits, NatMode, Oper, ProbeSpec, ProbeType, Protocol,
     Selection, Service, ServiceKey,
 };
-pub use router::{ApiState, router};
+pub use router::{ApiState, RequestObserver, router, router_with};
 pub use server::{TlsFiles, serve};

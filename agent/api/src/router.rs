@@ -56,6 +56,15 @@ pub struct ApiState {
     pub version: &'static str,
     /// Longest a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// Told of every answered request (metrics), if set.
+    pub observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// Sees every answered request: its route template (`/netlox/v1/config/...`
+/// with `{ip}` placeholders; `unmatched` for unknown paths, so the label
+/// set stays bounded) and status code. The agent counts them in metrics.
+pub trait RequestObserver: std::fmt::Debug + Send + Sync {
+    fn observe(&self, route: &str, code: u16);
 }
 
 impl ApiState {
@@ -72,12 +81,20 @@ impl ApiState {
             limits,
             version,
             request_timeout: DEFAULT_TIMEOUT,
+            observer: None,
         }
     }
 }
 
 /// The API router. Serve it with [`crate::server::serve`].
 pub fn router(state: ApiState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API router with routes of the agent's own outside `/netlox/v1`
+/// (`GET /metrics`), served behind the same layers (token, timeout,
+/// error shape).
+pub fn router_with(state: ApiState, extra: Router<Arc<ApiState>>) -> Router {
     let state = Arc::new(state);
     let api = Router::new()
         .route("/config/loadbalancer", post(post_lb))
@@ -101,12 +118,46 @@ pub fn router(state: ApiState) -> Router {
         .route(BASE, get(liveness))
         .route("/netlox/v1/", get(liveness))
         .nest(BASE, api)
+        .merge(extra)
+        .route_layer(middleware::from_fn(tag_route))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), check_token))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(middleware::map_response(error_shape))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The route template a request matched, carried on its answer.
+#[derive(Debug, Clone)]
+struct RouteTag(String);
+
+/// Tags a routed request's answer with its route template.
+async fn tag_route(req: HttpRequest, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let mut resp = next.run(req).await;
+    if let Some(r) = route {
+        resp.extensions_mut().insert(RouteTag(r));
+    }
+    resp
+}
+
+/// Tells the observer (metrics) of each answered request.
+async fn observe(State(st): St, req: HttpRequest, next: Next) -> Response {
+    let Some(obs) = st.observer.clone() else {
+        return next.run(req).await;
+    };
+    let resp = next.run(req).await;
+    let route = resp
+        .extensions()
+        .get::<RouteTag>()
+        .map_or("unmatched", |t| t.0.as_str());
+    obs.observe(route, resp.status().as_u16());
+    resp
 }
 
 type St = State<Arc<ApiState>>;
