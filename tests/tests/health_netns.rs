@@ -1,0 +1,287 @@
+//! Health and observability against a live agent in namespaces:
+//! `GET /metrics` (checked by `promtool check metrics` and by the traffic
+//! it counts), and the scrape cost at 10,000 services x 8 endpoints.
+//!
+//! Topology (`floatlb_tests::topology`): client, LB (XDP), three endpoints
+//! answering with their id; services come through the API.
+
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use floatlb_tests::{
+    agent::{READY_LINE, TestEndpoint, TestService, floatlb_binary, write_config},
+    apiclient::{ApiClient, kube_loxilb_body},
+    netns::{BpfMount, NsProcess, TempDir, poll_until, require_root, require_tools},
+    servers::{EchoServer, payload, tcp_exchange},
+    topology::{LB_CLIENT_IF, LB_ENDPOINT_IF, Topology, VIP, endpoint_ip},
+};
+use nix::sys::signal::Signal;
+
+const PORT: u16 = 80;
+const EP_PORT: u16 = 8080;
+const EIP: &str = "203.0.113.10";
+
+struct Lab {
+    agent: Option<NsProcess>,
+    _servers: Vec<EchoServer>,
+    bpf: BpfMount,
+    dir: TempDir,
+    topo: Topology,
+}
+
+impl Lab {
+    fn new(prefix: &str, endpoints: usize) -> Result<Self> {
+        require_root()?;
+        require_tools(&["ip", "ethtool", "sysctl", "mount"])?;
+        let topo = Topology::new(prefix, endpoints)?;
+        let dir = TempDir::new(&format!("{prefix}-files"))?;
+        let bpf = BpfMount::new(dir.join("bpf"))?;
+        let mut servers = Vec::new();
+        for (i, ns) in topo.endpoints.iter().enumerate() {
+            let addr = SocketAddrV4::new(endpoint_ip(i), EP_PORT);
+            servers.push(EchoServer::start(ns, addr, u8::try_from(i)?)?);
+        }
+        Ok(Self {
+            agent: None,
+            _servers: servers,
+            bpf,
+            dir,
+            topo,
+        })
+    }
+
+    fn start(&mut self, extra: &[&str]) -> Result<()> {
+        let bin = floatlb_binary()?.to_string_lossy().into_owned();
+        let pin = self.bpf.path().join("floatlb");
+        let pin = pin.to_string_lossy().into_owned();
+        let state = self.dir.join("state").to_string_lossy().into_owned();
+        let mut args = vec![
+            "--iface",
+            LB_CLIENT_IF,
+            "--iface",
+            LB_ENDPOINT_IF,
+            "--pin-dir",
+            &pin,
+            "--fib-lookup-iface",
+            "lo",
+            "--state-dir",
+            &state,
+        ];
+        args.extend_from_slice(extra);
+        let log = self.dir.join("agent.log");
+        let mut p = self.topo.lb.spawn(&bin, &args, &log)?;
+        p.wait_for_log(READY_LINE, Duration::from_secs(120))?;
+        self.agent = Some(p);
+        Ok(())
+    }
+
+    fn api(&self) -> ApiClient {
+        ApiClient::local(&self.topo.lb)
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if let Some(mut p) = self.agent.take() {
+            p.stop(Signal::SIGTERM, Duration::from_secs(20))?;
+        }
+        Ok(())
+    }
+
+    /// Endpoints answering `n` new TCP connections to `port`.
+    fn tcp_answering(&self, port: u16, n: u64) -> Result<BTreeSet<u8>> {
+        let vip = SocketAddr::from((VIP, port));
+        self.topo.client.enter(move || -> Result<_> {
+            let mut tcp = BTreeSet::new();
+            for i in 0..n {
+                tcp.insert(tcp_exchange(vip, &payload(i, 64), Duration::from_secs(2))?);
+            }
+            Ok(tcp)
+        })?
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        let pid = self
+            .agent
+            .as_ref()
+            .and_then(NsProcess::pid)
+            .context("no agent")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS")
+    }
+}
+
+fn body(port: u16, eps: &[usize]) -> String {
+    let eps: Vec<(Ipv4Addr, u16)> = eps.iter().map(|&i| (endpoint_ip(i), EP_PORT)).collect();
+    kube_loxilb_body(EIP, &VIP.to_string(), port, "tcp", "web", &eps)
+}
+
+/// The value of the sample `series` (name and labels exactly) in `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `promtool check metrics` on `text`.
+fn promtool(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context(
+            "promtool not found: install it with scripts/setup.sh (Debian package prometheus)",
+        )?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "promtool check metrics failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_live_scrape_passes_promtool_and_counts_the_traffic_it_saw() -> Result<()> {
+    let mut lab = Lab::new("fhm", 2)?;
+    lab.start(&["--ct-expiry-secs", "1"])?;
+    let api = lab.api();
+    api.wait_up(Duration::from_secs(10))?;
+    ensure!(
+        api.post("/config/loadbalancer", &body(PORT, &[0, 1]))?
+            .is_success()
+    );
+    let seen = lab.tcp_answering(PORT, 16)?;
+    ensure!(seen.len() == 2, "both endpoints serve: {seen:?}");
+    let service = format!("{VIP}:{PORT}/tcp");
+    // Packets counted per endpoint; flows counted by the next sweep.
+    let text = poll_until("a scrape with flows", Duration::from_secs(10), || {
+        let m = api.get_at("/metrics").ok()?;
+        let ct = sample(&m.body, "floatlb_conntrack_entries")?;
+        (ct > 0.0).then_some(m)
+    })?;
+    ensure!(
+        text.content_type.as_deref() == Some("text/plain; version=0.0.4; charset=utf-8"),
+        "{:?}",
+        text.content_type
+    );
+    let body = text.body;
+    promtool(&body)?;
+    let mut total = 0.0;
+    for i in 0..2 {
+        let ep = format!("{}:{EP_PORT}", endpoint_ip(i));
+        let pk = sample(
+            &body,
+            &format!("floatlb_endpoint_packets_total{{service=\"{service}\",endpoint=\"{ep}\"}}"),
+        )
+        .with_context(|| format!("no packet counter for {ep}"))?;
+        ensure!(pk > 0.0, "endpoint {ep} served but counted {pk} packets");
+        total += pk;
+    }
+    let svc = sample(
+        &body,
+        &format!("floatlb_service_packets_total{{service=\"{service}\"}}"),
+    )
+    .context("no service counter")?;
+    ensure!(svc == total, "service {svc} != sum of endpoints {total}");
+    ensure!(
+        sample(
+            &body,
+            "floatlb_api_requests_total{route=\"/netlox/v1/config/loadbalancer\",code=\"200\"}"
+        ) == Some(1.0),
+        "the POST is counted by route and code"
+    );
+    ensure!(sample(&body, "floatlb_ha_role{role=\"master\"}") == Some(1.0));
+    ensure!(sample(&body, "floatlb_conntrack_capacity").is_some_and(|c| c > 0.0));
+    // Prometheus asks for OpenMetrics and gets it.
+    let om = api.call_at_with(
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text")],
+    )?;
+    ensure!(
+        om.body.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+    println!(
+        "live scrape: {} bytes, {} series, promtool ok",
+        body.len(),
+        body.lines().filter(|l| !l.starts_with('#')).count()
+    );
+    lab.stop()
+}
+
+/// Scrape time and RSS with 10,000 services of 8 endpoints each.
+#[test]
+fn scrape_of_ten_thousand_services_of_eight_endpoints() -> Result<()> {
+    let mut lab = Lab::new("fhs", 1)?;
+    let services: Vec<TestService> = (0..10_000u32)
+        .map(|i| TestService {
+            vip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i / 100),
+            port: 1000 + (i % 100) as u16,
+            protocol: "tcp",
+            sel: 0,
+            endpoints: (0..8u8)
+                .map(|e| TestEndpoint {
+                    ip: Ipv4Addr::new(10, 1, 1 + e, 10 + (i % 200) as u8),
+                    port: EP_PORT,
+                    weight: 1,
+                })
+                .collect(),
+        })
+        .collect();
+    let cfg = lab.dir.join("lb10k.json");
+    write_config(&cfg, &services)?;
+    let cfg = cfg.to_string_lossy().into_owned();
+    let t0 = Instant::now();
+    lab.start(&["--config", &cfg, "--neigh-refresh-secs", "3600"])?;
+    println!(
+        "agent up with 10,000 x 8 in {} ms",
+        t0.elapsed().as_millis()
+    );
+    let api = lab.api();
+    api.wait_up(Duration::from_secs(30))?;
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let m = api.get_at("/metrics")?;
+        times.push(t.elapsed());
+        ensure!(m.status == 200, "{}", m.status);
+        size = m.body.len();
+        let eps = m
+            .body
+            .lines()
+            .filter(|l| l.starts_with("floatlb_endpoint_packets_total"))
+            .count();
+        ensure!(eps == 80_000, "{eps} endpoint series, want 80000");
+    }
+    times.sort();
+    let load = std::fs::read_to_string("/proc/loadavg")?;
+    println!(
+        "scrape 10,000 x 8: median {} ms, max {} ms, {} MB; agent RSS {} MiB; loadavg {}",
+        times[2].as_millis(),
+        times[4].as_millis(),
+        size / 1_000_000,
+        lab.rss_kib()? / 1024,
+        load.trim()
+    );
+    lab.stop()
+}
