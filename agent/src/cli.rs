@@ -79,6 +79,9 @@ pub struct RunArgs {
     pub ha: HaArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    /// Endpoint probes and the per-service health check (issue 12).
+    #[command(flatten)]
+    pub health: crate::health::HealthArgs,
 }
 
 /// The REST API (loxilb's, what kube-loxilb drives) and the state it

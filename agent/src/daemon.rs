@@ -31,6 +31,7 @@ use std::{
 };
 
 mod control;
+pub mod health;
 mod sweeper;
 
 use sweeper::SweeperThread;
@@ -144,6 +145,8 @@ pub struct DaemonOptions {
     pub neighbour_refresh_interval: Duration,
     /// How often the datapath's unresolved-neighbour reports are drained.
     pub event_poll_interval: Duration,
+    /// Which endpoints are in this node's zone (health checks, `?local=1`).
+    pub zones: crate::health::Zones,
 }
 
 /// A cloneable way to talk to the running daemon.
@@ -205,6 +208,8 @@ pub struct Daemon<D: Datapath> {
     /// The rules the `--config` file holds (its last read): a reload
     /// removes only those the file dropped, never the API's.
     file_keys: std::collections::HashSet<crate::config::ServiceKey>,
+    /// Endpoint probe results (see [`health`]).
+    ep_states: health::EpStates,
 }
 
 /// What the state store brought back besides the services.
@@ -340,6 +345,7 @@ impl<D: Datapath> Daemon<D> {
             neigh_queue: Vec::new(),
             restored: Restored::default(),
             file_keys: Default::default(),
+            ep_states: Default::default(),
         })
     }
 
@@ -849,6 +855,7 @@ mod tests {
             conntrack_expiry_interval: Duration::from_secs(2),
             neighbour_refresh_interval: Duration::from_secs(15),
             event_poll_interval: Duration::from_millis(250),
+            zones: Default::default(),
         }
     }
 

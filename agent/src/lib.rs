@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod drop_report;
 pub mod events;
 pub mod ha;
+pub mod health;
 pub mod metrics;
 pub mod neigh;
 pub mod preflight;

@@ -258,6 +258,7 @@ fn scrape_of_ten_thousand_services_of_eight_endpoints() -> Result<()> {
     );
     let api = lab.api();
     api.wait_up(Duration::from_secs(30))?;
+    let rss_before = lab.rss_kib()? / 1024;
     let mut times = Vec::new();
     let mut size = 0;
     for _ in 0..5 {
@@ -276,12 +277,86 @@ fn scrape_of_ten_thousand_services_of_eight_endpoints() -> Result<()> {
     times.sort();
     let load = std::fs::read_to_string("/proc/loadavg")?;
     println!(
-        "scrape 10,000 x 8: median {} ms, max {} ms, {} MB; agent RSS {} MiB; loadavg {}",
+        "scrape 10,000 x 8: median {} ms, max {} ms, {} MB; agent RSS {rss_before} MiB before the first scrape, {} MiB after five; loadavg {}",
         times[2].as_millis(),
         times[4].as_millis(),
         size / 1_000_000,
         lab.rss_kib()? / 1024,
         load.trim()
     );
+    lab.stop()
+}
+
+/// The API on another port of the LB namespace (the `--health-listen` one).
+fn on_port(api: &ApiClient, port: u16) -> ApiClient {
+    ApiClient {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        token: None,
+        ..api.clone()
+    }
+}
+
+#[test]
+fn the_gslb_health_check_answers_by_name_and_by_address() -> Result<()> {
+    let mut lab = Lab::new("fhh", 2)?;
+    let token = lab.dir.join("token");
+    std::fs::write(&token, "s3cret\n")?;
+    let token = token.to_string_lossy().into_owned();
+    let zone_a = format!("{}/32=az-a", endpoint_ip(0));
+    let zone_b = format!("{}/32=az-b", endpoint_ip(1));
+    lab.start(&[
+        "--api-token-file",
+        &token,
+        "--health-listen",
+        "127.0.0.1:18080",
+        "--zone",
+        "az-a",
+        "--zone-subnet",
+        &zone_a,
+        "--zone-subnet",
+        &zone_b,
+    ])?;
+    let mut api = lab.api();
+    api.token = Some("s3cret".into());
+    api.wait_up(Duration::from_secs(10))?;
+    ensure!(
+        api.post("/config/loadbalancer", &body(PORT, &[0, 1]))?
+            .is_success()
+    );
+    let health = on_port(&api, 18080);
+    let by_name = "/health/lb/web:llb-inst0";
+    let by_key = format!("/health/lb/{EIP}/{PORT}/tcp");
+    let check = |c: &ApiClient, path: &str, code: u16, result: &str| -> Result<serde_json::Value> {
+        let a = c.get_at(path)?;
+        ensure!(a.status == code, "{path}: {} {}", a.status, a.body);
+        let v = a.json()?;
+        ensure!(v["result"] == result, "{path}: {}", a.body);
+        Ok(v)
+    };
+    let t = Instant::now();
+    check(&health, by_name, 200, "ok")?;
+    println!("health check answered in {} us", t.elapsed().as_micros());
+    check(&health, &by_key, 200, "ok")?;
+    check(&api, by_name, 200, "ok")?;
+    check(
+        &health,
+        &format!("{by_name}?min_healthy=3"),
+        503,
+        "no healthy upstreams",
+    )?;
+    let local = check(&health, &format!("{by_name}?local=1"), 200, "ok")?;
+    ensure!(local["endpoints"] == 1, "one endpoint is in az-a: {local}");
+    check(
+        &health,
+        &format!("{by_name}?local=1&min_healthy=2"),
+        503,
+        "no healthy upstreams",
+    )?;
+    ensure!(health.get_at("/health/lb/nope")?.status == 404);
+    ensure!(health.get_at(&format!("{by_name}?local=yes"))?.status == 400);
+    // The API listener keeps its token; the health listener has none and
+    // serves nothing else.
+    ensure!(on_port(&api, 11111).get_at(by_name)?.status == 401);
+    ensure!(health.get("/config/loadbalancer/all")?.status == 404);
     lab.stop()
 }

@@ -118,6 +118,7 @@ pub fn router_with(state: ApiState, extra: Router<Arc<ApiState>>) -> Router {
         .route(BASE, get(liveness))
         .route("/netlox/v1/", get(liveness))
         .nest(BASE, api)
+        .merge(crate::health::routes())
         .merge(extra)
         .route_layer(middleware::from_fn(tag_route))
         .fallback(fallback)
@@ -183,7 +184,7 @@ async fn check_token(State(st): St, req: HttpRequest, next: Next) -> Response {
     next.run(req).await
 }
 
-async fn time_limit(State(st): St, req: HttpRequest, next: Next) -> Response {
+pub(crate) async fn time_limit(State(st): St, req: HttpRequest, next: Next) -> Response {
     match tokio::time::timeout(st.request_timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::timeout(st.request_timeout.as_secs_f64()).into_response(),
@@ -220,7 +221,7 @@ async fn fallback(req: HttpRequest) -> ApiError {
 }
 
 /// Sends `cmd` to the owner task and awaits its answer.
-async fn exec(st: &ApiState, cmd: Command) -> Result<Reply, ApiError> {
+pub(crate) async fn exec(st: &ApiState, cmd: Command) -> Result<Reply, ApiError> {
     let (reply, rx) = oneshot::channel();
     st.tx
         .send(Request { cmd, reply })

@@ -224,6 +224,7 @@ impl<D: Datapath> Daemon<D> {
             Command::ListConntrack => Reply::Conntrack(self.conntrack_list()?),
             Command::ListEndpoints => Reply::Endpoints(self.endpoint_list()),
             Command::Status => Reply::Status(Box::new(self.status())),
+            Command::Health(q) => return self.health(q),
             Command::Transitions => Reply::Transitions(TransitionList {
                 transitions: self
                     .ha
@@ -240,7 +241,7 @@ impl<D: Datapath> Daemon<D> {
     }
 
     /// The role as loxilb names it: a node without HA always forwards.
-    fn role_name(&self) -> &'static str {
+    pub(crate) fn role_name(&self) -> &'static str {
         match &self.ha {
             Some(h) => role_name(h.role()),
             None => CiRole::Master.as_str(),
