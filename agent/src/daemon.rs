@@ -210,6 +210,10 @@ pub struct Daemon<D: Datapath> {
     file_keys: std::collections::HashSet<crate::config::ServiceKey>,
     /// Endpoint probe results (see [`health`]).
     ep_states: health::EpStates,
+    /// The endpoint prober, when started ([`Daemon::set_prober`]).
+    prober: Option<crate::probe::Prober>,
+    /// Where endpoint states are exported.
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// What the state store brought back besides the services.
@@ -346,6 +350,8 @@ impl<D: Datapath> Daemon<D> {
             restored: Restored::default(),
             file_keys: Default::default(),
             ep_states: Default::default(),
+            prober: None,
+            metrics: None,
         })
     }
 
@@ -585,6 +591,7 @@ impl<D: Datapath> Daemon<D> {
                 }
             }
             Event::Api(req) => self.on_api(req).await,
+            Event::Probes(outcomes) => self.on_probes(outcomes),
             Event::Persisted(p) => self.on_persisted(p).await,
         }
         if !self.neigh_queue.is_empty() {
@@ -694,7 +701,8 @@ impl<D: Datapath> Daemon<D> {
                 return;
             }
         };
-        match self.dp.sync_services(&merged) {
+        let view: Vec<Service> = merged.iter().map(|s| self.dp_view(s)).collect();
+        match self.dp.sync_services(&view) {
             Ok(()) => {
                 tracing::info!(
                     services = merged.len(),
@@ -706,6 +714,7 @@ impl<D: Datapath> Daemon<D> {
                 self.services = merged;
                 self.file_keys = new_keys;
                 self.floating_changed();
+                self.probe_resync();
                 for key in gone {
                     let (reply, _) = tokio::sync::oneshot::channel();
                     let change = crate::store::Change::DeleteService {

@@ -15,6 +15,7 @@ pub mod health;
 pub mod metrics;
 pub mod neigh;
 pub mod preflight;
+pub mod probe;
 pub mod ratelimit;
 pub mod store;
 pub mod xdp;

@@ -132,6 +132,13 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
     if let Some(reader) = daemon.stats_reader() {
         metrics.sources.set_datapath(reader);
     }
+    // Endpoint probes (services with Monitor set), off the owner task.
+    let prober = floatlb_agent::probe::Prober::spawn(
+        floatlb_agent::probe::Defaults::from_args(&run.health),
+        daemon.handle().events(),
+        Some(metrics.clone()),
+    );
+    daemon.set_prober(prober, Some(metrics.clone()));
     if let Some(mut ha) = ha {
         let sink = metrics
             .ha

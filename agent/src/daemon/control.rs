@@ -278,7 +278,7 @@ impl<D: Datapath> Daemon<D> {
             ))));
             return;
         }
-        if let Err(e) = self.dp.upsert_service(&svc) {
+        if let Err(e) = self.dp.upsert_service(&self.dp_view(&svc)) {
             let _ = reply.send(Err(dp_refused(e)));
             return;
         }
@@ -381,6 +381,7 @@ impl<D: Datapath> Daemon<D> {
         }
         let old = std::mem::take(&mut self.services);
         self.floating_changed();
+        self.probe_resync();
         self.durability
             .record(Some(Change::DeleteAllServices), reply, Undo::Services(old));
     }
@@ -398,6 +399,10 @@ impl<D: Datapath> Daemon<D> {
             .filter(|p| self.services.iter().filter(|s| pair(s) == *p).count() == 1);
         if gone.is_some() || came.is_some() {
             self.floating_changed();
+        }
+        if let Some(key) = new.or(old).map(Service::key) {
+            let svc = new.cloned();
+            self.probe_service(key, svc.as_ref());
         }
         if let Some(n) = new {
             let fresh: Vec<Ipv4Addr> = n
@@ -515,7 +520,7 @@ impl<D: Datapath> Daemon<D> {
             Undo::Service(key, previous) => {
                 let at = self.services.iter().position(|s| s.key() == key);
                 let res = match (&previous, at) {
-                    (Some(p), _) => self.dp.upsert_service(p),
+                    (Some(p), _) => self.dp.upsert_service(&self.dp_view(p)),
                     (None, Some(i)) => self.dp.remove_service(&self.services[i]),
                     (None, None) => Ok(()),
                 };
@@ -531,6 +536,7 @@ impl<D: Datapath> Daemon<D> {
                     (None, None) => {}
                 }
                 self.floating_changed();
+                self.probe_resync();
             }
             Undo::Services(old) => {
                 if let Err(error) = self.dp.sync_services(&old) {
@@ -538,6 +544,7 @@ impl<D: Datapath> Daemon<D> {
                 }
                 self.services = old;
                 self.floating_changed();
+                self.probe_resync();
             }
             Undo::Role(role) => {
                 if let Some(h) = self.ha.as_mut()
@@ -624,27 +631,52 @@ impl<D: Datapath> Daemon<D> {
 
     fn endpoint_list(&self) -> EndpointList {
         let mut attr = Vec::new();
+        let interval = self
+            .prober
+            .as_ref()
+            .map_or(0, |p| p.defaults.interval.as_secs() as i64);
         for s in &self.services {
-            let name = s.name.clone().unwrap_or_else(|| key_string(&s.key()));
+            let name = super::health::service_label(s);
+            let key = s.key();
+            let states = self.ep_states.get(&key);
             for e in &s.endpoints {
-                attr.push(EndpointState {
-                    host_name: e.ip.to_string(),
-                    name: format!("{name}/{}:{}", e.ip, e.port),
-                    inactive_retries: 0,
-                    probe_type: s
+                let st = states.and_then(|m| m.get(&(e.ip, e.port)));
+                let probe_type = match st {
+                    Some(_) => s
                         .probe
                         .probe_type
                         .map(|p| p.as_str().to_string())
-                        .unwrap_or_else(|| "none".into()),
+                        .unwrap_or_else(|| "tcp".into()),
+                    None => "none".into(),
+                };
+                let delay = |us: u64| {
+                    if us == 0 || us == u64::MAX {
+                        String::new()
+                    } else {
+                        format!("{:.3}ms", us as f64 / 1000.0)
+                    }
+                };
+                let (mn, sum, n, mx) = st.map_or((0, 0, 0, 0), |x| x.rtt_stats);
+                attr.push(EndpointState {
+                    host_name: e.ip.to_string(),
+                    name: format!("{name}/{}:{}", e.ip, e.port),
+                    inactive_retries: st.map_or(0, |x| i64::from(x.against)),
+                    probe_type,
                     probe_req: s.probe.request.clone(),
                     probe_resp: s.probe.response.clone(),
-                    probe_duration: 0,
+                    probe_duration: if st.is_some() { interval } else { 0 },
                     probe_port: s.probe.port,
-                    min_delay: String::new(),
-                    avg_delay: String::new(),
-                    max_delay: String::new(),
-                    // No probing yet: every configured endpoint serves.
-                    curr_state: "ok".into(),
+                    min_delay: delay(mn),
+                    avg_delay: delay(sum.checked_div(n).unwrap_or(0)),
+                    max_delay: delay(mx),
+                    // loxilb's words: ok (serving) or nok (down).
+                    curr_state: if self.endpoint_up(&key, e.ip, e.port) {
+                        "ok".into()
+                    } else {
+                        "nok".into()
+                    },
+                    last_probe: st.map(|x| x.last.clone()).unwrap_or_default(),
+                    last_probe_time: st.map_or(0, |x| x.last_unix_ms),
                 });
             }
         }

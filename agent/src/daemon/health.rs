@@ -3,6 +3,22 @@
 //!
 //! An endpoint is up until probes say otherwise: a service without
 //! `Monitor` is never probed, and its endpoints always count as up.
+//!
+//! **Hysteresis.** An endpoint changes state after `retries` consecutive
+//! probe results that disagree with it (`probeRetries`, else
+//! `--probe-retries`), so one lost probe does not flap it.
+//!
+//! **The datapath's view.** A down endpoint leaves the service's endpoint
+//! set (an in-place update, as any endpoint removal): its established TCP
+//! flows keep their conntrack entries and finish, its UDP flows are
+//! flushed by the next sweep and move, and Maglev keeps every surviving
+//! endpoint's slots, so only the down endpoint's share moves. When it
+//! comes back, the full set is programmed again (Maglev's table for the
+//! full set is the one it had before). When *every* endpoint of a service
+//! is down, the service keeps them all ("fail open"): dropping all its
+//! traffic on the probes' word would turn a probe problem into an outage,
+//! and the health check already answers `no healthy upstreams` so a GSLB
+//! steers away.
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
@@ -46,8 +62,8 @@ impl Default for EpStatus {
     }
 }
 
-/// Every probed endpoint's status (absent: up, never probed).
-pub type EpStates = HashMap<EpKey, EpStatus>;
+/// Every probed endpoint's status by service (absent: up, never probed).
+pub type EpStates = HashMap<ServiceKey, HashMap<(Ipv4Addr, u16), EpStatus>>;
 
 /// The name a service answers to in health checks and endpoint lists.
 pub fn service_label(s: &Service) -> String {
@@ -59,7 +75,10 @@ pub fn service_label(s: &Service) -> String {
 impl<D: Datapath> Daemon<D> {
     /// Whether this endpoint of `key` takes new flows.
     pub(crate) fn endpoint_up(&self, key: &ServiceKey, ip: Ipv4Addr, port: u16) -> bool {
-        self.ep_states.get(&(*key, ip, port)).is_none_or(|s| s.up)
+        self.ep_states
+            .get(key)
+            .and_then(|m| m.get(&(ip, port)))
+            .is_none_or(|s| s.up)
     }
 
     /// Whether this node serves traffic now (MASTER, or no HA at all).
@@ -105,5 +124,174 @@ impl<D: Datapath> Daemon<D> {
             healthy,
             min_healthy: q.min_healthy,
         }))
+    }
+}
+
+impl<D: Datapath> Daemon<D> {
+    /// What the datapath gets for `s`: its endpoints that are up (all of
+    /// them when none is; see the module docs).
+    pub(crate) fn dp_view(&self, s: &Service) -> Service {
+        let Some(states) = self.ep_states.get(&s.key()) else {
+            return s.clone();
+        };
+        let up: Vec<_> = s
+            .endpoints
+            .iter()
+            .filter(|e| states.get(&(e.ip, e.port)).is_none_or(|st| st.up))
+            .copied()
+            .collect();
+        if up.is_empty() || up.len() == s.endpoints.len() {
+            return s.clone();
+        }
+        Service {
+            endpoints: up,
+            ..s.clone()
+        }
+    }
+
+    /// Starts probing with `prober` (and exports endpoint states to
+    /// `metrics`).
+    pub fn set_prober(
+        &mut self,
+        prober: crate::probe::Prober,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) {
+        self.prober = Some(prober);
+        self.metrics = metrics;
+        self.probe_resync();
+    }
+
+    /// One service's probe targets changed (`svc` None: it went).
+    pub(crate) fn probe_service(&mut self, key: ServiceKey, svc: Option<&Service>) {
+        let Some(p) = &self.prober else {
+            return;
+        };
+        let targets = svc
+            .map(|s| crate::probe::targets(s, &p.defaults))
+            .unwrap_or_default();
+        let keep: std::collections::HashSet<_> = targets.iter().map(|t| (t.ip, t.port)).collect();
+        if targets.is_empty() {
+            if let Some(old) = self.ep_states.remove(&key) {
+                for (ip, port) in old.keys() {
+                    self.export_up(&key, *ip, *port, None);
+                }
+            }
+        } else {
+            let states = self.ep_states.entry(key).or_default();
+            let gone: Vec<_> = states
+                .keys()
+                .filter(|k| !keep.contains(k))
+                .copied()
+                .collect();
+            for k in &gone {
+                states.remove(k);
+            }
+            for k in &keep {
+                states.entry(*k).or_default();
+            }
+            for (ip, port) in gone {
+                self.export_up(&key, ip, port, None);
+            }
+        }
+        p.change(crate::probe::PlanChange::Set(key, targets));
+    }
+
+    /// Re-sends the whole plan (start, reload, undo, delete all).
+    pub(crate) fn probe_resync(&mut self) {
+        let Some(p) = &self.prober else {
+            return;
+        };
+        let plan: Vec<_> = self
+            .services
+            .iter()
+            .map(|s| (s.key(), crate::probe::targets(s, &p.defaults)))
+            .collect();
+        let mut states = std::mem::take(&mut self.ep_states);
+        for (key, targets) in &plan {
+            if targets.is_empty() {
+                continue;
+            }
+            let old = states.remove(key).unwrap_or_default();
+            let mut fresh = HashMap::new();
+            for t in targets {
+                let st = old.get(&(t.ip, t.port)).cloned().unwrap_or_default();
+                fresh.insert((t.ip, t.port), st);
+            }
+            self.ep_states.insert(*key, fresh);
+        }
+        p.change(crate::probe::PlanChange::Replace(plan));
+    }
+
+    fn export_up(&self, key: &ServiceKey, ip: Ipv4Addr, port: u16, up: Option<bool>) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        let labels = vec![
+            ("service", super::key_string(key)),
+            ("endpoint", format!("{ip}:{port}")),
+        ];
+        match up {
+            Some(up) => {
+                m.probes.up.get_or_create(&labels).set(i64::from(up));
+            }
+            None => {
+                m.probes.up.remove(&labels);
+            }
+        }
+    }
+
+    /// A batch of probe outcomes (see the module docs).
+    pub(crate) fn on_probes(&mut self, outcomes: Vec<crate::probe::Outcome>) {
+        let mut flipped: Vec<(ServiceKey, Ipv4Addr, u16, bool, String)> = Vec::new();
+        for o in outcomes {
+            let Some(st) = self
+                .ep_states
+                .get_mut(&o.service)
+                .and_then(|m| m.get_mut(&(o.ip, o.port)))
+            else {
+                continue; // the endpoint left since the probe started
+            };
+            let ok = o.result.is_ok();
+            st.last = match &o.result {
+                Ok(()) => "ok".into(),
+                Err(why) => why.clone(),
+            };
+            st.last_unix_ms = o.at_unix_ms;
+            if ok {
+                let us = o.rtt.as_micros() as u64;
+                st.rtt_us = Some(us);
+                let (mn, sum, n, mx) = st.rtt_stats;
+                st.rtt_stats = (mn.min(us), sum.saturating_add(us), n + 1, mx.max(us));
+            }
+            if ok == st.up {
+                st.against = 0;
+                continue;
+            }
+            st.against += 1;
+            if st.against >= o.retries.max(1) {
+                st.up = ok;
+                st.against = 0;
+                flipped.push((o.service, o.ip, o.port, ok, st.last.clone()));
+            }
+        }
+        let mut services: Vec<ServiceKey> = Vec::new();
+        for (key, ip, port, up, why) in flipped {
+            tracing::info!(service = %super::key_string(&key), endpoint = %format!("{ip}:{port}"),
+                up, last = %why, "endpoint state changed");
+            self.export_up(&key, ip, port, Some(up));
+            if !services.contains(&key) {
+                services.push(key);
+            }
+        }
+        for key in services {
+            let Some(svc) = self.services.iter().find(|s| s.key() == key) else {
+                continue;
+            };
+            let view = self.dp_view(svc);
+            if let Err(error) = self.dp.upsert_service(&view) {
+                tracing::error!(%error, service = %super::key_string(&key),
+                    "cannot apply an endpoint state change to the datapath");
+            }
+        }
     }
 }
