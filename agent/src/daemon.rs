@@ -755,7 +755,7 @@ impl<D: Datapath> Daemon<D> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -763,7 +763,7 @@ mod tests {
 
     /// Records every datapath call, so the owner loop's decisions can be checked.
     #[derive(Clone, Default)]
-    struct Recorder {
+    pub(crate) struct Recorder {
         calls: Arc<Mutex<Vec<String>>>,
         fail_attach: Option<&'static str>,
         unresolved: Vec<Ipv4Addr>,
@@ -771,13 +771,13 @@ mod tests {
 
     #[derive(Debug, thiserror::Error)]
     #[error("refused by test")]
-    struct Refused;
+    pub(crate) struct Refused;
 
     impl Recorder {
         fn push(&self, s: String) {
             self.calls.lock().unwrap().push(s);
         }
-        fn calls(&self) -> Vec<String> {
+        pub(crate) fn calls(&self) -> Vec<String> {
             self.calls.lock().unwrap().clone()
         }
     }
@@ -849,7 +849,7 @@ mod tests {
     const CFG: &str = r#"{"lbAttr":[{"serviceArguments":{"externalIP":"192.0.2.1","port":80,"protocol":"tcp","sel":1,"mode":2},
         "endpoints":[{"endpointIP":"10.0.0.5","targetPort":8080,"weight":1},{"endpointIP":"10.0.0.6","targetPort":8080,"weight":2}]}]}"#;
 
-    fn opts(dir: &std::path::Path, keep_pinned: bool) -> DaemonOptions {
+    pub(crate) fn opts(dir: &std::path::Path, keep_pinned: bool) -> DaemonOptions {
         let path = dir.join("lb.json");
         std::fs::write(&path, CFG).unwrap();
         DaemonOptions {
@@ -869,7 +869,7 @@ mod tests {
     }
 
     /// A scratch directory removed on drop.
-    struct Scratch(PathBuf);
+    pub(crate) struct Scratch(PathBuf);
 
     impl std::ops::Deref for Scratch {
         type Target = std::path::Path;
@@ -884,7 +884,7 @@ mod tests {
         }
     }
 
-    fn tempdir(tag: &str) -> Scratch {
+    pub(crate) fn tempdir(tag: &str) -> Scratch {
         let d = std::env::temp_dir().join(format!("floatlb-daemon-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         Scratch(d)

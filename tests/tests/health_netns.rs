@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail, ensure};
 use floatlb_tests::{
     agent::{READY_LINE, TestEndpoint, TestService, floatlb_binary, write_config},
     apiclient::{ApiClient, kube_loxilb_body},
+    hapair::{self, Pair},
     netns::{BpfMount, NsProcess, TempDir, poll_until, require_root, require_tools},
     servers::{EchoServer, payload, tcp_exchange},
     topology::{LB_CLIENT_IF, LB_ENDPOINT_IF, Topology, VIP, endpoint_ip},
@@ -27,7 +28,7 @@ const EIP: &str = "203.0.113.10";
 
 struct Lab {
     agent: Option<NsProcess>,
-    _servers: Vec<EchoServer>,
+    servers: Vec<Option<EchoServer>>,
     bpf: BpfMount,
     dir: TempDir,
     topo: Topology,
@@ -43,11 +44,11 @@ impl Lab {
         let mut servers = Vec::new();
         for (i, ns) in topo.endpoints.iter().enumerate() {
             let addr = SocketAddrV4::new(endpoint_ip(i), EP_PORT);
-            servers.push(EchoServer::start(ns, addr, u8::try_from(i)?)?);
+            servers.push(Some(EchoServer::start(ns, addr, u8::try_from(i)?)?));
         }
         Ok(Self {
             agent: None,
-            _servers: servers,
+            servers,
             bpf,
             dir,
             topo,
@@ -81,6 +82,22 @@ impl Lab {
 
     fn api(&self) -> ApiClient {
         ApiClient::local(&self.topo.lb)
+    }
+
+    /// Stops endpoint `i`'s servers: connections are refused, datagrams
+    /// answered with ICMP port unreachable.
+    fn kill_endpoint(&mut self, i: usize) {
+        self.servers[i] = None;
+    }
+
+    fn revive_endpoint(&mut self, i: usize) -> Result<()> {
+        let addr = SocketAddrV4::new(endpoint_ip(i), EP_PORT);
+        self.servers[i] = Some(EchoServer::start(
+            &self.topo.endpoints[i],
+            addr,
+            u8::try_from(i)?,
+        )?);
+        Ok(())
     }
 
     fn stop(&mut self) -> Result<()> {
@@ -359,4 +376,188 @@ fn the_gslb_health_check_answers_by_name_and_by_address() -> Result<()> {
     ensure!(on_port(&api, 11111).get_at(by_name)?.status == 401);
     ensure!(health.get("/config/loadbalancer/all")?.status == 404);
     lab.stop()
+}
+
+/// kube-loxilb's body with `Monitor` on: TCP probes, 2 retries, 1 s timeout.
+fn monitored_body(port: u16, eps: &[usize]) -> String {
+    body(port, eps)
+        .replace("\"Monitor\":false", "\"Monitor\":true")
+        .replace(
+            "\"probetype\":\"\"",
+            "\"probetype\":\"tcp\",\"probeRetries\":2,\"probeTimeout\":1",
+        )
+}
+
+/// Waits until the endpoint list shows `ip` in `state` (`ok`/`nok`);
+/// returns its entry.
+fn wait_ep_state(api: &ApiClient, ip: Ipv4Addr, state: &str) -> Result<serde_json::Value> {
+    let host = ip.to_string();
+    poll_until(
+        &format!("endpoint {ip} {state}"),
+        Duration::from_secs(15),
+        || {
+            let v = api.get("/config/endpoint/all").ok()?.json().ok()?;
+            v["Attr"]
+                .as_array()?
+                .iter()
+                .find(|e| e["hostName"] == host.as_str() && e["currState"] == state)
+                .cloned()
+        },
+    )
+}
+
+#[test]
+fn probes_take_dead_endpoints_out_and_the_health_check_follows() -> Result<()> {
+    let mut lab = Lab::new("fhp", 3)?;
+    lab.start(&["--probe-interval", "200ms", "--ct-expiry-secs", "1"])?;
+    let api = lab.api();
+    api.wait_up(Duration::from_secs(10))?;
+    ensure!(
+        api.post("/config/loadbalancer", &monitored_body(PORT, &[0, 1, 2]))?
+            .is_success()
+    );
+    let health = "/health/lb/web:llb-inst0";
+    let verdict = |code: u16, result: &str, healthy: u64| -> Result<()> {
+        let a = api.get_at(health)?;
+        let v = a.json()?;
+        ensure!(
+            a.status == code && v["result"] == result && v["healthy"] == healthy,
+            "want {code} {result} healthy={healthy}, got {} {}",
+            a.status,
+            a.body
+        );
+        Ok(())
+    };
+    for i in 0..3 {
+        let e = wait_ep_state(&api, endpoint_ip(i), "ok")?;
+        ensure!(e["probeType"] == "tcp", "{e}");
+    }
+    // Probed at least once: the last result and its time are shown.
+    let e = poll_until("a first probe", Duration::from_secs(5), || {
+        let v = api.get("/config/endpoint/all").ok()?.json().ok()?;
+        let e = v["Attr"].as_array()?.first()?.clone();
+        (e["lastProbe"] == "ok" && e["lastProbeTime"].as_u64()? > 0).then_some(e)
+    })?;
+    println!("first endpoint: {e}");
+    verdict(200, "ok", 3)?;
+    ensure!(lab.tcp_answering(PORT, 24)? == BTreeSet::from([0, 1, 2]));
+    // A connection to endpoint 2 that stays open while others die.
+    let vip = SocketAddr::from((VIP, PORT));
+    let mut kept = lab
+        .topo
+        .client
+        .enter(move || -> Result<(std::net::TcpStream, u8)> {
+            loop {
+                let mut s = std::net::TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let mut id = [0u8; 1];
+                std::io::Read::read_exact(&mut s, &mut id)?;
+                if id[0] == 2 {
+                    return Ok((s, id[0]));
+                }
+            }
+        })??;
+    // Endpoints die one by one: each leaves the selection.
+    for (dead, left, healthy) in [(0usize, [1u8, 2].as_slice(), 2u64), (1, &[2], 1)] {
+        let t = Instant::now();
+        lab.kill_endpoint(dead);
+        wait_ep_state(&api, endpoint_ip(dead), "nok")?;
+        println!(
+            "endpoint {dead} marked down {} ms after it died",
+            t.elapsed().as_millis()
+        );
+        verdict(200, "ok", healthy)?;
+        let seen = lab.tcp_answering(PORT, 16)?;
+        ensure!(
+            seen == left.iter().copied().collect::<BTreeSet<u8>>(),
+            "after endpoint {dead} died new flows reach {seen:?}, want {left:?}"
+        );
+    }
+    // The flow to the surviving endpoint was never disturbed.
+    let echo = lab.topo.client.enter(move || -> Result<Vec<u8>> {
+        use std::io::{Read, Write};
+        kept.0.write_all(b"still here")?;
+        let mut buf = [0u8; 10];
+        kept.0.read_exact(&mut buf)?;
+        Ok(buf.to_vec())
+    })??;
+    ensure!(echo == b"still here", "the kept flow broke");
+    // The last one dies: no healthy upstreams.
+    lab.kill_endpoint(2);
+    wait_ep_state(&api, endpoint_ip(2), "nok")?;
+    verdict(503, "no healthy upstreams", 0)?;
+    ensure!(
+        api.get_at(&format!("{health}?min_healthy=1"))?.status == 503,
+        "503 with min_healthy=1"
+    );
+    // Endpoint 0 comes back: it rejoins and takes all new flows.
+    lab.revive_endpoint(0)?;
+    wait_ep_state(&api, endpoint_ip(0), "ok")?;
+    verdict(200, "ok", 1)?;
+    ensure!(lab.tcp_answering(PORT, 8)? == BTreeSet::from([0]));
+    let m = api.get_at("/metrics")?.body;
+    let up = |i: usize| {
+        sample(
+            &m,
+            &format!(
+                "floatlb_endpoint_up{{service=\"{EIP}:{PORT}/tcp\",endpoint=\"{}:{EP_PORT}\"}}",
+                endpoint_ip(i)
+            ),
+        )
+    };
+    ensure!(
+        up(0) == Some(1.0) && up(1) == Some(0.0),
+        "endpoint_up: {:?} {:?}",
+        up(0),
+        up(1)
+    );
+    lab.stop()
+}
+
+#[test]
+fn the_health_check_says_not_master_on_the_backup_and_follows_a_failover() -> Result<()> {
+    let mut pair = Pair::new("fhf")?;
+    let holds = [
+        "--claim-hold-ms",
+        "6000",
+        "--preempt-hold-ms",
+        "1500",
+        "--flap-hold-down-ms",
+        "2000",
+    ];
+    for i in 0..2 {
+        pair.spawn(i, 30_000, 3, &holds)?;
+    }
+    for i in 0..2 {
+        pair.wait_running(i)?;
+    }
+    let m = pair.wait_one_master(Duration::from_secs(15))?;
+    let b = 1 - m;
+    let path = format!("/health/lb/{}/{}/udp", hapair::VIP, hapair::SERVICE_PORT);
+    let apis = [0, 1].map(|i| ApiClient::local(&pair.nodes[i].ns));
+    let answer = |i: usize| -> Result<(u16, String)> {
+        let a = apis[i].get_at(&path)?;
+        Ok((
+            a.status,
+            a.json()?["result"].as_str().unwrap_or("").to_string(),
+        ))
+    };
+    ensure!(answer(m)? == (200, "ok".into()), "MASTER: {:?}", answer(m)?);
+    ensure!(
+        answer(b)? == (503, "not master".into()),
+        "BACKUP: {:?}",
+        answer(b)?
+    );
+    let (t, _) = hapair::kill_node(&mut pair, m)?;
+    pair.wait_role(b, "Master", Duration::from_secs(10))?;
+    let took = poll_until(
+        "the survivor's health check to pass",
+        Duration::from_secs(10),
+        || (answer(b).ok()?.0 == 200).then_some(t.elapsed()),
+    )?;
+    println!(
+        "health check 200 on the new MASTER {} ms after the old one died",
+        took.as_millis()
+    );
+    Ok(())
 }

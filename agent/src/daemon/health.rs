@@ -295,3 +295,74 @@ impl<D: Datapath> Daemon<D> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::tests::{Recorder, opts, tempdir};
+    use super::*;
+    use crate::{daemon::load_config, events, probe};
+
+    fn outcome(svc: ServiceKey, last: u8, ok: bool) -> probe::Outcome {
+        probe::Outcome {
+            service: svc,
+            ip: Ipv4Addr::new(10, 0, 0, last),
+            port: 8080,
+            result: if ok { Ok(()) } else { Err("refused".into()) },
+            rtt: Duration::from_millis(1),
+            at_unix_ms: 1,
+            retries: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_changes_state_only_after_retries_and_never_empties_a_service() {
+        let dir = tempdir("probes");
+        let o = opts(&dir, false);
+        let mut cfg = load_config(&o).unwrap();
+        cfg.services[0].probe.monitor = true;
+        let key = cfg.services[0].key();
+        let rec = Recorder::default();
+        let mut d = Daemon::start(o, rec.clone(), cfg, None, events::channel()).unwrap();
+        let defaults = probe::Defaults {
+            interval: Duration::from_secs(3600),
+            timeout: Duration::from_secs(1),
+            retries: 2,
+            concurrency: 1,
+        };
+        d.set_prober(
+            probe::Prober::spawn(defaults, d.handle().events(), None),
+            None,
+        );
+        let upserts = || {
+            rec.calls()
+                .into_iter()
+                .filter(|c| c.starts_with("upsert"))
+                .collect::<Vec<_>>()
+        };
+        // One failed probe: no flap.
+        d.on_probes(vec![outcome(key, 5, false)]);
+        assert!(d.endpoint_up(&key, Ipv4Addr::new(10, 0, 0, 5), 8080));
+        assert!(upserts().is_empty());
+        // A success in between resets the count.
+        d.on_probes(vec![outcome(key, 5, true), outcome(key, 5, false)]);
+        assert!(upserts().is_empty());
+        // Two in a row: down, and the datapath gets the other endpoint only.
+        d.on_probes(vec![outcome(key, 5, false)]);
+        assert!(!d.endpoint_up(&key, Ipv4Addr::new(10, 0, 0, 5), 8080));
+        assert_eq!(upserts(), ["upsert 192.0.2.1:80x1"]);
+        // The other one dies too: the service keeps both (fail open).
+        d.on_probes(vec![outcome(key, 6, false), outcome(key, 6, false)]);
+        assert_eq!(upserts().last().unwrap(), "upsert 192.0.2.1:80x2");
+        // Back after two good probes.
+        d.on_probes(vec![outcome(key, 6, true)]);
+        d.on_probes(vec![outcome(key, 6, true)]);
+        assert!(d.endpoint_up(&key, Ipv4Addr::new(10, 0, 0, 6), 8080));
+        assert_eq!(upserts().last().unwrap(), "upsert 192.0.2.1:80x1");
+        // A stale outcome (an endpoint not in the plan) changes nothing.
+        let n = upserts().len();
+        d.on_probes(vec![outcome(key, 99, false), outcome(key, 99, false)]);
+        assert_eq!(upserts().len(), n);
+    }
+}
