@@ -559,5 +559,99 @@ fn the_health_check_says_not_master_on_the_backup_and_follows_a_failover() -> Re
         "health check 200 on the new MASTER {} ms after the old one died",
         took.as_millis()
     );
+    // FLOATLB_SCREENSHOT=PATH keeps a screenshot of the survivor's status
+    // page, failover timeline included (docs/status-page.png).
+    if let Ok(path) = std::env::var("FLOATLB_SCREENSHOT") {
+        require_tools(&["chromium"])?;
+        let shot = pair.dir.join("shot.png");
+        let flag = format!("--screenshot={}", shot.display());
+        chromium(
+            &pair.nodes[b].ns,
+            &pair.dir,
+            &[&flag],
+            "http://127.0.0.1:11111/",
+        )?;
+        std::fs::copy(&shot, &path)?;
+        println!("screenshot in {path}");
+    }
     Ok(())
+}
+
+/// Headless Chromium's flags (no sandbox: we run as root in a test).
+const CHROMIUM: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--virtual-time-budget=6000",
+    "--window-size=1200,900",
+];
+
+/// Runs chromium in `ns` (scratch files under `dir`) with `extra` flags on `url`.
+fn chromium(
+    ns: &floatlb_tests::netns::Netns,
+    dir: &TempDir,
+    extra: &[&str],
+    url: &str,
+) -> Result<std::process::Output> {
+    let home = dir.join("chromium-home");
+    std::fs::create_dir_all(&home)?;
+    let out = ns
+        .command("chromium")
+        .env("HOME", &home)
+        .arg(format!("--user-data-dir={}", home.display()))
+        .args(CHROMIUM)
+        .args(extra)
+        .arg(url)
+        .output()
+        .context(
+            "chromium not found: install it with scripts/setup.sh (Debian package chromium)",
+        )?;
+    ensure!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+#[test]
+fn the_status_page_shows_the_role_and_the_services_in_a_browser() -> Result<()> {
+    require_tools(&["chromium"])?;
+    let mut lab = Lab::new("fhw", 2)?;
+    lab.start(&["--probe-interval", "500ms"])?;
+    let api = lab.api();
+    api.wait_up(Duration::from_secs(10))?;
+    ensure!(
+        api.post("/config/loadbalancer", &monitored_body(PORT, &[0, 1]))?
+            .is_success()
+    );
+    lab.tcp_answering(PORT, 8)?;
+    let page = api.get_at("/")?;
+    ensure!(page.status == 200, "{}", page.status);
+    ensure!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+    let url = "http://127.0.0.1:11111/";
+    let t = Instant::now();
+    let dom = String::from_utf8(chromium(&lab.topo.lb, &lab.dir, &["--dump-dom"], url)?.stdout)?;
+    println!(
+        "chromium rendered the page in {} ms",
+        t.elapsed().as_millis()
+    );
+    ensure!(
+        dom.contains("data-loaded=\"1\""),
+        "the page's script did not finish: {dom}"
+    );
+    ensure!(
+        dom.contains("id=\"role\" class=\"pill MASTER\">MASTER<"),
+        "role not shown: {dom}"
+    );
+    ensure!(dom.contains("web:llb-inst0"), "service not shown: {dom}");
+    ensure!(
+        dom.contains(&format!("{}:{EP_PORT}", endpoint_ip(1))),
+        "endpoints not shown"
+    );
+    lab.stop()
 }

@@ -9,7 +9,8 @@
 //! 1. error shape: any error answer that is not already JSON (axum's own 405,
 //!    a rejected body) is rewritten into `{"code","fields","message","result"}`;
 //! 2. request timeout (503 in that shape);
-//! 3. token check (401), skipped for the liveness probe `GET /netlox/v1`;
+//! 3. token check (401), skipped for the liveness probe `GET /netlox/v1`
+//!    and the status page `GET /` (static; its own requests carry the token);
 //! 4. a 1 MiB body limit (413).
 
 use std::{collections::HashMap, net::Ipv4Addr, sync::Arc, time::Duration};
@@ -115,6 +116,7 @@ pub fn router_with(state: ApiState, extra: Router<Arc<ApiState>>) -> Router {
         .route("/version", get(get_version))
         .route("/openapi.json", get(get_openapi));
     Router::new()
+        .route("/", get(status_page))
         .route(BASE, get(liveness))
         .route("/netlox/v1/", get(liveness))
         .nest(BASE, api)
@@ -166,7 +168,22 @@ type ApiResult = Result<Response, ApiError>;
 
 fn is_liveness(req: &HttpRequest) -> bool {
     matches!(*req.method(), Method::GET | Method::HEAD)
-        && matches!(req.uri().path(), "/netlox/v1" | "/netlox/v1/")
+        && matches!(req.uri().path(), "/netlox/v1" | "/netlox/v1/" | "/")
+}
+
+/// The live status page: one self-contained HTML file (no CDN, no web
+/// fonts) that fetches the JSON API and `/metrics` every 2 s. It needs no
+/// token itself (it holds no data); its requests carry the token the user
+/// types into it, as the API requires.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+async fn status_page() -> Response {
+    let mut resp = Response::new(Body::from(STATUS_PAGE));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
 }
 
 async fn check_token(State(st): St, req: HttpRequest, next: Next) -> Response {
