@@ -655,3 +655,127 @@ fn the_status_page_shows_the_role_and_the_services_in_a_browser() -> Result<()> 
     );
     lab.stop()
 }
+
+/// The agent's CPU time so far (user + system), from /proc.
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as u64;
+    Ok(Duration::from_millis(ticks * 1000 / hz))
+}
+
+/// Probe cost: 1,000 endpoints (125 services x 8) probed over TCP every
+/// second; the agent's CPU over 10 s, against the same agent idle.
+#[test]
+fn probe_cpu_per_thousand_endpoints_at_one_second() -> Result<()> {
+    let mut lab = Lab::new("fhc", 1)?;
+    // 1,000 listening ports on endpoint 0 (the kernel completes the
+    // handshakes; nobody needs to accept within the test's time).
+    let ip = endpoint_ip(0);
+    let _listeners =
+        lab.topo.endpoints[0].enter(move || -> Result<Vec<std::net::TcpListener>> {
+            (0..1000u16)
+                .map(|i| Ok(std::net::TcpListener::bind((ip, 20_000 + i))?))
+                .collect()
+        })??;
+    lab.start(&["--probe-interval", "1s"])?;
+    let api = lab.api();
+    api.wait_up(Duration::from_secs(10))?;
+    let pid = lab.agent.as_ref().and_then(NsProcess::pid).context("pid")?;
+    let sample = |secs: u64| -> Result<f64> {
+        let c0 = cpu_time(pid)?;
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(secs));
+        Ok((cpu_time(pid)? - c0).as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0)
+    };
+    let idle = sample(5)?;
+    for s in 0..125u16 {
+        let eps: Vec<(Ipv4Addr, u16)> = (0..8).map(|e| (ip, 20_000 + s * 8 + e)).collect();
+        let b = kube_loxilb_body(
+            EIP,
+            &VIP.to_string(),
+            1000 + s,
+            "tcp",
+            &format!("p{s}"),
+            &eps,
+        )
+        .replace("\"Monitor\":false", "\"Monitor\":true")
+        .replace("\"probetype\":\"\"", "\"probetype\":\"tcp\"");
+        ensure!(api.post("/config/loadbalancer", &b)?.is_success());
+    }
+    poll_until("every endpoint probed", Duration::from_secs(30), || {
+        let v = api.get("/config/endpoint/all").ok()?.json().ok()?;
+        let all = v["Attr"].as_array()?;
+        (all.len() == 1000 && all.iter().all(|e| e["lastProbe"] == "ok")).then_some(())
+    })?;
+    let busy = sample(10)?;
+    let load = std::fs::read_to_string("/proc/loadavg")?;
+    println!(
+        "probe CPU, 1,000 TCP endpoints at 1 s: {:.2}% of a core ({busy:.2}% probing, {idle:.2}% idle); loadavg {}",
+        busy - idle,
+        load.trim()
+    );
+    lab.stop()
+}
+
+/// Health-check answer time while 16 clients create services as fast as
+/// they can (the API benchmark's load).
+#[test]
+fn health_check_answer_time_under_api_load() -> Result<()> {
+    let mut lab = Lab::new("fhl", 2)?;
+    lab.start(&["--health-listen", "127.0.0.1:18080"])?;
+    let api = lab.api();
+    api.wait_up(Duration::from_secs(10))?;
+    ensure!(
+        api.post("/config/loadbalancer", &body(PORT, &[0, 1]))?
+            .is_success()
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let created = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut load = Vec::new();
+    for w in 0..16u16 {
+        let (api, stop, created) = (api.clone(), stop.clone(), created.clone());
+        load.push(std::thread::spawn(move || -> Result<()> {
+            let mut i = 0u16;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 600 {
+                let eps = [(endpoint_ip(usize::from(i % 2)), EP_PORT)];
+                let port = 2000 + w * 600 + i;
+                let b = kube_loxilb_body(EIP, &VIP.to_string(), port, "tcp", "load", &eps);
+                ensure!(api.post("/config/loadbalancer", &b)?.is_success());
+                created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i += 1;
+            }
+            Ok(())
+        }));
+    }
+    let health = on_port(&api, 18080);
+    let mut times = Vec::new();
+    let t0 = Instant::now();
+    while times.len() < 300 {
+        let t = Instant::now();
+        let a = health.get_at("/health/lb/web:llb-inst0")?;
+        times.push(t.elapsed());
+        ensure!(a.status == 200, "{} {}", a.status, a.body);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let during = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        l.join()
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+    }
+    times.sort();
+    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    let n = created.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "health check under API load ({n} services created in {} ms by 16 clients): p50 {} us, p99 {} us, max {} us; loadavg {}",
+        during.as_millis(),
+        pct(0.5).as_micros(),
+        pct(0.99).as_micros(),
+        times[times.len() - 1].as_micros(),
+        std::fs::read_to_string("/proc/loadavg")?.trim()
+    );
+    lab.stop()
+}
