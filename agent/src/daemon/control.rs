@@ -25,10 +25,7 @@ use floatlb_api::{
         BfdStatus, CiRole, CiStateRequest, FloatingStatus, HaMode, StatusReport, TransitionList,
         TransitionRecord as WireTransition,
     },
-    wire::{
-        BfdList, BfdSession, CiStateEntry, CiStateList, ConntrackEntry, ConntrackList,
-        EndpointList, EndpointState,
-    },
+    wire::{BfdList, BfdSession, CiStateEntry, CiStateList, ConntrackEntry, ConntrackList},
 };
 use tokio::sync::oneshot;
 
@@ -627,60 +624,6 @@ impl<D: Datapath> Daemon<D> {
             })
             .collect();
         Ok(ConntrackList { ct_attr })
-    }
-
-    fn endpoint_list(&self) -> EndpointList {
-        let mut attr = Vec::new();
-        let interval = self
-            .prober
-            .as_ref()
-            .map_or(0, |p| p.defaults.interval.as_secs() as i64);
-        for s in &self.services {
-            let name = super::health::service_label(s);
-            let key = s.key();
-            let states = self.ep_states.get(&key);
-            for e in &s.endpoints {
-                let st = states.and_then(|m| m.get(&(e.ip, e.port)));
-                let probe_type = match st {
-                    Some(_) => s
-                        .probe
-                        .probe_type
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_else(|| "tcp".into()),
-                    None => "none".into(),
-                };
-                let delay = |us: u64| {
-                    if us == 0 || us == u64::MAX {
-                        String::new()
-                    } else {
-                        format!("{:.3}ms", us as f64 / 1000.0)
-                    }
-                };
-                let (mn, sum, n, mx) = st.map_or((0, 0, 0, 0), |x| x.rtt_stats);
-                attr.push(EndpointState {
-                    host_name: e.ip.to_string(),
-                    name: format!("{name}/{}:{}", e.ip, e.port),
-                    inactive_retries: st.map_or(0, |x| i64::from(x.against)),
-                    probe_type,
-                    probe_req: s.probe.request.clone(),
-                    probe_resp: s.probe.response.clone(),
-                    probe_duration: if st.is_some() { interval } else { 0 },
-                    probe_port: s.probe.port,
-                    min_delay: delay(mn),
-                    avg_delay: delay(sum.checked_div(n).unwrap_or(0)),
-                    max_delay: delay(mx),
-                    // loxilb's words: ok (serving) or nok (down).
-                    curr_state: if self.endpoint_up(&key, e.ip, e.port) {
-                        "ok".into()
-                    } else {
-                        "nok".into()
-                    },
-                    last_probe: st.map(|x| x.last.clone()).unwrap_or_default(),
-                    last_probe_time: st.map_or(0, |x| x.last_unix_ms),
-                });
-            }
-        }
-        EndpointList { attr }
     }
 
     fn status(&self) -> StatusReport {
