@@ -441,6 +441,29 @@ fn probes_take_dead_endpoints_out_and_the_health_check_follows() -> Result<()> {
     println!("first endpoint: {e}");
     verdict(200, "ok", 3)?;
     ensure!(lab.tcp_answering(PORT, 24)? == BTreeSet::from([0, 1, 2]));
+    // A UDP service probed with loxilb's rule, and one UDP flow to endpoint 0.
+    let eps: Vec<(Ipv4Addr, u16)> = (0..3).map(|i| (endpoint_ip(i), EP_PORT)).collect();
+    let udp_body = kube_loxilb_body(EIP, &VIP.to_string(), PORT, "udp", "dns", &eps)
+        .replace("\"Monitor\":false", "\"Monitor\":true")
+        .replace(
+            "\"probetype\":\"\"",
+            "\"probetype\":\"udp\",\"probeRetries\":2,\"probeTimeout\":1",
+        );
+    ensure!(api.post("/config/loadbalancer", &udp_body)?.is_success());
+    let vip = SocketAddr::from((VIP, PORT));
+    let udp_flow = lab
+        .topo
+        .client
+        .enter(move || -> Result<std::net::UdpSocket> {
+            for i in 0..200 {
+                let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+                if floatlb_tests::servers::udp_exchange(&sock, vip, &payload(i, 32))? == 0 {
+                    return Ok(sock);
+                }
+            }
+            bail!("no UDP flow reached endpoint 0")
+        })??;
     // A connection to endpoint 2 that stays open while others die.
     let vip = SocketAddr::from((VIP, PORT));
     let mut kept = lab
@@ -466,6 +489,29 @@ fn probes_take_dead_endpoints_out_and_the_health_check_follows() -> Result<()> {
             "endpoint {dead} marked down {} ms after it died",
             t.elapsed().as_millis()
         );
+        if dead == 0 {
+            // Its UDP flow moves (after the next conntrack sweep).
+            let moved = poll_until("the UDP flow to move", Duration::from_secs(10), || {
+                let sock = udp_flow.try_clone().ok()?;
+                let got = lab
+                    .topo
+                    .client
+                    .enter(move || floatlb_tests::servers::udp_exchange(&sock, vip, b"again").ok())
+                    .ok()??;
+                (got != 0).then_some(got)
+            })?;
+            println!("the UDP flow to endpoint 0 moved to endpoint {moved}");
+            let v = api.get("/config/endpoint/all")?.json()?;
+            let name = format!("dns:llb-inst0/{}:{EP_PORT}", endpoint_ip(0));
+            let e = v["Attr"]
+                .as_array()
+                .and_then(|l| l.iter().find(|e| e["name"] == name.as_str()))
+                .context("the UDP service's endpoint 0")?;
+            ensure!(
+                e["currState"] == "nok" && e["lastProbe"] == "ICMP port unreachable",
+                "the UDP probe found endpoint 0 down by its port unreachable: {e}"
+            );
+        }
         verdict(200, "ok", healthy)?;
         let seen = lab.tcp_answering(PORT, 16)?;
         ensure!(
