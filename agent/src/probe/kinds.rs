@@ -329,6 +329,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn http_probes_read_the_status_and_the_body() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (i, conn) in l.incoming().take(2).enumerate() {
+                let mut c = conn.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                let answer: &[u8] = if i == 0 {
+                    b"HTTP/1.0 200 OK\r\n\r\nalive"
+                } else {
+                    b"HTTP/1.0 500 Oops\r\n\r\n"
+                };
+                let _ = c.write_all(answer);
+            }
+        });
+        let t = Duration::from_secs(2);
+        let lo = Ipv4Addr::LOCALHOST;
+        assert_eq!(
+            probe(&Kind::Http, lo, port, "/healthz", "alive", t).await,
+            Ok(())
+        );
+        assert_eq!(
+            probe(&Kind::Http, lo, port, "/healthz", "", t).await,
+            Err("HTTP 500".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn ping_gets_an_echo_reply_where_raw_sockets_are_allowed() {
+        let r = probe(
+            &Kind::Ping,
+            Ipv4Addr::LOCALHOST,
+            0,
+            "",
+            "",
+            Duration::from_secs(1),
+        )
+        .await;
+        match r {
+            Err(e) if e.starts_with("raw ICMP socket") => {
+                eprintln!("not root: {e}; the agent runs as root")
+            }
+            other => assert_eq!(other, Ok(())),
+        }
+    }
+
+    #[tokio::test]
     async fn tcp_refused_is_down_and_accepted_is_up() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
