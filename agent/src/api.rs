@@ -92,8 +92,10 @@ impl BoundApi {
         tx: mpsc::Sender<Request>,
         limits: Limits,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
+        health_tx: mpsc::Sender<Request>,
     ) -> RunningApi {
         let mut state = ApiState::new(tx, self.token, limits, env!("CARGO_PKG_VERSION"));
+        state.health_tx = Some(health_tx);
         state.observer = Some(std::sync::Arc::new(crate::metrics::ApiCounter(
             metrics.clone(),
         )));

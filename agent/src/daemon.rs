@@ -197,6 +197,8 @@ pub struct Daemon<D: Datapath> {
     sweeper: Option<SweeperThread>,
     /// API requests (bounded: backpressure on a flood of requests).
     api_rx: Option<tokio::sync::mpsc::Receiver<floatlb_api::Request>>,
+    /// Health checks, on a queue of their own (see [`Daemon::set_health_queue`]).
+    health_rx: Option<tokio::sync::mpsc::Receiver<floatlb_api::Request>>,
     /// The state store and the replies waiting for it.
     durability: control::Durability,
     limits: Limits,
@@ -344,6 +346,7 @@ impl<D: Datapath> Daemon<D> {
             ha: None,
             sweeper: None,
             api_rx: None,
+            health_rx: None,
             durability: control::Durability::new(None),
             limits,
             neigh_queue: Vec::new(),
@@ -358,6 +361,13 @@ impl<D: Datapath> Daemon<D> {
     /// Serves API requests from `rx` (see [`floatlb_api::router`]).
     pub fn set_api(&mut self, rx: tokio::sync::mpsc::Receiver<floatlb_api::Request>) {
         self.api_rx = Some(rx);
+    }
+
+    /// Serves health checks from `rx`, beside the API queue: the owner
+    /// picks among ready queues at random, so a GSLB's check waits for a
+    /// few events, not behind every queued change.
+    pub fn set_health_queue(&mut self, rx: tokio::sync::mpsc::Receiver<floatlb_api::Request>) {
+        self.health_rx = Some(rx);
     }
 
     /// Makes accepted changes durable in `store` before they are
@@ -514,6 +524,7 @@ impl<D: Datapath> Daemon<D> {
                     None => break,
                 },
                 Some(req) = next_request(&mut self.api_rx) => Event::Api(req),
+                Some(req) = next_request(&mut self.health_rx) => Event::Api(req),
                 () = sleep_until(deadline) => Event::HaTimer,
             };
             if let Event::Shutdown { signal } = ev {

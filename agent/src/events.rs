@@ -22,7 +22,8 @@
 //!               └───────────────────┘── AdminDown/Up ──▶ BFD thread
 //!                         ▲          ── records ──▶ stdout, state-file thread, metrics
 //!                         │          ── probe plan ──▶ prober task
-//!  API server tasks ──────┘ Api (bounded queue, each with a reply channel)
+//!  API server tasks ──────┘ Api (bounded queue, each with a reply channel;
+//!                             health checks on a second bounded queue of their own)
 //!  ct-expiry thread: walks conntrack with its own map handles, sends nothing
 //!  GET /metrics: reads datapath maps (own handles) and asks the BFD thread
 //!    for counters directly; it sends nothing to the owner

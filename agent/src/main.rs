@@ -154,17 +154,20 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
     daemon.set_file_services(file_keys);
     // The API opens only now, with the restored state in place.
     let (api_tx, api_rx) = tokio::sync::mpsc::channel(floatlb_agent::api::QUEUE);
+    let (health_tx, health_rx) = tokio::sync::mpsc::channel(floatlb_agent::api::QUEUE);
     if api.is_some() || health_listener.is_some() {
         daemon.set_api(api_rx);
+        daemon.set_health_queue(health_rx);
     }
     // --health-listen: the health checks alone, no token, same queue.
     let health = health_listener.map(|l| {
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let state =
+        let mut state =
             floatlb_api::ApiState::new(api_tx.clone(), None, limits, env!("CARGO_PKG_VERSION"));
+        state.health_tx = Some(health_tx.clone());
         (stop, floatlb_agent::health::serve(l, state, stopped))
     });
-    let api = api.map(|a| a.serve(api_tx, limits, metrics.clone()));
+    let api = api.map(|a| a.serve(api_tx, limits, metrics.clone(), health_tx));
     if let Err(e) = daemon.spawn_feeders(signals) {
         daemon.abort()?;
         return Err(e.into());

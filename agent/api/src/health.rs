@@ -32,7 +32,7 @@ use crate::{
     command::{Command, CommandError, Reply},
     model::{Protocol, ServiceKey, parse_port},
     response::{ApiError, json},
-    router::{ApiState, exec},
+    router::{ApiState, exec_on},
 };
 
 /// Which service a health check asks about.
@@ -113,7 +113,8 @@ fn parse_params(p: &HealthParams) -> Result<(bool, u16), CommandError> {
 }
 
 async fn answer(st: &ApiState, q: HealthQuery) -> Result<Response, ApiError> {
-    match exec(st, Command::Health(q)).await? {
+    let tx = st.health_tx.as_ref().unwrap_or(&st.tx);
+    match exec_on(tx, Command::Health(q)).await? {
         Reply::Health(a) => {
             let code = if a.result == "ok" {
                 StatusCode::OK

@@ -59,6 +59,10 @@ pub struct ApiState {
     pub request_timeout: Duration,
     /// Told of every answered request (metrics), if set.
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// A queue of its own for health checks, if set: the owner serves it
+    /// beside the API queue, so a GSLB's check does not wait behind every
+    /// queued change.
+    pub health_tx: Option<mpsc::Sender<Request>>,
 }
 
 /// Sees every answered request: its route template (`/netlox/v1/config/...`
@@ -83,6 +87,7 @@ impl ApiState {
             version,
             request_timeout: DEFAULT_TIMEOUT,
             observer: None,
+            health_tx: None,
         }
     }
 }
@@ -239,9 +244,13 @@ async fn fallback(req: HttpRequest) -> ApiError {
 
 /// Sends `cmd` to the owner task and awaits its answer.
 pub(crate) async fn exec(st: &ApiState, cmd: Command) -> Result<Reply, ApiError> {
+    exec_on(&st.tx, cmd).await
+}
+
+/// Sends `cmd` on `tx` and awaits the owner's answer.
+pub(crate) async fn exec_on(tx: &mpsc::Sender<Request>, cmd: Command) -> Result<Reply, ApiError> {
     let (reply, rx) = oneshot::channel();
-    st.tx
-        .send(Request { cmd, reply })
+    tx.send(Request { cmd, reply })
         .await
         .map_err(|_| CommandError::Unavailable("the agent is not accepting commands".into()))?;
     match rx.await {
