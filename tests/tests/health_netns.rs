@@ -519,6 +519,23 @@ fn probes_take_dead_endpoints_out_and_the_health_check_follows() -> Result<()> {
             "after endpoint {dead} died new flows reach {seen:?}, want {left:?}"
         );
     }
+    // floatctl shows the same states, last probes and times.
+    let floatctl = floatlb_binary()?.with_file_name("floatctl");
+    let table = lab
+        .topo
+        .lb
+        .run(&floatctl.to_string_lossy(), &["get", "ep"])?;
+    let row = |i: usize| {
+        table
+            .lines()
+            .find(|l| l.contains(&format!("web:llb-inst0/{}:{EP_PORT}", endpoint_ip(i))))
+            .unwrap_or("")
+            .to_string()
+    };
+    ensure!(
+        row(0).contains("| nok ") && row(0).contains("refused") && row(2).contains("| ok "),
+        "floatctl get ep:\n{table}"
+    );
     // The flow to the surviving endpoint was never disturbed.
     let echo = lab.topo.client.enter(move || -> Result<Vec<u8>> {
         use std::io::{Read, Write};
