@@ -20,6 +20,7 @@
 
 pub mod ha;
 pub mod scrape;
+pub mod stream;
 
 use std::sync::{Arc, Mutex};
 
@@ -159,61 +160,24 @@ impl Metrics {
             ])
             .inc();
     }
-
-    /// Takes the scrape-time readings and encodes everything as
-    /// OpenMetrics text ([`OPENMETRICS`]); [`classic`] turns it into the
-    /// Prometheus text format ([`CLASSIC`]).
-    pub async fn scrape(&self) -> String {
-        let _one = self.scraping.lock().await;
-        self.sources.refresh().await;
-        let mut out = String::with_capacity(1 << 16);
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::error!(%error, "cannot encode the metrics");
-        }
-        self.sources.clear();
-        out
-    }
 }
 
-/// The content type of [`Metrics::scrape`]'s answer.
+/// The content type of an OpenMetrics scrape.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// The content type of [`classic`]'s answer.
+/// The content type of a Prometheus text format scrape.
 pub const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// OpenMetrics text to the Prometheus text format (0.0.4), which
-/// `promtool check metrics`, older scrapers and people with curl read:
-/// a counter's HELP and TYPE lines name its `_total` samples, and the
-/// `# EOF` and `# UNIT` lines go. Prometheus itself asks for OpenMetrics
-/// (its Accept header), and gets it unchanged.
+/// `promtool check metrics`, older scrapers and people with curl read
+/// (see [`stream::Classic`]). Prometheus itself asks for OpenMetrics (its
+/// Accept header), and gets it unchanged.
 pub fn classic(om: &str) -> String {
-    let counters: std::collections::HashSet<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(om.len() + counters.len() * 16);
-    for line in om.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        match meta {
-            Some((p, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                out.push_str(p);
-                out.push_str(name);
-                if counters.contains(name) {
-                    out.push_str("_total");
-                }
-                out.push(' ');
-                out.push_str(tail);
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
+    let mut c = stream::Classic::default();
+    let mut out = String::with_capacity(om.len() + 1024);
+    for l in om.lines() {
+        c.line(l, &mut out);
     }
+    c.release(&mut out);
     out
 }
 
@@ -242,12 +206,17 @@ pub fn routes<S: Clone + Send + Sync + 'static>(metrics: Arc<Metrics>) -> axum::
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("application/openmetrics-text"));
-        let text = m.scrape().await;
-        if om {
-            ([(header::CONTENT_TYPE, OPENMETRICS)], text)
-        } else {
-            ([(header::CONTENT_TYPE, CLASSIC)], classic(&text))
-        }
+        let rx = stream::start(m, !om);
+        let chunks = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+        });
+        let ct = if om { OPENMETRICS } else { CLASSIC };
+        (
+            [(header::CONTENT_TYPE, ct)],
+            axum::body::Body::from_stream(chunks),
+        )
     }
     axum::Router::new()
         .route("/metrics", get(get_metrics))
