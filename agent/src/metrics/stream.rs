@@ -37,15 +37,12 @@ impl Classic {
         if let Some(rest) = line.strip_prefix("# TYPE ")
             && let Some(name) = rest.strip_suffix(" counter")
         {
-            match self.held.take() {
-                Some(help) => {
-                    let tail = help
-                        .strip_prefix(name)
-                        .and_then(|t| t.strip_prefix(' '))
-                        .unwrap_or("");
-                    out.push_str(&format!("# HELP {name}_total {tail}\n"));
-                }
-                None => {}
+            if let Some(help) = self.held.take() {
+                let tail = help
+                    .strip_prefix(name)
+                    .and_then(|t| t.strip_prefix(' '))
+                    .unwrap_or("");
+                out.push_str(&format!("# HELP {name}_total {tail}\n"));
             }
             out.push_str(&format!("# TYPE {name}_total counter\n"));
             return;
