@@ -625,6 +625,42 @@ fn the_health_check_says_not_master_on_the_backup_and_follows_a_failover() -> Re
         "health check 200 on the new MASTER {} ms after the old one died",
         took.as_millis()
     );
+    // The survivor's metrics tell the same story, and pass promtool.
+    let text = poll_until(
+        "the promote's cloud calls in the metrics",
+        Duration::from_secs(10),
+        || {
+            let body = apis[b].get_at("/metrics").ok()?.body;
+            let calls = sample(
+                &body,
+                "floatlb_cloud_call_duration_seconds_count{action=\"garp:Announce\",outcome=\"ok\"}",
+            )?;
+            (calls >= 1.0).then_some(body)
+        },
+    )?;
+    promtool(&text)?;
+    ensure!(
+        sample(&text, "floatlb_ha_role{role=\"master\"}") == Some(1.0),
+        "role"
+    );
+    ensure!(
+        text.lines().any(|l| l.starts_with(
+            "floatlb_ha_transitions_total{from=\"backup\",to=\"master\",reason=\"claim (PeerLost)\"}"
+        )),
+        "the claim is counted by its reason"
+    );
+    ensure!(
+        sample(&text, "floatlb_bfd_packets_received_total").is_some_and(|n| n > 0.0),
+        "BFD packets received"
+    );
+    let down = format!(
+        "floatlb_bfd_session_state{{peer=\"{}\",state=\"down\"}}",
+        hapair::lb_ip(m)
+    );
+    ensure!(
+        sample(&text, &down) == Some(1.0),
+        "BFD down after the peer died"
+    );
     // FLOATLB_SCREENSHOT=PATH keeps a screenshot of the survivor's status
     // page, failover timeline included (docs/status-page.png).
     if let Ok(path) = std::env::var("FLOATLB_SCREENSHOT") {
