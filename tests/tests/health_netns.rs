@@ -218,6 +218,12 @@ fn a_live_scrape_passes_promtool_and_counts_the_traffic_it_saw() -> Result<()> {
     )
     .context("no service counter")?;
     ensure!(svc == total, "service {svc} != sum of endpoints {total}");
+    let flows = sample(
+        &body,
+        &format!("floatlb_service_active_flows{{service=\"{service}\"}}"),
+    )
+    .context("no flow gauge")?;
+    ensure!(flows > 0.0, "the sweep counted no flows of {service}");
     ensure!(
         sample(
             &body,
