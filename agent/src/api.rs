@@ -85,10 +85,21 @@ pub async fn bind(args: &ApiArgs) -> Result<Option<BoundApi>, ApiSetupError> {
 }
 
 impl BoundApi {
-    /// Serves requests, sending each to `tx` (the owner task).
-    pub fn serve(self, tx: mpsc::Sender<Request>, limits: Limits) -> RunningApi {
-        let state = ApiState::new(tx, self.token, limits, env!("CARGO_PKG_VERSION"));
-        let router = floatlb_api::router(state);
+    /// Serves requests, sending each to `tx` (the owner task), with
+    /// `GET /metrics` from `metrics`, which also counts every request.
+    pub fn serve(
+        self,
+        tx: mpsc::Sender<Request>,
+        limits: Limits,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        health_tx: mpsc::Sender<Request>,
+    ) -> RunningApi {
+        let mut state = ApiState::new(tx, self.token, limits, env!("CARGO_PKG_VERSION"));
+        state.health_tx = Some(health_tx);
+        state.observer = Some(std::sync::Arc::new(crate::metrics::ApiCounter(
+            metrics.clone(),
+        )));
+        let router = floatlb_api::router_with(state, crate::metrics::routes(metrics));
         let (stop, stopped) = oneshot::channel::<()>();
         let addr = self.listener.local_addr().ok();
         let task = tokio::spawn(async move {

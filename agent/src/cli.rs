@@ -107,6 +107,9 @@ pub struct RunArgs {
     pub api: ApiArgs,
     #[command(flatten)]
     pub sync: crate::sync::SyncArgs,
+    /// Endpoint probes and the per-service health check (issue 12).
+    #[command(flatten)]
+    pub health: crate::health::HealthArgs,
 }
 
 /// The REST API (loxilb's, what kube-loxilb drives) and the state it

@@ -31,6 +31,7 @@ use std::{
 };
 
 mod control;
+pub mod health;
 mod sweeper;
 
 use sweeper::SweeperThread;
@@ -78,6 +79,11 @@ pub trait Datapath {
     fn conntrack_sweeper(
         &self,
     ) -> Result<Box<dyn FnMut() -> Result<usize, Self::Error> + Send>, Self::Error>;
+    /// A reader of the datapath's counters for metrics, to run on another
+    /// thread with its own map handles (None: no counters to offer).
+    fn stats_reader(&self) -> Option<crate::metrics::scrape::StatsFn> {
+        None
+    }
     /// Drops the program's cached next hops (after a route change).
     fn invalidate_nexthops(&mut self) -> Result<(), Self::Error>;
     /// Next hops the program found unresolved since the last call.
@@ -139,6 +145,8 @@ pub struct DaemonOptions {
     pub neighbour_refresh_interval: Duration,
     /// How often the datapath's unresolved-neighbour reports are drained.
     pub event_poll_interval: Duration,
+    /// Which endpoints are in this node's zone (health checks, `?local=1`).
+    pub zones: crate::health::Zones,
 }
 
 /// A cloneable way to talk to the running daemon.
@@ -191,6 +199,8 @@ pub struct Daemon<D: Datapath> {
     sync: Option<floatlb_sync::SyncService>,
     /// API requests (bounded: backpressure on a flood of requests).
     api_rx: Option<tokio::sync::mpsc::Receiver<floatlb_api::Request>>,
+    /// Health checks, on a queue of their own (see [`Daemon::set_health_queue`]).
+    health_rx: Option<tokio::sync::mpsc::Receiver<floatlb_api::Request>>,
     /// The state store and the replies waiting for it.
     durability: control::Durability,
     limits: Limits,
@@ -202,6 +212,12 @@ pub struct Daemon<D: Datapath> {
     /// The rules the `--config` file holds (its last read): a reload
     /// removes only those the file dropped, never the API's.
     file_keys: std::collections::HashSet<crate::config::ServiceKey>,
+    /// Endpoint probe results (see [`health`]).
+    ep_states: health::EpStates,
+    /// The endpoint prober, when started ([`Daemon::set_prober`]).
+    prober: Option<crate::probe::Prober>,
+    /// Where endpoint states are exported.
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// What the state store brought back besides the services.
@@ -333,17 +349,28 @@ impl<D: Datapath> Daemon<D> {
             sweeper: None,
             sync: None,
             api_rx: None,
+            health_rx: None,
             durability: control::Durability::new(None),
             limits,
             neigh_queue: Vec::new(),
             restored: Restored::default(),
             file_keys: Default::default(),
+            ep_states: Default::default(),
+            prober: None,
+            metrics: None,
         })
     }
 
     /// Serves API requests from `rx` (see [`floatlb_api::router`]).
     pub fn set_api(&mut self, rx: tokio::sync::mpsc::Receiver<floatlb_api::Request>) {
         self.api_rx = Some(rx);
+    }
+
+    /// Serves health checks from `rx`, beside the API queue: the owner
+    /// picks among ready queues at random, so a GSLB's check waits for a
+    /// few events, not behind every queued change.
+    pub fn set_health_queue(&mut self, rx: tokio::sync::mpsc::Receiver<floatlb_api::Request>) {
+        self.health_rx = Some(rx);
     }
 
     /// Makes accepted changes durable in `store` before they are
@@ -511,6 +538,7 @@ impl<D: Datapath> Daemon<D> {
                     None => break,
                 },
                 Some(req) = next_request(&mut self.api_rx) => Event::Api(req),
+                Some(req) = next_request(&mut self.health_rx) => Event::Api(req),
                 () = sleep_until(deadline) => Event::HaTimer,
             };
             if let Event::Shutdown { signal } = ev {
@@ -594,6 +622,7 @@ impl<D: Datapath> Daemon<D> {
                 }
             }
             Event::Api(req) => self.on_api(req).await,
+            Event::Probes(outcomes) => self.on_probes(outcomes),
             Event::Persisted(p) => self.on_persisted(p).await,
             Event::Sync(e) => {
                 if let (Some(h), Some(input)) = (self.ha.as_mut(), crate::sync::ha_input(e)) {
@@ -712,7 +741,8 @@ impl<D: Datapath> Daemon<D> {
                 return;
             }
         };
-        match self.dp.sync_services(&merged) {
+        let view: Vec<Service> = merged.iter().map(|s| self.dp_view(s)).collect();
+        match self.dp.sync_services(&view) {
             Ok(()) => {
                 tracing::info!(
                     services = merged.len(),
@@ -724,6 +754,7 @@ impl<D: Datapath> Daemon<D> {
                 self.services = merged;
                 self.file_keys = new_keys;
                 self.floating_changed();
+                self.probe_resync();
                 for key in gone {
                     let (reply, _) = tokio::sync::oneshot::channel();
                     let change = crate::store::Change::DeleteService {
@@ -756,10 +787,15 @@ impl<D: Datapath> Daemon<D> {
     pub fn is_active(&self) -> bool {
         self.active
     }
+
+    /// The datapath's counter reader, for metrics.
+    pub fn stats_reader(&self) -> Option<crate::metrics::scrape::StatsFn> {
+        self.dp.stats_reader()
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -767,7 +803,7 @@ mod tests {
 
     /// Records every datapath call, so the owner loop's decisions can be checked.
     #[derive(Clone, Default)]
-    struct Recorder {
+    pub(crate) struct Recorder {
         calls: Arc<Mutex<Vec<String>>>,
         fail_attach: Option<&'static str>,
         unresolved: Vec<Ipv4Addr>,
@@ -775,13 +811,13 @@ mod tests {
 
     #[derive(Debug, thiserror::Error)]
     #[error("refused by test")]
-    struct Refused;
+    pub(crate) struct Refused;
 
     impl Recorder {
         fn push(&self, s: String) {
             self.calls.lock().unwrap().push(s);
         }
-        fn calls(&self) -> Vec<String> {
+        pub(crate) fn calls(&self) -> Vec<String> {
             self.calls.lock().unwrap().clone()
         }
     }
@@ -853,7 +889,7 @@ mod tests {
     const CFG: &str = r#"{"lbAttr":[{"serviceArguments":{"externalIP":"192.0.2.1","port":80,"protocol":"tcp","sel":1,"mode":2},
         "endpoints":[{"endpointIP":"10.0.0.5","targetPort":8080,"weight":1},{"endpointIP":"10.0.0.6","targetPort":8080,"weight":2}]}]}"#;
 
-    fn opts(dir: &std::path::Path, keep_pinned: bool) -> DaemonOptions {
+    pub(crate) fn opts(dir: &std::path::Path, keep_pinned: bool) -> DaemonOptions {
         let path = dir.join("lb.json");
         std::fs::write(&path, CFG).unwrap();
         DaemonOptions {
@@ -868,11 +904,12 @@ mod tests {
             conntrack_expiry_interval: Duration::from_secs(2),
             neighbour_refresh_interval: Duration::from_secs(15),
             event_poll_interval: Duration::from_millis(250),
+            zones: Default::default(),
         }
     }
 
     /// A scratch directory removed on drop.
-    struct Scratch(PathBuf);
+    pub(crate) struct Scratch(PathBuf);
 
     impl std::ops::Deref for Scratch {
         type Target = std::path::Path;
@@ -887,7 +924,7 @@ mod tests {
         }
     }
 
-    fn tempdir(tag: &str) -> Scratch {
+    pub(crate) fn tempdir(tag: &str) -> Scratch {
         let d = std::env::temp_dir().join(format!("floatlb-daemon-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         Scratch(d)

@@ -15,16 +15,21 @@
 //!  cloud worker task ─────┤ Cloud          (EC2 / gARP jobs, one after another)
 //!  persist thread ────────┤ Persisted      (journal appends + fsync, group commit)
 //!  sync threads ──────────┤ Sync           (agent/sync: resync done, peer streaming)
+//!  prober task ───────────┤ Probes         (endpoint probe outcomes, batched; bounded concurrency)
 //!                         ▼
 //!               ┌───────────────────┐   owner's own deadline: HaTimer
 //!               │    owner task     │── datapath (maps, attach)    [sync calls]
 //!               │ (Daemon::run)     │── jobs ──▶ cloud worker
 //!               └───────────────────┘── AdminDown/Up ──▶ BFD thread
-//!                         ▲          ── records ──▶ stdout, state-file thread
-//!  API server tasks ──────┘ Api (bounded queue, each with a reply channel)
+//!                         ▲          ── records ──▶ stdout, state-file thread, metrics
+//!                         │          ── probe plan ──▶ prober task
+//!  API server tasks ──────┘ Api (bounded queue, each with a reply channel;
+//!                             health checks on a second bounded queue of their own)
 //!  ct-expiry thread: walks conntrack with its own map handles, sends nothing
 //!  sync threads: listener, reports (ring buffer), sender; own map handles;
 //!                the owner only flips them MASTER/BACKUP (SyncService::set_active)
+//!  GET /metrics: reads datapath maps (own handles) and asks the BFD thread
+//!    for counters directly; it sends nothing to the owner
 //! ```
 //!
 //! Internal producers use an unbounded queue ([`EventTx`]): a BFD change
@@ -66,6 +71,9 @@ pub enum Event {
     Sync(floatlb_sync::SyncEvent),
     /// Answered once every event sent before it has been handled.
     Flush(oneshot::Sender<()>),
+    /// Endpoint probe outcomes (prober task); the owner applies the
+    /// retries' hysteresis and changes the datapath.
+    Probes(Vec<crate::probe::Outcome>),
 }
 
 /// The sending side of the owner's queue (internal producers).

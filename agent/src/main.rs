@@ -58,6 +58,7 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
         neighbour_refresh_interval: Duration::from_secs(dp_args.neigh_refresh_secs.max(1)),
         // A new MASTER learns its clients' next hops from these reports, so
         // with HA they are drained often (a cheap map read).
+        zones: floatlb_agent::health::Zones::from_args(&run.health),
         event_poll_interval: Duration::from_millis(
             if run.ha.ka.is_some() || run.cloud.cloud != CloudKind::None {
                 20
@@ -91,6 +92,7 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
     tracing::info!(state_dir = %run.api.state_dir.display(), restored = stored.services.len(),
         from_config = to_persist.len(), services = cfg.services.len(), "state restored");
     let api = floatlb_agent::api::bind(&run.api).await?;
+    let health_listener = floatlb_agent::health::bind(run.health.health_listen).await?;
     // Everything that can fail without side effects comes before the
     // datapath is opened, so a failure leaves nothing behind.
     let resolver = Resolver::new()?;
@@ -144,18 +146,48 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
     };
     let mut daemon = Daemon::start(opts, dp, cfg, Some(resolver), (events, queue))?;
     daemon.set_sync(sync);
-    if let Some(ha) = ha {
+    // Metrics (GET /metrics): the HA record log and the BFD thread feed
+    // them; the datapath's counters are read with handles of their own.
+    let metrics = Arc::new(floatlb_agent::metrics::Metrics::new());
+    if let Some(reader) = daemon.stats_reader() {
+        metrics.sources.set_datapath(reader);
+    }
+    // Endpoint probes (services with Monitor set), off the owner task.
+    let prober = floatlb_agent::probe::Prober::spawn(
+        floatlb_agent::probe::Defaults::from_args(&run.health),
+        daemon.handle().events(),
+        Some(metrics.clone()),
+    );
+    daemon.set_prober(prober, Some(metrics.clone()));
+    if let Some(mut ha) = ha {
+        let sink = metrics
+            .ha
+            .sink(ha.lease_ttl(), floatlb_agent::ha::machine::Role::Init);
+        ha.subscribe(Box::new(sink));
+        if let Some(s) = ha.bfd_snapshotter() {
+            metrics.sources.set_bfd(s);
+        }
         daemon.set_ha(ha);
     }
     daemon.set_store(store, restored.rest);
     daemon.persist_services(&to_persist);
     daemon.set_file_services(file_keys);
     // The API opens only now, with the restored state in place.
-    let api = api.map(|a| {
-        let (tx, rx) = tokio::sync::mpsc::channel(floatlb_agent::api::QUEUE);
-        daemon.set_api(rx);
-        a.serve(tx, limits)
+    let (api_tx, api_rx) = tokio::sync::mpsc::channel(floatlb_agent::api::QUEUE);
+    let (health_tx, health_rx) = tokio::sync::mpsc::channel(floatlb_agent::api::QUEUE);
+    if api.is_some() || health_listener.is_some() {
+        daemon.set_api(api_rx);
+        daemon.set_health_queue(health_rx);
+    }
+    // --health-listen: the health checks alone, no token, same queue.
+    let health = health_listener.map(|l| {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let mut state =
+            floatlb_api::ApiState::new(api_tx.clone(), None, limits, env!("CARGO_PKG_VERSION"));
+        state.health_tx = Some(health_tx.clone());
+        (stop, floatlb_agent::health::serve(l, state, stopped))
     });
+    let api = api.map(|a| a.serve(api_tx, limits, metrics.clone(), health_tx));
     if let Err(e) = daemon.spawn_feeders(signals) {
         daemon.abort()?;
         return Err(e.into());
@@ -169,6 +201,10 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
     daemon.run().await?;
     if let Some(api) = api {
         api.stop().await;
+    }
+    if let Some((stop, task)) = health {
+        let _ = stop.send(());
+        let _ = task.await;
     }
     Ok(())
 }

@@ -96,6 +96,16 @@ impl Datapath for XdpDatapath {
         Ok(Box::new(move || sweeper.expire()))
     }
 
+    fn stats_reader(&self) -> Option<crate::metrics::scrape::StatsFn> {
+        match self.dp.stats_reader() {
+            Ok(mut r) => Some(Box::new(move || r.read().map_err(Into::into))),
+            Err(error) => {
+                tracing::warn!(%error, "metrics: cannot open the datapath counters");
+                None
+            }
+        }
+    }
+
     fn invalidate_nexthops(&mut self) -> Result<(), DataplaneError> {
         self.dp.invalidate_nexthops()
     }

@@ -58,9 +58,37 @@ impl ApiClient {
 
     /// Sends one request; `path` is under `/netlox/v1`.
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer> {
+        self.call_at(method, &format!("/netlox/v1{path}"), body)
+    }
+
+    /// `GET` of a path outside `/netlox/v1` (`/metrics`, `/health/...`, `/`).
+    pub fn get_at(&self, path: &str) -> Result<Answer> {
+        self.call_at("GET", path, None)
+    }
+
+    /// `method` on the absolute `path` with extra request headers.
+    pub fn call_at_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer> {
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        self.send(method, path, None, &extra)
+    }
+
+    /// Sends one request to the absolute `path`.
+    pub fn call_at(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer> {
+        self.send(method, path, body, "")
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<&str>, extra: &str) -> Result<Answer> {
         let addr = self.addr;
         let mut req = format!(
-            "{method} /netlox/v1{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nConnection: close\r\n{extra}"
         );
         if let Some(t) = &self.token {
             req.push_str(&format!("Authorization: {t}\r\n"));

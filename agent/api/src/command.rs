@@ -31,6 +31,7 @@
 //! | `SetCiState` | `Invalid`, `Conflict` (e.g. refused under `--ka`) |
 //! | `SetBfd` | `NotFound` (no such session), `Invalid`, `Conflict` |
 //! | `DeleteAllServices` and every list/status command | none |
+//! | `Health` | `NotFound` (no such service) |
 
 use std::net::Ipv4Addr;
 
@@ -96,6 +97,8 @@ pub enum Command {
     Status,
     /// `GET /ha/transitions`: answer [`Reply::Transitions`].
     Transitions,
+    /// `GET /health/lb/...`: answer [`Reply::Health`] (or `NotFound`).
+    Health(crate::health::HealthQuery),
 }
 
 /// A cluster-instance role as loxilb names it.
@@ -161,6 +164,7 @@ pub enum Reply {
     Endpoints(EndpointList),
     Status(Box<StatusReport>),
     Transitions(TransitionList),
+    Health(crate::health::HealthAnswer),
 }
 
 /// Why a command failed; see the module docs for the HTTP mapping.

@@ -10,6 +10,7 @@
 //!   bodies, into typed [`model::Service`]s.
 //! - [`command`]: what a request becomes ([`command::Command`]) and what the
 //!   agent answers ([`command::Reply`], [`command::CommandError`]).
+//! - [`health`]: the per-service health check for GSLBs (`/health/lb/...`).
 //! - [`router`]: the axum router; [`server`]: plain HTTP, TLS, mTLS;
 //!   [`openapi`]: the OpenAPI 3.1 document; [`auth`]: the token.
 //!
@@ -46,6 +47,7 @@
 
 pub mod auth;
 pub mod command;
+pub mod health;
 pub mod model;
 pub mod openapi;
 pub mod response;
@@ -60,5 +62,5 @@ pub use model::{
     ConfigError, Endpoint, LbConfig, Limits, NatMode, Oper, ProbeSpec, ProbeType, Protocol,
     Selection, Service, ServiceKey,
 };
-pub use router::{ApiState, router};
+pub use router::{ApiState, RequestObserver, router, router_with};
 pub use server::{TlsFiles, serve};

@@ -234,8 +234,9 @@ impl ProbeType {
     }
 }
 
-/// The `Monitor` and probe fields, stored and returned unchanged. They have
-/// no effect yet (endpoint health checking is later work).
+/// The `Monitor` and probe fields, stored and returned unchanged. With
+/// `Monitor` set the agent probes the endpoints (see the agent's `probe`
+/// module); an sctp probe is refused at validation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProbeSpec {
     pub monitor: bool,

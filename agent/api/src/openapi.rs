@@ -56,6 +56,8 @@ Every answer is `Content-Type: application/json`; errors are `{code, fields, mes
         router::get_transitions,
         router::get_version,
         router::get_openapi,
+        crate::health::health_by_name,
+        crate::health::health_by_key,
     ),
     components(schemas(
         ErrorBody,
@@ -78,6 +80,7 @@ Every answer is `Content-Type: application/json`; errors are `{code, fields, mes
         EndpointList,
         EndpointState,
         VersionBody,
+        crate::health::HealthAnswer,
         StatusReport,
         HaMode,
         BfdStatus,
@@ -128,6 +131,13 @@ pub const ERRORS: &[(&str, &str, &[u16])] = &[
     ("get", "/netlox/v1/ha/transitions", CMD_GET),
     ("get", "/netlox/v1/version", &[401, 503]),
     ("get", "/netlox/v1/openapi.json", &[401, 503]),
+    // 503 is the health verdict itself (HealthAnswer), listed by the path.
+    ("get", "/health/lb/{name}", &[400, 401, 404, 500]),
+    (
+        "get",
+        "/health/lb/{ip}/{port}/{proto}",
+        &[400, 401, 404, 500],
+    ),
 ];
 
 fn describe(code: u16) -> &'static str {

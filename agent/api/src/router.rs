@@ -9,7 +9,8 @@
 //! 1. error shape: any error answer that is not already JSON (axum's own 405,
 //!    a rejected body) is rewritten into `{"code","fields","message","result"}`;
 //! 2. request timeout (503 in that shape);
-//! 3. token check (401), skipped for the liveness probe `GET /netlox/v1`;
+//! 3. token check (401), skipped for the liveness probe `GET /netlox/v1`
+//!    and the status page `GET /` (static; its own requests carry the token);
 //! 4. a 1 MiB body limit (413).
 
 use std::{collections::HashMap, net::Ipv4Addr, sync::Arc, time::Duration};
@@ -56,6 +57,19 @@ pub struct ApiState {
     pub version: &'static str,
     /// Longest a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// Told of every answered request (metrics), if set.
+    pub observer: Option<Arc<dyn RequestObserver>>,
+    /// A queue of its own for health checks, if set: the owner serves it
+    /// beside the API queue, so a GSLB's check does not wait behind every
+    /// queued change.
+    pub health_tx: Option<mpsc::Sender<Request>>,
+}
+
+/// Sees every answered request: its route template (`/netlox/v1/config/...`
+/// with `{ip}` placeholders; `unmatched` for unknown paths, so the label
+/// set stays bounded) and status code. The agent counts them in metrics.
+pub trait RequestObserver: std::fmt::Debug + Send + Sync {
+    fn observe(&self, route: &str, code: u16);
 }
 
 impl ApiState {
@@ -72,12 +86,21 @@ impl ApiState {
             limits,
             version,
             request_timeout: DEFAULT_TIMEOUT,
+            observer: None,
+            health_tx: None,
         }
     }
 }
 
 /// The API router. Serve it with [`crate::server::serve`].
 pub fn router(state: ApiState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API router with routes of the agent's own outside `/netlox/v1`
+/// (`GET /metrics`), served behind the same layers (token, timeout,
+/// error shape).
+pub fn router_with(state: ApiState, extra: Router<Arc<ApiState>>) -> Router {
     let state = Arc::new(state);
     let api = Router::new()
         .route("/config/loadbalancer", post(post_lb))
@@ -98,15 +121,51 @@ pub fn router(state: ApiState) -> Router {
         .route("/version", get(get_version))
         .route("/openapi.json", get(get_openapi));
     Router::new()
+        .route("/", get(status_page))
         .route(BASE, get(liveness))
         .route("/netlox/v1/", get(liveness))
         .nest(BASE, api)
+        .merge(crate::health::routes())
+        .merge(extra)
+        .route_layer(middleware::from_fn(tag_route))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), check_token))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(middleware::map_response(error_shape))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The route template a request matched, carried on its answer.
+#[derive(Debug, Clone)]
+struct RouteTag(String);
+
+/// Tags a routed request's answer with its route template.
+async fn tag_route(req: HttpRequest, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let mut resp = next.run(req).await;
+    if let Some(r) = route {
+        resp.extensions_mut().insert(RouteTag(r));
+    }
+    resp
+}
+
+/// Tells the observer (metrics) of each answered request.
+async fn observe(State(st): St, req: HttpRequest, next: Next) -> Response {
+    let Some(obs) = st.observer.clone() else {
+        return next.run(req).await;
+    };
+    let resp = next.run(req).await;
+    let route = resp
+        .extensions()
+        .get::<RouteTag>()
+        .map_or("unmatched", |t| t.0.as_str());
+    obs.observe(route, resp.status().as_u16());
+    resp
 }
 
 type St = State<Arc<ApiState>>;
@@ -114,7 +173,22 @@ type ApiResult = Result<Response, ApiError>;
 
 fn is_liveness(req: &HttpRequest) -> bool {
     matches!(*req.method(), Method::GET | Method::HEAD)
-        && matches!(req.uri().path(), "/netlox/v1" | "/netlox/v1/")
+        && matches!(req.uri().path(), "/netlox/v1" | "/netlox/v1/" | "/")
+}
+
+/// The live status page: one self-contained HTML file (no CDN, no web
+/// fonts) that fetches the JSON API and `/metrics` every 2 s. It needs no
+/// token itself (it holds no data); its requests carry the token the user
+/// types into it, as the API requires.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+async fn status_page() -> Response {
+    let mut resp = Response::new(Body::from(STATUS_PAGE));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
 }
 
 async fn check_token(State(st): St, req: HttpRequest, next: Next) -> Response {
@@ -132,7 +206,7 @@ async fn check_token(State(st): St, req: HttpRequest, next: Next) -> Response {
     next.run(req).await
 }
 
-async fn time_limit(State(st): St, req: HttpRequest, next: Next) -> Response {
+pub(crate) async fn time_limit(State(st): St, req: HttpRequest, next: Next) -> Response {
     match tokio::time::timeout(st.request_timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::timeout(st.request_timeout.as_secs_f64()).into_response(),
@@ -169,10 +243,14 @@ async fn fallback(req: HttpRequest) -> ApiError {
 }
 
 /// Sends `cmd` to the owner task and awaits its answer.
-async fn exec(st: &ApiState, cmd: Command) -> Result<Reply, ApiError> {
+pub(crate) async fn exec(st: &ApiState, cmd: Command) -> Result<Reply, ApiError> {
+    exec_on(&st.tx, cmd).await
+}
+
+/// Sends `cmd` on `tx` and awaits the owner's answer.
+pub(crate) async fn exec_on(tx: &mpsc::Sender<Request>, cmd: Command) -> Result<Reply, ApiError> {
     let (reply, rx) = oneshot::channel();
-    st.tx
-        .send(Request { cmd, reply })
+    tx.send(Request { cmd, reply })
         .await
         .map_err(|_| CommandError::Unavailable("the agent is not accepting commands".into()))?;
     match rx.await {

@@ -212,6 +212,13 @@ fn validate_probe(sa: &str, args: &LbServiceArgs) -> Result<ProbeSpec, ConfigErr
             )
         })?)
     };
+    if args.monitor && probe_type == Some(ProbeType::Sctp) {
+        return Err(ConfigError::Unsupported {
+            field: format!("{sa}.probetype"),
+            value: format!("{:?}", args.probetype),
+            reason: "floatlb has no SCTP services and cannot probe SCTP; use tcp, udp, http, https or ping".into(),
+        });
+    }
     let port = u16::try_from(args.probeport).map_err(|_| {
         ConfigError::invalid(
             format!("{sa}.probeport"),

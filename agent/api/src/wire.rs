@@ -306,6 +306,13 @@ pub struct EndpointState {
     pub max_delay: String,
     #[serde(rename = "currState")]
     pub curr_state: String,
+    /// Ours: the last probe's outcome, `ok` or why it failed (empty:
+    /// never probed).
+    #[serde(rename = "lastProbe", default)]
+    pub last_probe: String,
+    /// Ours: when the last probe ended, ms since the Unix epoch (0: never).
+    #[serde(rename = "lastProbeTime", default)]
+    pub last_probe_time: u64,
 }
 
 /// loxilb's error body: `{"code":409,"fields":null,"message":"...","result":"lbrule-exists error"}`.

@@ -78,6 +78,21 @@ pub struct Snapshot {
     pub counters: Counters,
 }
 
+/// Asks the BFD thread for [`Snapshot`]s; made by [`BfdThread::snapshotter`].
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    cmds: mpsc::UnboundedSender<Command>,
+}
+
+impl Snapshotter {
+    /// Sessions and counters now; `None` once the thread has stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Command::Snapshot(tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
 /// Handle of the BFD thread (see the module docs).
 pub struct BfdThread {
     cmds: mpsc::UnboundedSender<Command>,
@@ -221,6 +236,14 @@ impl BfdThread {
             })
             .ok()?;
         done.await.ok()
+    }
+
+    /// A cloneable handle that asks this thread for snapshots (metrics
+    /// read the counters without going through the agent's owner task).
+    pub fn snapshotter(&self) -> Snapshotter {
+        Snapshotter {
+            cmds: self.cmds.clone(),
+        }
     }
 
     /// Sessions and counters as the thread sees them now.

@@ -296,6 +296,15 @@ pub fn ct(list: &ConntrackList, wide: bool) -> String {
     table(&headers, rows)
 }
 
+/// When a probe ended (ms since the epoch), in UTC; empty for never.
+fn probe_time(ms: u64) -> String {
+    if ms == 0 {
+        return String::new();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// `get ep`.
 pub fn ep(list: &EndpointList, wide: bool) -> String {
     let rows = list
@@ -313,6 +322,8 @@ pub fn ep(list: &EndpointList, wide: bool) -> String {
                 e.avg_delay.clone(),
                 e.max_delay.clone(),
                 e.curr_state.clone(),
+                e.last_probe.clone(),
+                probe_time(e.last_probe_time),
             ];
             if wide {
                 row.push(e.probe_req.clone());
@@ -322,8 +333,18 @@ pub fn ep(list: &EndpointList, wide: bool) -> String {
         })
         .collect();
     let mut headers = vec![
-        "HOST", "NAME", "PTYPE", "PORT", "DURATION", "RETRIES", "MINDELAY", "AVGDELAY", "MAXDELAY",
+        "HOST",
+        "NAME",
+        "PTYPE",
+        "PORT",
+        "DURATION",
+        "RETRIES",
+        "MINDELAY",
+        "AVGDELAY",
+        "MAXDELAY",
         "STATE",
+        "LAST PROBE",
+        "AT",
     ];
     if wide {
         headers.extend(["PROBE REQ", "PROBE RESP"]);

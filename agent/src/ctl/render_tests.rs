@@ -225,6 +225,8 @@ pub(crate) fn ep_list() -> EndpointList {
             avg_delay: "".into(),
             max_delay: "".into(),
             curr_state: "active".into(),
+            last_probe: "ok".into(),
+            last_probe_time: 1_764_633_600_000,
         }],
     }
 }
@@ -234,9 +236,9 @@ fn ep_tables() {
     assert_eq!(
         ep(&ep_list(), false),
         "\
-|       HOST      |            NAME           | PTYPE |  PORT | DURATION | RETRIES | MINDELAY | AVGDELAY | MAXDELAY |  STATE |
-|-----------------|---------------------------|-------|-------|----------|---------|----------|----------|----------|--------|
-| 192.168.218.101 | 192.168.218.101_tcp_32403 | tcp   | 32403 |       60 |       0 |          |          |          | active |
+|       HOST      |            NAME           | PTYPE |  PORT | DURATION | RETRIES | MINDELAY | AVGDELAY | MAXDELAY |  STATE | LAST PROBE |          AT          |
+|-----------------|---------------------------|-------|-------|----------|---------|----------|----------|----------|--------|------------|----------------------|
+| 192.168.218.101 | 192.168.218.101_tcp_32403 | tcp   | 32403 |       60 |       0 |          |          |          | active | ok         | 2025-12-02T00:00:00Z |
 "
     );
     let wide = ep(&ep_list(), true);

@@ -25,10 +25,7 @@ use floatlb_api::{
         BfdStatus, CiRole, CiStateRequest, FloatingStatus, HaMode, StatusReport, TransitionList,
         TransitionRecord as WireTransition,
     },
-    wire::{
-        BfdList, BfdSession, CiStateEntry, CiStateList, ConntrackEntry, ConntrackList,
-        EndpointList, EndpointState,
-    },
+    wire::{BfdList, BfdSession, CiStateEntry, CiStateList, ConntrackEntry, ConntrackList},
 };
 use tokio::sync::oneshot;
 
@@ -224,6 +221,7 @@ impl<D: Datapath> Daemon<D> {
             Command::ListConntrack => Reply::Conntrack(self.conntrack_list()?),
             Command::ListEndpoints => Reply::Endpoints(self.endpoint_list()),
             Command::Status => Reply::Status(Box::new(self.status())),
+            Command::Health(q) => return self.health(q),
             Command::Transitions => Reply::Transitions(TransitionList {
                 transitions: self
                     .ha
@@ -240,7 +238,7 @@ impl<D: Datapath> Daemon<D> {
     }
 
     /// The role as loxilb names it: a node without HA always forwards.
-    fn role_name(&self) -> &'static str {
+    pub(crate) fn role_name(&self) -> &'static str {
         match &self.ha {
             Some(h) => role_name(h.role()),
             None => CiRole::Master.as_str(),
@@ -277,7 +275,7 @@ impl<D: Datapath> Daemon<D> {
             ))));
             return;
         }
-        if let Err(e) = self.dp.upsert_service(&svc) {
+        if let Err(e) = self.dp.upsert_service(&self.dp_view(&svc)) {
             let _ = reply.send(Err(dp_refused(e)));
             return;
         }
@@ -377,6 +375,7 @@ impl<D: Datapath> Daemon<D> {
         }
         let old = std::mem::take(&mut self.services);
         self.floating_changed();
+        self.probe_resync();
         self.durability
             .record(Some(Change::DeleteAllServices), reply, Undo::Services(old));
     }
@@ -394,6 +393,10 @@ impl<D: Datapath> Daemon<D> {
             .filter(|p| self.services.iter().filter(|s| pair(s) == *p).count() == 1);
         if gone.is_some() || came.is_some() {
             self.floating_changed();
+        }
+        if let Some(key) = new.or(old).map(Service::key) {
+            let svc = new.cloned();
+            self.probe_service(key, svc.as_ref());
         }
         if let Some(n) = new {
             let fresh: Vec<Ipv4Addr> = n
@@ -511,7 +514,7 @@ impl<D: Datapath> Daemon<D> {
             Undo::Service(key, previous) => {
                 let at = self.services.iter().position(|s| s.key() == key);
                 let res = match (&previous, at) {
-                    (Some(p), _) => self.dp.upsert_service(p),
+                    (Some(p), _) => self.dp.upsert_service(&self.dp_view(p)),
                     (None, Some(i)) => self.dp.remove_service(&self.services[i]),
                     (None, None) => Ok(()),
                 };
@@ -527,6 +530,7 @@ impl<D: Datapath> Daemon<D> {
                     (None, None) => {}
                 }
                 self.floating_changed();
+                self.probe_resync();
             }
             Undo::Services(old) => {
                 if let Err(error) = self.dp.sync_services(&old) {
@@ -534,6 +538,7 @@ impl<D: Datapath> Daemon<D> {
                 }
                 self.services = old;
                 self.floating_changed();
+                self.probe_resync();
             }
             Undo::Role(role) => {
                 if let Some(h) = self.ha.as_mut()
@@ -616,35 +621,6 @@ impl<D: Datapath> Daemon<D> {
             })
             .collect();
         Ok(ConntrackList { ct_attr })
-    }
-
-    fn endpoint_list(&self) -> EndpointList {
-        let mut attr = Vec::new();
-        for s in &self.services {
-            let name = s.name.clone().unwrap_or_else(|| key_string(&s.key()));
-            for e in &s.endpoints {
-                attr.push(EndpointState {
-                    host_name: e.ip.to_string(),
-                    name: format!("{name}/{}:{}", e.ip, e.port),
-                    inactive_retries: 0,
-                    probe_type: s
-                        .probe
-                        .probe_type
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_else(|| "none".into()),
-                    probe_req: s.probe.request.clone(),
-                    probe_resp: s.probe.response.clone(),
-                    probe_duration: 0,
-                    probe_port: s.probe.port,
-                    min_delay: String::new(),
-                    avg_delay: String::new(),
-                    max_delay: String::new(),
-                    // No probing yet: every configured endpoint serves.
-                    curr_state: "ok".into(),
-                });
-            }
-        }
-        EndpointList { attr }
     }
 
     fn status(&self) -> StatusReport {

@@ -518,6 +518,24 @@ impl Orchestrator {
         self.last_verdict.as_ref()
     }
 
+    /// A handle for reading the BFD thread's counters (metrics), with `--ka`.
+    pub fn bfd_snapshotter(&self) -> Option<crate::bfd::thread::Snapshotter> {
+        match &self.election {
+            Election::Bfd { bfd, .. } => Some(bfd.snapshotter()),
+            Election::Assigned(_) => None,
+        }
+    }
+
+    /// Adds a reader of the record log (metrics).
+    pub fn subscribe(&mut self, sink: Box<dyn super::records::RecordSink>) {
+        self.records.subscribe(sink);
+    }
+
+    /// The length of a lease this node writes.
+    pub fn lease_ttl(&self) -> Duration {
+        lease_ttl(self.opts.machine.verify_interval)
+    }
+
     /// The BFD session to the peer, with its current timers (`--ka`).
     pub fn bfd_session(&self) -> Option<&SessionConfig> {
         self.opts.session.as_ref()

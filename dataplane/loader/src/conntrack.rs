@@ -186,7 +186,8 @@ impl Dataplane {
     pub fn expire_conntrack(&mut self) -> Result<usize, DataplaneError> {
         let timeouts = self.opts.timeouts;
         let retired = take_retired(&self.retired);
-        let flows = expire_idle(self.map_mut(M_CT)?, timeouts, &retired)?;
+        let census = self.census.clone();
+        let flows = expire_idle(self.map_mut(M_CT)?, timeouts, &retired, &census)?;
         if flows > 0 {
             self.bump_flow_cache_gen()?;
         }
@@ -208,6 +209,7 @@ impl Dataplane {
             config: open(M_CONFIG)?,
             config_lock: self.config_lock.clone(),
             retired: self.retired.clone(),
+            census: self.census.clone(),
             timeouts: self.opts.timeouts,
         })
     }
@@ -230,6 +232,7 @@ pub struct ConntrackSweeper {
     config: Map,
     config_lock: Arc<Mutex<()>>,
     retired: Retired,
+    census: crate::stats::Census,
     timeouts: CtTimeouts,
 }
 
@@ -246,7 +249,7 @@ impl ConntrackSweeper {
     /// how many.
     pub fn expire(&mut self) -> Result<usize, DataplaneError> {
         let retired = take_retired(&self.retired);
-        let flows = expire_idle(&mut self.ct, self.timeouts, &retired)?;
+        let flows = expire_idle(&mut self.ct, self.timeouts, &retired, &self.census)?;
         if flows > 0 {
             modify_config_map(&self.config_lock, &mut self.config, bump_gen)?;
         }
@@ -276,7 +279,8 @@ fn entries(m: &Map) -> Result<Vec<(FlowKeyRaw, CtValue)>, DataplaneError> {
 }
 
 /// Removes the idle flows of the conntrack map `ct`, and the flows to the
-/// `retired` endpoints; returns how many. The
+/// `retired` endpoints; returns how many. Counts what stays into `census`
+/// (flows per endpoint, entries) for metrics. The
 /// caller bumps the flow-cache generation when any went: an expired flow is
 /// idle, so its cached copies are stale (each is re-validated after
 /// FLOW_CACHE_SYNC_JIFFIES anyway); bumping makes that independent of
@@ -285,8 +289,13 @@ fn expire_idle(
     ct: &mut Map,
     t: CtTimeouts,
     retired: &[RetiredEndpoint],
+    census: &crate::stats::Census,
 ) -> Result<usize, DataplaneError> {
     let now = monotonic_ns();
+    let mut kept = crate::stats::CtCensus {
+        at_ns: now.max(1),
+        ..Default::default()
+    };
     let retired: std::collections::HashSet<RetiredEndpoint> = retired.iter().copied().collect();
     let all = entries(ct)?;
     let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
@@ -327,8 +336,15 @@ fn expire_idle(
                 doomed.push(peer_k);
             }
             flows += 1;
+        } else if let Some(ep) = RetiredEndpoint::of_flow(v) {
+            *kept
+                .flows
+                .entry((ep.svc_id, spec::ip_from_raw(ep.ip), u16::from_be(ep.port)))
+                .or_default() += 1;
         }
     }
+    kept.entries = (all.len() - doomed.len()) as u64;
+    *census.lock().unwrap_or_else(|p| p.into_inner()) = kept;
     let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
         HashMap::try_from(ct).map_err(DataplaneError::map(M_CT))?;
     for k in &doomed {

@@ -23,6 +23,7 @@ mod iface;
 pub mod maglev;
 mod services;
 mod spec;
+mod stats;
 
 use std::{
     net::Ipv4Addr,
@@ -49,6 +50,7 @@ pub use spec::{
     Counters, CtRecord, DropCounters, EndpointSpec, FlowKey, PROTO_TCP, PROTO_UDP, PacketCount,
     ServiceCounters, ServiceKeySpec, ServiceSpec, TcpState,
 };
+pub use stats::{CtCensus, DatapathStats, EndpointStats, ServiceStats, StatsReader};
 
 /// The compiled XDP object, built by build.rs.
 pub static XDP_OBJECT: &[u8] =
@@ -235,6 +237,8 @@ pub struct Dataplane {
     /// UDP endpoints removed from their service whose flows the next sweep
     /// flushes (shared with every [`ConntrackSweeper`]).
     retired: conntrack::Retired,
+    /// Flows counted by the last sweep (shared with sweepers and readers).
+    census: stats::Census,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -367,6 +371,7 @@ impl Dataplane {
             vip_refs: Default::default(),
             config_lock: Default::default(),
             retired: Default::default(),
+            census: Default::default(),
         };
         let nh_max_age_ns = opts.nexthop_cache.as_nanos().min(u128::from(u64::MAX)) as u64;
         dp.modify_config(|cfg| {

@@ -382,7 +382,7 @@ impl Dataplane {
 }
 
 /// Drop counters of the drops map, summed over CPUs.
-fn drops_from(map: &aya::maps::Map) -> Result<DropCounters, DataplaneError> {
+pub(crate) fn drops_from(map: &aya::maps::Map) -> Result<DropCounters, DataplaneError> {
     let drops_map: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(map).map_err(DataplaneError::map(M_DROPS))?;
     let mut d = [0u64; DROP_REASONS as usize];

@@ -2,7 +2,7 @@
 # a region the pair fails over in about a second (BFD, EIP move); between
 # regions Route 53 fails over when the primary pair reports the service
 # unhealthy on its per-service health endpoint, GET
-# /netlox/v1/health/lb/{name}, served by the agent on --health-listen.
+# /health/lb/{name}, served by the agent on --health-listen (no token).
 
 # Route 53's health checkers' address ranges: only they reach the health port.
 data "aws_ip_ranges" "route53_healthchecks" {
@@ -115,7 +115,7 @@ resource "aws_route53_health_check" "service" {
   type              = "HTTP"
   ip_address        = each.value
   port              = var.health_port
-  resource_path     = "/netlox/v1/health/lb/${var.service_name}"
+  resource_path     = "/health/lb/${var.service_name}"
   request_interval  = 10
   failure_threshold = 3
   tags              = { Name = "${var.name}-${lower(each.key)}-${var.service_name}" }

@@ -34,7 +34,7 @@ variable "cloud_cidr_blocks" {
 }
 
 variable "service_name" {
-  description = "The service the DNS name stands for: its per-service health endpoint is GET /netlox/v1/health/lb/{service_name}."
+  description = "The service the DNS name stands for: its per-service health endpoint is GET /health/lb/{service_name}."
   type        = string
   default     = "web"
 }

@@ -268,7 +268,7 @@ variable "services" {
 }
 
 variable "health_port" {
-  description = "Port of the agent's unauthenticated per-service health endpoint (--health-listen), GET /netlox/v1/health/lb/{name}, for Route 53 health checks. null: off."
+  description = "Port of the agent's unauthenticated per-service health endpoint (--health-listen), GET /health/lb/{name}, for Route 53 health checks. null: off."
   type        = number
   default     = null
 

@@ -96,8 +96,8 @@ run "route53_failover_on_the_per_service_health_check" {
     error_message = "one PRIMARY and one SECONDARY A record on the two pairs' EIPs, each with its health check"
   }
   assert {
-    condition     = alltrue([for k, h in aws_route53_health_check.service : h.type == "HTTP" && h.resource_path == "/netlox/v1/health/lb/web" && h.port == 8080 && h.ip_address == (k == "PRIMARY" ? "203.0.113.10" : "198.51.100.20")])
-    error_message = "each check is GET /netlox/v1/health/lb/{service} on the agent's health port at its region's EIP"
+    condition     = alltrue([for k, h in aws_route53_health_check.service : h.type == "HTTP" && h.resource_path == "/health/lb/web" && h.port == 8080 && h.ip_address == (k == "PRIMARY" ? "203.0.113.10" : "198.51.100.20")])
+    error_message = "each check is GET /health/lb/{service} on the agent's health port at its region's EIP"
   }
   assert {
     condition     = alltrue([for r in aws_route53_record.service : length(r.alias) == 0])
