@@ -159,6 +159,11 @@ async fn run_daemon(mut run: RunArgs) -> anyhow::Result<()> {
         Some(metrics.clone()),
     );
     daemon.set_prober(prober, Some(metrics.clone()));
+    if let Some(stats) = daemon.sync_stats() {
+        let lag = metrics.sync.lag_seconds.clone();
+        stats.observe_lag(Box::new(move |us| lag.observe(us as f64 / 1e6)));
+        metrics.sources.set_sync(stats);
+    }
     if let Some(mut ha) = ha {
         let sink = metrics
             .ha

@@ -23,9 +23,10 @@
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use floatlb_tests::{
     agent::{TestEndpoint, TestService, write_config},
+    apiclient::ApiClient,
     hapair::{CLIENT_IP, ENDPOINT_IP, Pair, VIP, kill_node, lb_ip},
     servers::EchoServer,
     syncload::{CtWatch, Load, PortEcho},
@@ -397,6 +398,22 @@ fn a_peer_with_the_wrong_key_is_refused_and_nothing_is_installed() -> Result<()>
         std::thread::sleep(Duration::from_millis(100));
     };
     ensure!(refused, "node 0 logged no refusal{}", s.pair.logs());
+    // The same refusals in node 0's metrics, and nothing installed on node 1.
+    let metric = |i: usize, line: &str| -> Result<f64> {
+        let m = ApiClient::local(&s.pair.nodes[i].ns).get_at("/metrics")?;
+        ensure!(m.status == 200, "GET /metrics on node {i}: {}", m.status);
+        m.body
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no {line} in node {i}'s metrics"))
+    };
+    let bad_mac = metric(0, "floatlb_sync_frames_bad_mac_total ")?;
+    let installed_metric = metric(1, "floatlb_sync_records_total{direction=\"installed\"} ")?;
+    println!(
+        "wrong key: node 0 floatlb_sync_frames_bad_mac_total {bad_mac}, node 1 records installed {installed_metric}"
+    );
+    ensure!(bad_mac >= 1.0 && installed_metric == 0.0);
     let installed = floatlb_dataplane::pinned_conntrack_dump(&pin_dir(&s.pair, 1))?
         .iter()
         .filter(|r| r.client.src == CLIENT_IP)

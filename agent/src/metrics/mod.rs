@@ -46,15 +46,16 @@ fn probe_buckets() -> Histogram {
     ))
 }
 
-/// Connection-sync figures, filled by the sync work (agent/sync). The hook
-/// is registered from the start so dashboards and `promtool` see stable
-/// names; until sync lands, the values stay zero.
+/// Connection-sync figures (agent/sync). The lag histogram is fed by the
+/// sync sender ([`floatlb_sync::SyncStats::observe_lag`]); the counters and
+/// the queue depth are read from its [`floatlb_sync::SyncStats`] at scrape
+/// time ([`scrape::Sources::set_sync`]). Registered from the start so the
+/// names are stable with sync off.
 #[derive(Debug, Clone)]
 pub struct SyncMetrics {
-    /// Time from a flow's change on the MASTER to its apply on the peer.
+    /// Time from the datapath's report of a flow change on the MASTER to
+    /// its frame leaving for the peer.
     pub lag_seconds: Histogram,
-    /// Flow updates waiting to be sent to the peer.
-    pub queue_depth: Gauge,
 }
 
 impl Default for SyncMetrics {
@@ -63,7 +64,6 @@ impl Default for SyncMetrics {
             lag_seconds: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
             ),
-            queue_depth: Gauge::default(),
         }
     }
 }
@@ -127,13 +127,8 @@ impl Metrics {
         let sync = SyncMetrics::default();
         registry.register(
             "floatlb_sync_lag_seconds",
-            "Connection sync: time from a flow change on the MASTER to its apply on the peer",
+            "Connection sync: time from the datapath's report of a flow change to its frame leaving for the peer",
             sync.lag_seconds.clone(),
-        );
-        registry.register(
-            "floatlb_sync_queue_depth",
-            "Connection sync: flow updates waiting to be sent",
-            sync.queue_depth.clone(),
         );
         let sources = scrape::Sources::default();
         registry.register_collector(Box::new(scrape::ScrapeCollector::new(

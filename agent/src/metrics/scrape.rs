@@ -38,6 +38,7 @@ pub struct Reading {
 #[derive(Clone, Default)]
 pub struct Sources {
     datapath: Slot<Option<StatsFn>>,
+    sync: Slot<Option<Arc<floatlb_sync::SyncStats>>>,
     bfd: Slot<Option<Snapshotter>>,
     reading: Slot<Reading>,
 }
@@ -59,6 +60,11 @@ impl Sources {
 
     pub fn set_bfd(&self, s: Snapshotter) {
         *lock(&self.bfd) = Some(s);
+    }
+
+    /// The connection-sync counters (read at each scrape).
+    pub fn set_sync(&self, s: Arc<floatlb_sync::SyncStats>) {
+        *lock(&self.sync) = Some(s);
     }
 
     /// Takes this scrape's readings.
@@ -203,6 +209,11 @@ impl Collector for ScrapeCollector {
                 [(Labels::new(), left)],
             )?;
         }
+        let sync = lock(&self.sources.sync)
+            .as_ref()
+            .map(|s| s.snapshot())
+            .unwrap_or_default();
+        encode_sync(&mut enc, &sync)?;
         let reading = lock(&self.sources.reading);
         if let Some(b) = &reading.bfd {
             encode_bfd(&mut enc, b)?;
@@ -218,6 +229,73 @@ impl Collector for ScrapeCollector {
         }
         Ok(())
     }
+}
+
+/// Connection-sync counters (all zero with sync off).
+fn encode_sync(enc: &mut DescriptorEncoder, s: &floatlb_sync::SyncSnapshot) -> Fmt {
+    let counter =
+        |enc: &mut DescriptorEncoder, name: &str, help: &str, rows: Vec<(Labels, u64)>| {
+            family(enc, name, help, MetricType::Counter, rows, |m, v| {
+                m.encode_counter::<NoLabelSet, u64, f64>(&v, None)
+            })
+        };
+    counter(
+        enc,
+        "floatlb_sync_frames",
+        "Connection sync frames, by direction (refused: failed decoding or authentication; the connection is closed)",
+        vec![
+            (vec![("direction", "sent".into())], s.frames_sent),
+            (vec![("direction", "received".into())], s.frames_received),
+            (vec![("direction", "refused".into())], s.frames_refused),
+        ],
+    )?;
+    counter(
+        enc,
+        "floatlb_sync_frames_bad_mac",
+        "Connection sync frames refused for a wrong HMAC (wrong key or altered bytes)",
+        vec![(Labels::new(), s.refused_bad_mac)],
+    )?;
+    counter(
+        enc,
+        "floatlb_sync_records",
+        "Flow records sent to the peer and installed from it",
+        vec![
+            (vec![("direction", "sent".into())], s.records_sent),
+            (vec![("direction", "installed".into())], s.records_installed),
+        ],
+    )?;
+    counter(
+        enc,
+        "floatlb_sync_resyncs",
+        "Bulk resyncs sent, confirmed by the peer, and received",
+        vec![
+            (vec![("direction", "sent".into())], s.resyncs_sent),
+            (vec![("direction", "acked".into())], s.resyncs_acked),
+            (vec![("direction", "received".into())], s.resyncs_received),
+        ],
+    )?;
+    counter(
+        enc,
+        "floatlb_sync_fallbacks",
+        "Resyncs forced by a loss, by cause (queue overflow, datapath reports lost, install errors)",
+        vec![
+            (vec![("cause", "queue_overflow".into())], s.queue_overflows),
+            (vec![("cause", "reports_lost".into())], s.reports_lost),
+            (vec![("cause", "install_error".into())], s.install_errors),
+        ],
+    )?;
+    gauges(
+        enc,
+        "floatlb_sync_queue_depth",
+        "Connection sync: flow changes waiting to be sent",
+        [(Labels::new(), s.queue_depth as i64)],
+    )?;
+    gauges(
+        enc,
+        "floatlb_sync_connections",
+        "Authenticated sync connections up",
+        [(Labels::new(), s.connections as i64)],
+    )
 }
 
 fn encode_bfd(enc: &mut DescriptorEncoder, b: &Snapshot) -> Fmt {

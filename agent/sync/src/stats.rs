@@ -4,9 +4,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// Called with each report-to-send lag, in microseconds (the agent's
+/// metrics histogram).
+pub type LagObserver = Box<dyn Fn(u64) + Send + Sync>;
+
 /// Live counters (see the field docs of [`SyncSnapshot`]).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SyncStats {
+    /// Set once by whoever exports the lag as a histogram.
+    lag_observer: std::sync::OnceLock<LagObserver>,
     pub frames_sent: AtomicU64,
     pub frames_received: AtomicU64,
     pub frames_refused: AtomicU64,
@@ -93,5 +99,21 @@ impl SyncStats {
     pub(crate) fn lag(&self, us: u64) {
         self.report_lag_us_last.store(us, Relaxed);
         self.report_lag_us_max.fetch_max(us, Relaxed);
+        if let Some(f) = self.lag_observer.get() {
+            f(us);
+        }
+    }
+
+    /// Hands every later lag sample to `f` too; only the first call counts.
+    pub fn observe_lag(&self, f: LagObserver) {
+        let _ = self.lag_observer.set(f);
+    }
+}
+
+impl std::fmt::Debug for SyncStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncStats")
+            .field("now", &self.snapshot())
+            .finish_non_exhaustive()
     }
 }
