@@ -139,24 +139,7 @@ impl Dataplane {
                 v.bytes += bytes;
             }
         }
-        let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
-        let mut out = Vec::new();
-        for (k, v) in &all {
-            if v.dir != DIR_FORWARD {
-                continue;
-            }
-            let peer = by_key.get(&peer_key(k, v));
-            out.push(CtRecord {
-                client: FlowKey::from_raw(k),
-                nat_src: (spec::ip_from_raw(v.nat_src), u16::from_be(v.nat_sport)),
-                nat_dst: (spec::ip_from_raw(v.nat_dst), u16::from_be(v.nat_dport)),
-                tcp_state: TcpState::from_raw(v.tcp_state),
-                packets: v.packets + peer.map_or(0, |p| p.packets),
-                bytes: v.bytes + peer.map_or(0, |p| p.bytes),
-                last_seen_ns: v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns)),
-            });
-        }
-        Ok(out)
+        Ok(pair_up(&all))
     }
 
     /// Insert (or overwrite) both directions of a flow, e.g. one synced from
@@ -476,10 +459,16 @@ pub(crate) fn delete_pair(ct: &mut Map, key: &FlowKey) -> Result<bool, Dataplane
 
 /// One record per flow of the conntrack map `ct` (no flow-cache counters).
 pub(crate) fn records(ct: &Map) -> Result<Vec<CtRecord>, DataplaneError> {
-    let all = entries(ct)?;
+    Ok(pair_up(&entries(ct)?))
+}
+
+/// One record per flow from both directions' entries: the forward entry's
+/// tuple and translation, counters summed over both, `last_seen_ns` the
+/// later of the two.
+fn pair_up(all: &[(FlowKeyRaw, CtValue)]) -> Vec<CtRecord> {
     let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
     let mut out = Vec::new();
-    for (k, v) in &all {
+    for (k, v) in all {
         if v.dir != DIR_FORWARD {
             continue;
         }
@@ -494,5 +483,5 @@ pub(crate) fn records(ct: &Map) -> Result<Vec<CtRecord>, DataplaneError> {
             last_seen_ns: v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns)),
         });
     }
-    Ok(out)
+    out
 }
