@@ -41,6 +41,19 @@ use crate::{
     servers::EchoServer,
 };
 
+/// The HA hold timers of the pair tests: BFD must be Up 1.5 s before the
+/// preferred node claims at a cold start (plus the 1 s handover pause) and
+/// before a returning node 0 gets the role back; a BACKUP claims after 6 s
+/// without a MASTER; a flapping link is held down for 2 s.
+pub const TEST_HOLDS: &[&str] = &[
+    "--claim-hold-ms",
+    "6000",
+    "--preempt-hold-ms",
+    "1500",
+    "--flap-hold-down-ms",
+    "2000",
+];
+
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 pub const ENDPOINT_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 21);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);

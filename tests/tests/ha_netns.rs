@@ -15,22 +15,13 @@ use std::{
 };
 
 use anyhow::{Result, ensure};
-use floatlb_tests::hapair::{Pair, Roles, kill_node, now_unix_us};
+use floatlb_tests::hapair::{Pair, Roles, TEST_HOLDS, kill_node, now_unix_us};
 use nix::sys::signal::Signal;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Hold timers of every test: BFD must be Up 1.5 s before the preferred
-/// node claims at a cold start (plus the 1 s handover pause) and before a
-/// returning node 0 gets the role back.
-const HOLDS: &[&str] = &[
-    "--claim-hold-ms",
-    "6000",
-    "--preempt-hold-ms",
-    "1500",
-    "--flap-hold-down-ms",
-    "2000",
-];
+/// Hold timers of every test (see [`TEST_HOLDS`]).
+const HOLDS: &[&str] = TEST_HOLDS;
 /// BFD interval of the tests. 10 ms x 3 flaps on a loaded 2-core box
 /// (a starved sender really falls silent for 30 ms) and a flap is a real
 /// BFD outage to the HA machine, so the functional tests use 30 ms x 3;

@@ -589,16 +589,8 @@ fn probes_take_dead_endpoints_out_and_the_health_check_follows() -> Result<()> {
 #[test]
 fn the_health_check_says_not_master_on_the_backup_and_follows_a_failover() -> Result<()> {
     let mut pair = Pair::new("fhf")?;
-    let holds = [
-        "--claim-hold-ms",
-        "6000",
-        "--preempt-hold-ms",
-        "1500",
-        "--flap-hold-down-ms",
-        "2000",
-    ];
     for i in 0..2 {
-        pair.spawn(i, 30_000, 3, &holds)?;
+        pair.spawn(i, 30_000, 3, floatlb_tests::hapair::TEST_HOLDS)?;
     }
     for i in 0..2 {
         pair.wait_running(i)?;

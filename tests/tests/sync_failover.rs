@@ -57,19 +57,11 @@ struct Setup {
 fn args(pair: &Pair, i: usize, sync: &str, key: &str) -> Vec<String> {
     let key_file = pair.dir.join(&format!("sync{i}.key"));
     std::fs::write(&key_file, key).expect("write the key file");
-    let mut v: Vec<String> = [
-        "--claim-hold-ms",
-        "6000",
-        "--preempt-hold-ms",
-        "1500",
-        "--flap-hold-down-ms",
-        "2000",
-        "--sync",
-        sync,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut v: Vec<String> = floatlb_tests::hapair::TEST_HOLDS
+        .iter()
+        .chain(&["--sync", sync])
+        .map(|s| s.to_string())
+        .collect();
     if sync == "on" {
         v.extend([
             "--sync-key-file".into(),
