@@ -229,6 +229,24 @@ pub struct CtValue {
     pub bytes: u64,
 }
 
+impl CtValue {
+    /// The key of the flow's other direction: this entry's rewrite
+    /// reversed (the forward entry's rewrite is the endpoint's tuple, the
+    /// reply entry's is the client's), with the same protocol.
+    #[inline(always)]
+    pub fn peer_key(&self, proto: u8) -> FlowKeyRaw {
+        FlowKeyRaw {
+            src: self.nat_dst,
+            dst: self.nat_src,
+            sport: self.nat_dport,
+            dport: self.nat_sport,
+            proto,
+            pad0: 0,
+            pad1: 0,
+        }
+    }
+}
+
 /// Packet and byte counter (per CPU in the maps).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -294,15 +294,7 @@ unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8, report: bool) 
     };
     if next != st {
         v.tcp_state = next;
-        let peer = FlowKeyRaw {
-            src: v.nat_dst,
-            dst: v.nat_src,
-            sport: v.nat_dport,
-            dport: v.nat_sport,
-            proto: key.proto,
-            pad0: 0,
-            pad1: 0,
-        };
+        let peer = v.peer_key(key.proto);
         if let Some(p) = CT.get_ptr_mut(&peer) {
             unsafe { (*p).tcp_state = next };
         }

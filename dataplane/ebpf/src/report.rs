@@ -57,15 +57,7 @@ pub(crate) fn entry(key: &FlowKeyRaw, v: &CtValue) {
     } else {
         // A reply entry's key is the endpoint's tuple: the client's tuple is
         // its rewrite, and the forward rewrite is its key reversed.
-        let client = FlowKeyRaw {
-            src: v.nat_dst,
-            dst: v.nat_src,
-            sport: v.nat_dport,
-            dport: v.nat_sport,
-            proto: key.proto,
-            pad0: 0,
-            pad1: 0,
-        };
+        let client = v.peer_key(key.proto);
         flow(&client, key.dst, key.src, key.dport, key.sport, v.tcp_state);
     }
 }

@@ -73,19 +73,6 @@ fn take_retired(r: &Retired) -> Vec<RetiredEndpoint> {
     std::mem::take(&mut *r.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Key of the entry for the opposite direction of the flow whose entry is (k, v).
-fn peer_key(k: &FlowKeyRaw, v: &CtValue) -> FlowKeyRaw {
-    FlowKeyRaw {
-        src: v.nat_dst,
-        dst: v.nat_src,
-        sport: v.nat_dport,
-        dport: v.nat_sport,
-        proto: k.proto,
-        pad0: 0,
-        pad1: 0,
-    }
-}
-
 impl Dataplane {
     fn ct_all(&self) -> Result<Vec<(FlowKeyRaw, CtValue)>, DataplaneError> {
         entries(self.map_ref(M_CT)?)
@@ -285,7 +272,7 @@ fn expire_idle(
     let mut doomed = Vec::new();
     let mut flows = 0usize;
     for (k, v) in &all {
-        let peer_k = peer_key(k, v);
+        let peer_k = v.peer_key(k.proto);
         let peer = by_key.get(&peer_k);
         // Visit each pair once: from the forward entry, or from a lone entry.
         if v.dir == DIR_REPLY && peer.is_some() {
@@ -412,7 +399,7 @@ pub(crate) fn insert_pair(
         bytes: rec.bytes,
         ..CtValue::default()
     };
-    let rkey = peer_key(&fkey, &fwd);
+    let rkey = fwd.peer_key(fkey.proto);
     let rev = CtValue {
         nat_src: fkey.dst,
         nat_dst: fkey.src,
@@ -452,7 +439,7 @@ pub(crate) fn delete_pair(ct: &mut Map, key: &FlowKey) -> Result<bool, Dataplane
             });
         }
     };
-    let _ = m.remove(&peer_key(&raw, &v));
+    let _ = m.remove(&v.peer_key(raw.proto));
     let _ = m.remove(&raw);
     Ok(true)
 }
@@ -472,7 +459,7 @@ fn pair_up(all: &[(FlowKeyRaw, CtValue)]) -> Vec<CtRecord> {
         if v.dir != DIR_FORWARD {
             continue;
         }
-        let peer = by_key.get(&peer_key(k, v));
+        let peer = by_key.get(&v.peer_key(k.proto));
         out.push(CtRecord {
             client: FlowKey::from_raw(k),
             nat_src: (spec::ip_from_raw(v.nat_src), u16::from_be(v.nat_sport)),
