@@ -18,28 +18,36 @@ build: setup
 	$(CARGO) build --release --bins
 
 # Tests build once, on the dev profile: unit tests, the binaries the integration
-# tests start, and the integration tests share one set of artifacts.
+# tests start, and the integration tests share one set of artifacts. Every cargo
+# call of the test targets names the same packages and builds test targets, so
+# cargo resolves the same dependency features each time (dev-dependency and
+# per-package features otherwise differ between `cargo build` and `cargo test`,
+# and tokio, the AWS SDK and the eBPF object would be built twice).
+TEST_PKGS := --workspace --exclude floatlb-ebpf
 build-test: setup
-	$(CARGO) build --bins
+	$(CARGO) build $(TEST_PKGS) --bins --tests
 
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --exclude floatlb-ebpf --all-targets -- -D warnings
 	$(CARGO) +nightly clippy -p floatlb-ebpf --target bpfel-unknown-none -Z build-std=core --release -- -D warnings
 
-test-unit: setup
-	$(CARGO) test --workspace --exclude floatlb-tests --exclude floatlb-ebpf
+# Unit tests (libraries and binaries; no root needed).
+test-unit: build-test
+	$(CARGO) test $(TEST_PKGS) --lib --bins
 
-# Integration tests need root (network namespaces, XDP, moto, FRR). They run
-# one at a time so that the timing figures they print are not skewed by each other.
+# Integration tests (tests/tests, and each crate's own tests/). Those of
+# floatlb-tests need root (network namespaces, XDP, moto, FRR). They run one at
+# a time so that the timing figures they print are not skewed by each other.
 test-integration: build-test
-	FLOATLB_BIN=$(CURDIR)/target/debug/floatlb $(CARGO) test -p floatlb-tests -- --test-threads=1 --nocapture
+	FLOATLB_BIN=$(CURDIR)/target/debug/floatlb $(CARGO) test $(TEST_PKGS) --test '*' -- --test-threads=1 --nocapture
 
 # The BFD and sync decoders' fuzz targets build (nightly, cargo-fuzz);
 # docs/BFD.md and docs/SYNC.md have the 60 s runs.
+# One target directory for both: libfuzzer-sys and the shared dependencies build once.
 fuzz-check: setup
-	cd agent/bfd && $(CARGO) +nightly fuzz check
-	cd agent/sync && $(CARGO) +nightly fuzz check
+	cd agent/bfd && $(CARGO) +nightly fuzz check --target-dir $(CURDIR)/target/fuzz
+	cd agent/sync && $(CARGO) +nightly fuzz check --target-dir $(CURDIR)/target/fuzz
 
 # Offline checks of terraform/ and packaging/: static cross-checks, checkov,
 # hadolint, systemd-analyze, the agent under the unit's capabilities and syscall filter

@@ -34,6 +34,7 @@ mod control;
 pub mod health;
 mod sweeper;
 
+use floatlb_dataplane::FlowKey;
 use sweeper::SweeperThread;
 
 pub use control::key_string;
@@ -72,13 +73,14 @@ pub trait Datapath {
     /// Attaches to `iface` (idempotent); returns the mode actually used.
     fn attach(&mut self, iface: &str, mode: XdpModeArg) -> Result<String, Self::Error>;
     fn set_active(&mut self, active: bool) -> Result<(), Self::Error>;
-    /// A function that removes idle conntrack entries and returns how many.
-    /// It walks the whole table, so the daemon runs it on a thread of its
-    /// own, never in the owner task (which runs the HA orchestration).
+    /// A function that removes idle conntrack entries and returns the
+    /// client tuple of each flow removed. It walks the whole table, so the
+    /// daemon runs it on a thread of its own, never in the owner task
+    /// (which runs the HA orchestration).
     #[allow(clippy::type_complexity)]
     fn conntrack_sweeper(
         &self,
-    ) -> Result<Box<dyn FnMut() -> Result<usize, Self::Error> + Send>, Self::Error>;
+    ) -> Result<Box<dyn FnMut() -> Result<Vec<FlowKey>, Self::Error> + Send>, Self::Error>;
     /// A reader of the datapath's counters for metrics, to run on another
     /// thread with its own map handles (None: no counters to offer).
     fn stats_reader(&self) -> Option<crate::metrics::scrape::StatsFn> {
@@ -454,10 +456,20 @@ impl<D: Datapath> Daemon<D> {
     /// conntrack expiry thread. A signal caught by `signals` before this
     /// call is delivered now.
     pub fn spawn_feeders(&mut self, signals: Signals) -> Result<(), DaemonError> {
-        let sweep = self
+        let mut sweep = self
             .dp
             .conntrack_sweeper()
             .map_err(dp_err("conntrack sweeper"))?;
+        // With sync on, a MASTER streams the flows its sweep removed to the
+        // peer (docs/SYNC.md); the handle drops them while BACKUP.
+        let deletions = self.sync.as_ref().map(floatlb_sync::SyncService::deletions);
+        let sweep: Box<dyn FnMut() -> Result<usize, D::Error> + Send> = Box::new(move || {
+            let gone = sweep()?;
+            if let Some(d) = &deletions {
+                d.removed(gone.iter().map(crate::sync::key_to_wire));
+            }
+            Ok(gone.len())
+        });
         self.sweeper = Some(
             SweeperThread::spawn(self.opts.conntrack_expiry_interval, sweep)
                 .map_err(DaemonError::Thread)?,
@@ -865,11 +877,11 @@ pub(crate) mod tests {
         }
         fn conntrack_sweeper(
             &self,
-        ) -> Result<Box<dyn FnMut() -> Result<usize, Refused> + Send>, Refused> {
+        ) -> Result<Box<dyn FnMut() -> Result<Vec<FlowKey>, Refused> + Send>, Refused> {
             let me = self.clone();
             Ok(Box::new(move || {
                 me.push("expire".into());
-                Ok(0)
+                Ok(Vec::new())
             }))
         }
         fn invalidate_nexthops(&mut self) -> Result<(), Refused> {

@@ -25,7 +25,8 @@
 //!                         │          ── probe plan ──▶ prober task
 //!  API server tasks ──────┘ Api (bounded queue, each with a reply channel;
 //!                             health checks on a second bounded queue of their own)
-//!  ct-expiry thread: walks conntrack with its own map handles, sends nothing
+//!  ct-expiry thread: walks conntrack with its own map handles; hands the flows it
+//!                removed to the sync queue (Deletions), sends the owner nothing
 //!  sync threads: listener, reports (ring buffer), sender; own map handles;
 //!                the owner only flips them MASTER/BACKUP (SyncService::set_active)
 //!  GET /metrics: reads datapath maps (own handles) and asks the BFD thread

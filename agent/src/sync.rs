@@ -102,12 +102,9 @@ pub fn start(
         queue_capacity: args.sync_queue.max(1),
         refresh: Duration::from_secs(args.sync_refresh_secs.max(1)),
     };
-    dp.set_flow_sync(true, self_id.min(1) + 1)?;
-    let svc = SyncService::start(
+    let svc = service(
         cfg,
-        DpTable(dp.flow_sync_table()?),
-        DpTable(dp.flow_sync_table()?),
-        DpReports(dp.flow_reports()?),
+        dp,
         Arc::new(move |e| {
             let _ = events.send(Event::Sync(e));
         }),
@@ -115,6 +112,24 @@ pub fn start(
     tracing::info!(listen = %args.sync_listen, %peer, port = args.sync_peer_port,
         snat_part = self_id.min(1) + 1, "connection sync on");
     Ok(Some(svc))
+}
+
+/// Turns the datapath's flow reports on, takes node `cfg.node`'s half of
+/// the SNAT range and starts the sync threads on `dp`'s conntrack, which
+/// report to `notify` (the agent's [`start`]; benchmarks and tests).
+pub fn service(
+    cfg: SyncConfig,
+    dp: &mut Dataplane,
+    notify: floatlb_sync::Notify,
+) -> Result<SyncService, SyncSetupError> {
+    dp.set_flow_sync(true, cfg.node.min(1) + 1)?;
+    Ok(SyncService::start(
+        cfg,
+        DpTable(dp.flow_sync_table()?),
+        DpTable(dp.flow_sync_table()?),
+        DpReports(dp.flow_reports()?),
+        notify,
+    )?)
 }
 
 /// The HA input a sync event stands for: a confirmed resync gates the
@@ -150,13 +165,7 @@ fn state_from_wire(s: TcpState) -> DpState {
 /// A datapath record as a sync record, its age taken at `now_ns`.
 pub fn to_wire(r: &CtRecord, now_ns: u64) -> FlowRecord {
     FlowRecord {
-        key: FlowKey {
-            proto: r.client.proto,
-            client: r.client.src,
-            vip: r.client.dst,
-            client_port: r.client.sport,
-            vip_port: r.client.dport,
-        },
+        key: key_to_wire(&r.client),
         state: state_to_wire(r.tcp_state),
         snat: r.nat_src.0,
         endpoint: r.nat_dst.0,
@@ -164,6 +173,17 @@ pub fn to_wire(r: &CtRecord, now_ns: u64) -> FlowRecord {
         endpoint_port: r.nat_dst.1,
         idle_ms: u32::try_from(now_ns.saturating_sub(r.last_seen_ns) / 1_000_000)
             .unwrap_or(u32::MAX),
+    }
+}
+
+/// A datapath client tuple as a sync key (a removed flow).
+pub fn key_to_wire(k: &DpKey) -> FlowKey {
+    FlowKey {
+        proto: k.proto,
+        client: k.src,
+        vip: k.dst,
+        client_port: k.sport,
+        vip_port: k.dport,
     }
 }
 

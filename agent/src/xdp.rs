@@ -91,7 +91,10 @@ impl Datapath for XdpDatapath {
 
     fn conntrack_sweeper(
         &self,
-    ) -> Result<Box<dyn FnMut() -> Result<usize, DataplaneError> + Send>, DataplaneError> {
+    ) -> Result<
+        Box<dyn FnMut() -> Result<Vec<floatlb_dataplane::FlowKey>, DataplaneError> + Send>,
+        DataplaneError,
+    > {
         let mut sweeper = self.dp.conntrack_sweeper()?;
         Ok(Box::new(move || sweeper.expire()))
     }

@@ -19,8 +19,10 @@
 //! * `without_sync_a_failover_resets_connections`: the same with
 //!   `--sync off`: the failover breaks connections (the test can fail).
 //! * `a_peer_with_the_wrong_key_is_refused_and_nothing_is_installed`.
+//! * `flows_the_masters_sweep_removes_are_removed_on_the_backup`: deletes
+//!   stream as they happen.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -416,5 +418,126 @@ fn a_peer_with_the_wrong_key_is_refused_and_nothing_is_installed() -> Result<()>
         "{installed} flows installed from a refused peer"
     );
     drop(load);
+    Ok(())
+}
+
+/// The MASTER's expiry sweep streams its removals: UDP flows to an endpoint
+/// that left the service on the MASTER only are removed from the BACKUP
+/// too, although the BACKUP's own service still has that endpoint (its own
+/// sweep would keep them for the 120 s UDP timeout, and the periodic
+/// resync never removes anything).
+#[test]
+fn flows_the_masters_sweep_removes_are_removed_on_the_backup() -> Result<()> {
+    let s = setup("syncdel", "on", [KEY, KEY])?;
+    // Eight UDP flows, one datagram each, then silent.
+    let socks: Vec<UdpSocket> = (0..8)
+        .map(|_| -> Result<UdpSocket> {
+            let u = s.pair.client.enter(|| UdpSocket::bind("0.0.0.0:0"))??;
+            u.send_to(b"hello", vip(UDP_PORT))?;
+            Ok(u)
+        })
+        .collect::<Result<_>>()?;
+    let ports: Vec<u16> = socks
+        .iter()
+        .map(|u| u.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<_>>()?;
+    let backup_udp = || -> Result<Vec<floatlb_dataplane::CtRecord>> {
+        Ok(
+            floatlb_dataplane::pinned_conntrack_dump(&pin_dir(&s.pair, 1))?
+                .into_iter()
+                .filter(|r| {
+                    r.client.src == CLIENT_IP
+                        && r.client.dport == UDP_PORT
+                        && ports.contains(&r.client.sport)
+                })
+                .collect(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backup_udp()?.len() < ports.len() {
+        ensure!(
+            Instant::now() < deadline,
+            "the BACKUP holds {} of {} UDP flows{}",
+            backup_udp()?.len(),
+            ports.len(),
+            s.pair.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let to_ep2 = backup_udp()?
+        .iter()
+        .filter(|r| r.nat_dst.0 == ENDPOINT2)
+        .count();
+    ensure!(to_ep2 > 0, "no UDP flow went to {ENDPOINT2}");
+    // ENDPOINT2 leaves the UDP service on node 0 (the MASTER) only.
+    let ep = |ip, port| TestEndpoint {
+        ip,
+        port,
+        weight: 1,
+    };
+    write_config(
+        &s.pair.dir.join("lb.json"),
+        &[
+            TestService {
+                vip: VIP,
+                port: TCP_PORT,
+                protocol: "tcp",
+                sel: 0,
+                endpoints: vec![ep(ENDPOINT_IP, 8080), ep(ENDPOINT2, 8080)],
+            },
+            TestService {
+                vip: VIP,
+                port: UDP_PORT,
+                protocol: "udp",
+                sel: 0,
+                endpoints: vec![ep(ENDPOINT_IP, UDP_EP_PORT)],
+            },
+        ],
+    )?;
+    let pid = s.pair.nodes[0]
+        .agent
+        .as_ref()
+        .and_then(|a| a.pid())
+        .context("node 0 is not running")?;
+    let t0 = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGHUP,
+    )?;
+    let deadline = t0 + Duration::from_secs(10);
+    loop {
+        let left = backup_udp()?
+            .iter()
+            .filter(|r| r.nat_dst.0 == ENDPOINT2)
+            .count();
+        if left == 0 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{left} of {to_ep2} UDP flows to {ENDPOINT2} are still on the BACKUP 10 s after the \
+             MASTER dropped the endpoint{}",
+            s.pair.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    let kept = backup_udp()?.len();
+    let applied = ApiClient::local(&s.pair.nodes[1].ns)
+        .get_at("/metrics")?
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("floatlb_sync_deletes_total{direction=\"applied\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .context("no floatlb_sync_deletes_total on node 1")?;
+    println!(
+        "streamed deletes: {to_ep2} UDP flows to the removed endpoint gone from the BACKUP \
+         {:.0} ms after the MASTER's reload (sweep every 2 s); {kept} others kept; node 1 \
+         floatlb_sync_deletes_total{{direction=\"applied\"}} {applied}",
+        ms(took)
+    );
+    ensure!(kept == ports.len() - to_ep2, "the BACKUP lost other flows");
+    ensure!(applied >= to_ep2 as f64);
+    drop(socks);
     Ok(())
 }

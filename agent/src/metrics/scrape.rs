@@ -266,6 +266,15 @@ fn encode_sync(enc: &mut DescriptorEncoder, s: &floatlb_sync::SyncSnapshot) -> F
     )?;
     counter(
         enc,
+        "floatlb_sync_deletes",
+        "Removed flows (the MASTER's expiry sweep) sent to the peer and applied from it",
+        vec![
+            (vec![("direction", "sent".into())], s.deletes_sent),
+            (vec![("direction", "applied".into())], s.deletes_received),
+        ],
+    )?;
+    counter(
+        enc,
         "floatlb_sync_resyncs",
         "Bulk resyncs sent, confirmed by the peer, and received",
         vec![

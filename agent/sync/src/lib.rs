@@ -149,7 +149,50 @@ impl Shared {
 /// The running sync threads (see the module docs).
 pub struct SyncService {
     shared: Arc<Shared>,
+    queue: Arc<queue::ChangeQueue>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Where the expiry sweep reports the flows it removed, so a MASTER
+/// streams their removal to the peer as it happens (made by
+/// [`SyncService::deletions`]; cheap to clone, usable from any thread).
+#[derive(Clone)]
+pub struct Deletions {
+    shared: Arc<Shared>,
+    queue: Arc<queue::ChangeQueue>,
+}
+
+impl std::fmt::Debug for Deletions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deletions").finish_non_exhaustive()
+    }
+}
+
+impl Deletions {
+    /// Queues the removal of these flows (by client tuple) for the peer;
+    /// ignored while BACKUP (a BACKUP's own sweep ages its copies). Goes
+    /// through the same bounded queue as the datapath's reports, in order
+    /// with them.
+    pub fn removed(&self, keys: impl IntoIterator<Item = FlowKey>) {
+        if !self.shared.active.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let changes = keys.into_iter().map(|key| queue::Change {
+            rec: FlowRecord {
+                key,
+                state: TcpState::Closed,
+                snat: std::net::Ipv4Addr::UNSPECIFIED,
+                endpoint: std::net::Ipv4Addr::UNSPECIFIED,
+                snat_port: 0,
+                endpoint_port: 0,
+                idle_ms: 0,
+            },
+            reported: now,
+            delete: true,
+        });
+        self.queue.push(changes, &self.shared.stats);
+    }
 }
 
 impl std::fmt::Debug for SyncService {
@@ -200,7 +243,7 @@ impl SyncService {
         };
         let table = Arc::new(Mutex::new(recv_table));
         let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
-        let q2 = queue.clone();
+        let (q1, q2) = (queue.clone(), queue.clone());
         let threads = vec![
             spawn(
                 "sync-listen",
@@ -208,19 +251,31 @@ impl SyncService {
             )?,
             spawn(
                 "sync-reports",
-                Box::new(move || sender::reports(&s2, reports, &queue)),
+                Box::new(move || sender::reports(&s2, reports, &q1)),
             )?,
             spawn(
                 "sync-send",
                 Box::new(move || sender::run(&s3, send_table, &q2)),
             )?,
         ];
-        Ok(SyncService { shared, threads })
+        Ok(SyncService {
+            shared,
+            queue,
+            threads,
+        })
     }
 
     /// MASTER (true): stream to the peer. BACKUP (false): only receive.
     pub fn set_active(&self, active: bool) {
         self.shared.active.store(active, Ordering::Relaxed);
+    }
+
+    /// The handle the expiry sweep reports removed flows to.
+    pub fn deletions(&self) -> Deletions {
+        Deletions {
+            shared: self.shared.clone(),
+            queue: self.queue.clone(),
+        }
     }
 
     /// The counters, live.

@@ -13,11 +13,14 @@ use std::time::{Duration, Instant};
 use crate::packet::FlowRecord;
 use crate::stats::SyncStats;
 
-/// One reported change, with when the datapath reported it.
+/// One change, with when it was reported: a flow created or changed (the
+/// datapath's report), or removed (`delete`: the expiry sweep; only
+/// `rec.key` is meaningful then).
 #[derive(Debug, Clone, Copy)]
 pub struct Change {
     pub rec: FlowRecord,
     pub reported: Instant,
+    pub delete: bool,
 }
 
 #[derive(Default)]
@@ -135,6 +138,7 @@ mod tests {
                 idle_ms: 0,
             },
             reported: Instant::now(),
+            delete: false,
         }
     }
 

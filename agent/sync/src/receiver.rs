@@ -169,10 +169,13 @@ fn session<T: FlowTable>(
             }
             Message::Delete(keys) => {
                 let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
-                if let Err(e) = t.delete(&keys) {
-                    SyncStats::add(&stats.install_errors, 1);
-                    if let Some(suppressed) = shared.warn.check() {
-                        tracing::warn!(error = %e, suppressed, "deleting synced flows failed");
+                match t.delete(&keys) {
+                    Ok(()) => SyncStats::add(&stats.deletes_received, keys.len() as u64),
+                    Err(e) => {
+                        SyncStats::add(&stats.install_errors, 1);
+                        if let Some(suppressed) = shared.warn.check() {
+                            tracing::warn!(error = %e, suppressed, "deleting synced flows failed");
+                        }
                     }
                 }
             }

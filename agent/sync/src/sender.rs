@@ -28,7 +28,11 @@ pub(crate) fn reports<P: FlowReports>(shared: &Shared, mut reports: P, queue: &C
         }
         if shared.active.load(Ordering::Relaxed) && !recs.is_empty() {
             queue.push(
-                recs.into_iter().map(|rec| Change { rec, reported: now }),
+                recs.into_iter().map(|rec| Change {
+                    rec,
+                    reported: now,
+                    delete: false,
+                }),
                 &shared.stats,
             );
         }
@@ -180,11 +184,24 @@ fn stream_to<T: FlowTable>(
             if changes.is_empty() {
                 continue;
             }
-            let recs = changes.iter().map(|c| c.rec).collect();
-            if let Err(e) = out.send(&mut stream, &Message::Upsert(recs), stats) {
-                return End::Broken(e.into());
+            // In order: each run of creations/changes is one Upsert, each
+            // run of removals one Delete.
+            for run in changes.chunk_by(|a, b| a.delete == b.delete) {
+                let msg = if run[0].delete {
+                    Message::Delete(run.iter().map(|c| c.rec.key).collect())
+                } else {
+                    Message::Upsert(run.iter().map(|c| c.rec).collect())
+                };
+                if let Err(e) = out.send(&mut stream, &msg, stats) {
+                    return End::Broken(e.into());
+                }
+                let sent = if run[0].delete {
+                    &stats.deletes_sent
+                } else {
+                    &stats.records_sent
+                };
+                SyncStats::add(sent, run.len() as u64);
             }
-            SyncStats::add(&stats.records_sent, changes.len() as u64);
             let oldest = changes.iter().map(|c| c.reported).min();
             if let Some(t) = oldest {
                 stats.lag(t.elapsed().as_micros() as u64);

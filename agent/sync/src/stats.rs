@@ -19,6 +19,8 @@ pub struct SyncStats {
     pub refused_bad_mac: AtomicU64,
     pub records_sent: AtomicU64,
     pub records_installed: AtomicU64,
+    pub deletes_sent: AtomicU64,
+    pub deletes_received: AtomicU64,
     pub install_errors: AtomicU64,
     pub resyncs_sent: AtomicU64,
     pub resyncs_acked: AtomicU64,
@@ -47,6 +49,10 @@ pub struct SyncSnapshot {
     pub records_sent: u64,
     /// Flow records installed into the local datapath.
     pub records_installed: u64,
+    /// Removed flows (the MASTER's expiry sweep) sent to the peer.
+    pub deletes_sent: u64,
+    /// Removals received from the peer and applied to the local datapath.
+    pub deletes_received: u64,
     /// Batches the local datapath refused to install.
     pub install_errors: u64,
     /// Bulk resyncs sent to the peer.
@@ -79,6 +85,8 @@ impl SyncStats {
             refused_bad_mac: self.refused_bad_mac.load(Relaxed),
             records_sent: self.records_sent.load(Relaxed),
             records_installed: self.records_installed.load(Relaxed),
+            deletes_sent: self.deletes_sent.load(Relaxed),
+            deletes_received: self.deletes_received.load(Relaxed),
             install_errors: self.install_errors.load(Relaxed),
             resyncs_sent: self.resyncs_sent.load(Relaxed),
             resyncs_acked: self.resyncs_acked.load(Relaxed),

@@ -151,9 +151,23 @@ fn the_master_table_and_its_changes_reach_the_backup_and_the_resync_is_acknowled
         b.table.0.lock().unwrap().get(&changed.key) == Some(&changed)
     });
     println!("loopback change lag: {:?}", t0.elapsed());
+    // Flows the MASTER's sweep removed are removed on the BACKUP too, in
+    // order with the changes around them; a BACKUP's own removals are not
+    // sent anywhere.
+    let gone: Vec<FlowKey> = (1..=10).map(|p| rec(p).key).collect();
+    a.svc.deletions().removed(gone.iter().copied());
+    b.svc.deletions().removed([rec(11).key]);
+    wait_for("the streamed removals", Duration::from_secs(5), || {
+        let t = b.table.0.lock().unwrap();
+        gone.iter().all(|k| !t.contains_key(k))
+    });
+    assert!(b.table.0.lock().unwrap().contains_key(&rec(11).key));
+    assert_eq!(a.svc.stats().snapshot().deletes_sent, 10);
+    assert_eq!(b.svc.stats().snapshot().deletes_received, 10);
     let (sa, sb) = (a.svc.stats().snapshot(), b.svc.stats().snapshot());
     assert_eq!((sa.resyncs_sent, sa.resyncs_acked), (1, 1));
     assert_eq!((sb.records_installed, sb.frames_refused), (3001, 0));
+    assert_eq!(b.table.0.lock().unwrap().len(), 3001 - 10);
     assert!(
         b.events
             .try_iter()

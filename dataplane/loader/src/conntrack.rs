@@ -158,10 +158,10 @@ impl Dataplane {
         let retired = take_retired(&self.retired);
         let census = self.census.clone();
         let flows = expire_idle(self.map_mut(M_CT)?, timeouts, &retired, &census)?;
-        if flows > 0 {
+        if !flows.is_empty() {
             self.bump_flow_cache_gen()?;
         }
-        Ok(flows)
+        Ok(flows.len())
     }
 
     /// A handle that expires conntrack entries like
@@ -216,19 +216,26 @@ impl std::fmt::Debug for ConntrackSweeper {
 
 impl ConntrackSweeper {
     /// Remove idle flows, as [`Dataplane::expire_conntrack`] does; returns
-    /// how many.
-    pub fn expire(&mut self) -> Result<usize, DataplaneError> {
+    /// the client tuple of each flow removed (for connection sync, which
+    /// streams the removals to the peer).
+    pub fn expire(&mut self) -> Result<Vec<FlowKey>, DataplaneError> {
         let retired = take_retired(&self.retired);
         let flows = expire_idle(&mut self.ct, self.timeouts, &retired, &self.census)?;
-        if flows > 0 {
+        if !flows.is_empty() {
             modify_config_map(&self.config_lock, &mut self.config, bump_gen)?;
         }
         Ok(flows)
     }
 }
 
-/// Every entry of the conntrack map `m`.
+/// Every entry of the conntrack map `m`: in batches where the kernel offers
+/// them (`batch::lookup_all`), else element by element.
 fn entries(m: &Map) -> Result<Vec<(FlowKeyRaw, CtValue)>, DataplaneError> {
+    match crate::batch::lookup_all(m) {
+        Ok(all) => return Ok(all),
+        Err(crate::batch::BatchError::Failed(e)) => return Err(e),
+        Err(crate::batch::BatchError::Unsupported) => {}
+    }
     let m: HashMap<&MapData, FlowKeyRaw, CtValue> =
         HashMap::try_from(m).map_err(DataplaneError::map(M_CT))?;
     let mut out = Vec::new();
@@ -249,7 +256,7 @@ fn entries(m: &Map) -> Result<Vec<(FlowKeyRaw, CtValue)>, DataplaneError> {
 }
 
 /// Removes the idle flows of the conntrack map `ct`, and the flows to the
-/// `retired` endpoints; returns how many. Counts what stays into `census`
+/// `retired` endpoints; returns their client tuples. Counts what stays into `census`
 /// (flows per endpoint, entries) for metrics. The
 /// caller bumps the flow-cache generation when any went: an expired flow is
 /// idle, so its cached copies are stale (each is re-validated after
@@ -260,7 +267,7 @@ fn expire_idle(
     t: CtTimeouts,
     retired: &[RetiredEndpoint],
     census: &crate::stats::Census,
-) -> Result<usize, DataplaneError> {
+) -> Result<Vec<FlowKey>, DataplaneError> {
     let now = monotonic_ns();
     let mut kept = crate::stats::CtCensus {
         at_ns: now.max(1),
@@ -270,7 +277,7 @@ fn expire_idle(
     let all = entries(ct)?;
     let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
     let mut doomed = Vec::new();
-    let mut flows = 0usize;
+    let mut flows = Vec::new();
     for (k, v) in &all {
         let peer_k = v.peer_key(k.proto);
         let peer = by_key.get(&peer_k);
@@ -305,7 +312,13 @@ fn expire_idle(
             if peer.is_some() {
                 doomed.push(peer_k);
             }
-            flows += 1;
+            // The client's tuple: the forward key, or what a lone reply
+            // entry rewrites to (the client as destination).
+            flows.push(if v.dir == DIR_FORWARD {
+                FlowKey::from_raw(k)
+            } else {
+                FlowKey::from_raw(&peer_k)
+            });
         } else if let Some(ep) = RetiredEndpoint::of_flow(v) {
             *kept
                 .flows
@@ -320,8 +333,8 @@ fn expire_idle(
     for k in &doomed {
         let _ = m.remove(k);
     }
-    if flows > 0 {
-        tracing::debug!(flows, "conntrack entries expired");
+    if !flows.is_empty() {
+        tracing::debug!(flows = flows.len(), "conntrack entries expired");
     }
     Ok(flows)
 }
@@ -376,14 +389,12 @@ pub(crate) fn lookup_service(
     Ok(m.get(&skey, 0).ok())
 }
 
-/// Writes both directions of `rec` into the conntrack map `ct` (reply
-/// entry first: once the forward entry exists, replies must match). The
-/// caller bumps the flow-cache generation.
-pub(crate) fn insert_pair(
-    ct: &mut Map,
+/// Both directions' entries of `rec`, reply first (the order to write
+/// them in: once the forward entry exists, replies must match).
+pub(crate) fn pair_entries(
     rec: &CtRecord,
     svc: Option<ServiceValue>,
-) -> Result<(), DataplaneError> {
+) -> [(FlowKeyRaw, CtValue); 2] {
     let fkey = rec.client.raw();
     let fwd = CtValue {
         nat_src: spec::ip_raw(rec.nat_src.0),
@@ -399,7 +410,6 @@ pub(crate) fn insert_pair(
         bytes: rec.bytes,
         ..CtValue::default()
     };
-    let rkey = fwd.peer_key(fkey.proto);
     let rev = CtValue {
         nat_src: fkey.dst,
         nat_dst: fkey.src,
@@ -410,6 +420,17 @@ pub(crate) fn insert_pair(
         bytes: 0,
         ..fwd
     };
+    [(fwd.peer_key(fkey.proto), rev), (fkey, fwd)]
+}
+
+/// Writes both directions of `rec` into the conntrack map `ct` (see
+/// [`pair_entries`]). The caller bumps the flow-cache generation.
+pub(crate) fn insert_pair(
+    ct: &mut Map,
+    rec: &CtRecord,
+    svc: Option<ServiceValue>,
+) -> Result<(), DataplaneError> {
+    let [(rkey, rev), (fkey, fwd)] = pair_entries(rec, svc);
     let mut m: HashMap<&mut MapData, FlowKeyRaw, CtValue> =
         HashMap::try_from(ct).map_err(DataplaneError::map(M_CT))?;
     m.insert(rkey, rev, 0).map_err(DataplaneError::map(M_CT))?;

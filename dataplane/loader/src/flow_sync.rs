@@ -14,7 +14,9 @@ use std::time::Duration;
 use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
 use floatlb_common::{CT_CLOSED, Config, FlowReport};
 
-use crate::conntrack::{check_record, delete_pair, insert_pair, lookup_service, records};
+use crate::conntrack::{
+    check_record, delete_pair, insert_pair, lookup_service, pair_entries, records,
+};
 use crate::spec::{self, CtRecord, FlowKey, TcpState};
 use crate::{
     Dataplane, DataplaneError, M_CONFIG, M_CT, M_FLOW_LOST, M_FLOW_RB, M_SERVICES, bump_gen,
@@ -112,8 +114,22 @@ impl FlowSyncTable {
                 }
             })
             .collect::<Result<Vec<_>, DataplaneError>>()?;
-        for (r, svc) in recs.iter().zip(svcs) {
-            insert_pair(&mut self.ct, r, svc)?;
+        // Both entries of every flow in one batch write (reply entries
+        // first within each pair); element by element where the kernel
+        // has no batch command.
+        let entries: Vec<_> = recs
+            .iter()
+            .zip(&svcs)
+            .flat_map(|(r, svc)| pair_entries(r, *svc))
+            .collect();
+        match crate::batch::update(&self.ct, &entries) {
+            Ok(()) => {}
+            Err(crate::batch::BatchError::Failed(e)) => return Err(e),
+            Err(crate::batch::BatchError::Unsupported) => {
+                for (r, svc) in recs.iter().zip(svcs) {
+                    insert_pair(&mut self.ct, r, svc)?;
+                }
+            }
         }
         if !recs.is_empty() {
             modify_config_map(&self.config_lock, &mut self.config, bump_gen)?;

@@ -15,6 +15,7 @@
 //! flips the service's `generation` with a single update of the
 //! non-preallocated service map element, which the kernel replaces under RCU.
 
+mod batch;
 mod bpffs;
 mod conntrack;
 mod error;

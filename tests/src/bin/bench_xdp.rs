@@ -7,6 +7,14 @@
 //! flow, (c) floatlb on a new-flow SYN (a new source port every time).
 //! Prints medians and ratios vs the baseline. Needs root.
 //!
+//! The thread is pinned to one CPU (`BENCH_CPU`, default the last one,
+//! which takes fewer device interrupts on a small VM): the flow cache is per
+//! CPU, so a thread that migrates pays a conntrack-path packet on each CPU
+//! it lands on, and the two CPUs of a VM need not run at the same speed.
+//! The kernel reports each run time in whole clock steps (10 ns here), so
+//! besides the medians it prints 10 %-trimmed means, which resolve below a
+//! step; the established target is judged on those.
+//!
 //! Usage: bench-xdp [ROUNDS]   (default 20000)
 
 use std::{net::Ipv4Addr, path::PathBuf, process::Command, time::Instant};
@@ -85,11 +93,38 @@ fn mean(v: &[u64]) -> f64 {
     v.iter().sum::<u64>() as f64 / v.len().max(1) as f64
 }
 
+/// Mean of the middle 80 % of the sorted samples `v` (drops the slowest
+/// tenth, interrupts and migrations, and the fastest tenth symmetrically).
+fn trimmed_mean(v: &[u64]) -> f64 {
+    let cut = v.len() / 10;
+    mean(&v[cut..v.len() - cut])
+}
+
+/// Pins the calling thread to `BENCH_CPU`, or to the last CPU it may use.
+fn pin_cpu() -> anyhow::Result<usize> {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let allowed = sched_getaffinity(Pid::from_raw(0))?;
+    let cpu = match std::env::var("BENCH_CPU") {
+        Ok(v) => v.parse().context("BENCH_CPU")?,
+        Err(_) => (0..CpuSet::count())
+            .rev()
+            .find(|&c| allowed.is_set(c).unwrap_or(false))
+            .context("no CPU in the affinity mask")?,
+    };
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pin to CPU {cpu}"))?;
+    Ok(cpu)
+}
+
 fn pct(v: &[u64], p: f64) -> u64 {
     v[((v.len() as f64 - 1.0) * p) as usize]
 }
 
 fn run(rounds: usize) -> anyhow::Result<()> {
+    let cpu = pin_cpu()?;
+    println!("bench-xdp: pinned to CPU {cpu}");
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
     sh(&["ip", "link", "set", "lo", "up"])?;
     sh(&[
@@ -283,13 +318,13 @@ fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()
     );
     let rb = |x: u64| x as f64 / mb.max(1) as f64;
     println!(
-        "  floatlb established flow  {me:>9} {:>5} {:>5}   {:.2} (<= 1.5)",
+        "  floatlb established flow  {me:>9} {:>5} {:>5}   {:.2} (<= 1.25)",
         pct(&est, 0.1),
         pct(&est, 0.9),
         rb(me)
     );
     println!(
-        "  floatlb new-flow SYN      {mn:>9} {:>5} {:>5}   {:.2} (<= 4.0)",
+        "  floatlb new-flow SYN      {mn:>9} {:>5} {:>5}   {:.2}",
         pct(&new, 0.1),
         pct(&new, 0.9),
         rb(mn)
@@ -301,6 +336,12 @@ fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()
         ae / ab,
         an / ab
     );
+    let (tb, te, tn) = (trimmed_mean(&base), trimmed_mean(&est), trimmed_mean(&new));
+    println!(
+        "  10%-trimmed means (ns): baseline {tb:.1}, established {te:.1} ({:.3}x), new flow {tn:.1} ({:.2}x)",
+        te / tb,
+        tn / tb
+    );
     println!(
         "  floatlb passing a non-service packet (parse, conntrack + service misses): {mp} ns, {:.2}x",
         rb(mp)
@@ -311,12 +352,13 @@ fn measure(dp: &mut Dataplane, ifindex: u32, rounds: usize) -> anyhow::Result<()
         wn as f64 / wb as f64
     );
     println!(
-        "  established ratio target met: {}",
-        if rb(me) <= 1.5 { "yes" } else { "NO" }
+        "  established ratio (trimmed means) {:.3}x, target <= 1.25 met: {}",
+        te / tb,
+        if te / tb <= 1.25 { "yes" } else { "NO" }
     );
     println!(
-        "  new-flow ratio target met: {}",
-        if rb(mn) <= 4.0 { "yes" } else { "NO" }
+        "  new-flow ratio (trimmed means) {:.2}x (reported; the earlier target was 4.0)",
+        tn / tb
     );
     Ok(())
 }
