@@ -115,17 +115,20 @@ fn drop_with(reason: u32) -> u32 {
     xdp_action::XDP_DROP
 }
 
-/// Count a packet of service `svc_id` sent to its endpoint `ep_idx`. Only
-/// per-endpoint counters are kept; a service's total is the sum of its 64
-/// slots (the loader zeroes them when it creates the service).
+/// Count `packets` packets (`bytes` bytes) of service `svc_id` sent to its
+/// endpoint `ep_idx`. Only per-endpoint counters are kept; a service's
+/// total is the sum of its 64 slots (the loader zeroes them when it creates
+/// the service). Flow-cache hits are counted in their slot and added here
+/// when the slot writes back (`cache_fill`); the loader adds what slots
+/// still hold when it reads the counters.
 #[inline(always)]
-unsafe fn bump_stats(svc_id: u32, ep_idx: u8, bytes: u64) {
+unsafe fn bump_stats(svc_id: u32, ep_idx: u8, packets: u64, bytes: u64) {
     let ep_slot = svc_id
         .wrapping_mul(MAX_ENDPOINTS as u32)
         .wrapping_add(ep_idx as u32);
     if let Some(c) = EP_STATS.get_ptr_mut(ep_slot) {
         unsafe {
-            (*c).packets += 1;
+            (*c).packets += packets;
             (*c).bytes += bytes;
         }
     }
@@ -152,8 +155,9 @@ unsafe fn process(ctx: &XdpContext) -> Result<u32, ()> {
     let ifindex = ctx.ingress_ifindex() as u32;
     if let Some(own) = IFMAC.get(ifindex & (IFMAC_SLOTS - 1))
         && own.ifindex == ifindex
-        && unsafe { (*eth).dst } != own.mac
+        && !unsafe { mac_eq(core::ptr::addr_of!((*eth).dst), &own.mac) }
     {
+        core::hint::cold_path();
         return Ok(xdp_action::XDP_PASS);
     }
     match unsafe { (*ip).proto } {
@@ -164,8 +168,21 @@ unsafe fn process(ctx: &XdpContext) -> Result<u32, ()> {
 }
 
 unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -> Result<u32, ()> {
-    let proto = unsafe { (*ip).proto };
     let head = ptr_at::<L4Head>(ctx, L4_OFF)?;
+    // The flow cache first, from the tuple alone: the fast path reads what
+    // else it checks from the packet itself, so little stays live across
+    // the lookup (BPF calls clobber r1-r5).
+    let slot = unsafe { cache_slot_of((*ip).src, (*ip).dst, (*head).sport, (*head).dport) };
+    let cached = FLOWS.get_ptr_mut(slot);
+    if let Some(e) = cached
+        && let Some(action) = unsafe { fast_path(ctx, eth, ip, head, &mut *e, cfg) }
+    {
+        return Ok(action);
+    }
+    // Everything below is the slow path: keep it out of the fast path's
+    // straight line.
+    core::hint::cold_path();
+    let proto = unsafe { (*ip).proto };
     // Non-first fragments carry no ports: never ours to recognise.
     let frag = unsafe { (*ip).frag_off } & IP_FRAG_MASK_BE;
     let (csum, tcp_flags) = if proto == PROTO_TCP {
@@ -187,16 +204,6 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let jiffies = unsafe { bpf_jiffies64() };
-    let cached = FLOWS.get_ptr_mut(cache_slot(&key));
-    if let Some(e) = cached
-        && let Some(action) = unsafe {
-            fast_path(
-                ctx, eth, ip, head, csum, &key, &mut *e, cfg, jiffies, tcp_flags, frag, bytes,
-            )
-        }
-    {
-        return Ok(action);
-    }
     if let Some(ct) = CT.get_ptr_mut(&key) {
         let now = unsafe { bpf_ktime_get_coarse_ns() };
         if frag != 0 {
@@ -210,7 +217,7 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
             unsafe { track_tcp(&key, v, tcp_flags, cfg.report_flows != 0) };
         }
         if v.svc_id != u32::MAX {
-            unsafe { bump_stats(v.svc_id, v.ep_idx, bytes) };
+            unsafe { bump_stats(v.svc_id, v.ep_idx, 1, bytes) };
         }
         if unsafe { (*ip).ttl } <= 1 {
             return Ok(drop_with(DROP_TTL));
@@ -275,6 +282,25 @@ unsafe fn l4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut IpHdr, cfg: &Config) -
     }
 }
 
+/// Whether the frame's destination MAC `dst` equals `own`: three 16-bit
+/// compares (an array comparison becomes six byte loads and shifts).
+///
+/// # Safety
+/// `dst` must be valid for reads and 2-byte aligned (a field of `EthHdr`).
+#[inline(always)]
+unsafe fn mac_eq(dst: *const [u8; 6], own: &[u8; 6]) -> bool {
+    let a = dst as *const u16;
+    let b = own.as_ptr() as *const u16;
+    // SAFETY: both are 6 bytes and 2-byte aligned (`IfaceMac::mac` sits at
+    // offset 4 of a 4-aligned struct).
+    unsafe {
+        (a.read() ^ b.read())
+            | (a.add(1).read() ^ b.add(1).read())
+            | (a.add(2).read() ^ b.add(2).read())
+            == 0
+    }
+}
+
 /// Advance the TCP state of a flow on this packet's flags; mirror any change
 /// into the entry of the opposite direction.
 #[inline(always)]
@@ -311,43 +337,56 @@ unsafe fn track_tcp(key: &FlowKeyRaw, v: &mut CtValue, flags: u8, report: bool) 
 /// the cached next hop: no hash lookup and no clock read. None: take the
 /// conntrack path.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn fast_path(
     ctx: &XdpContext,
     eth: *mut EthHdr,
     ip: *mut IpHdr,
     head: *mut L4Head,
-    csum: *mut u16,
-    key: &FlowKeyRaw,
     e: &mut FlowCacheEntry,
     cfg: &Config,
-    jiffies: u64,
-    tcp_flags: u8,
-    frag: u16,
-    bytes: u64,
 ) -> Option<u32> {
     // The tuple is compared as two words (the layout of `FlowKeyRaw`,
     // little-endian, padding zero); the slot is 8-byte aligned.
     let w = e as *const FlowCacheEntry as *const u64;
-    let k0 = key.src as u64 | (key.dst as u64) << 32;
-    let k1 = key.sport as u64 | (key.dport as u64) << 16 | (key.proto as u64) << 32;
-    // SAFETY: `w` points at the first 16 bytes of the slot (its key).
-    let (w0, w1) = unsafe { (*w, *w.add(1)) };
+    // SAFETY: `ip` and `head` were bounds-checked by the caller; `w` points
+    // at the first 16 bytes of the slot (its key).
+    let (k0, k1, w0, w1) = unsafe {
+        let proto = (*ip).proto;
+        (
+            (*ip).src as u64 | ((*ip).dst as u64) << 32,
+            (*head).sport as u64 | ((*head).dport as u64) << 16 | (proto as u64) << 32,
+            *w,
+            *w.add(1),
+        )
+    };
+    // Non-first fragments carry no ports: never ours to recognise.
     if w0 != k0
         || w1 != k1
         || e.ct_gen != cfg.ct_gen
-        || jiffies.wrapping_sub(e.synced_jiffies) >= FLOW_CACHE_SYNC_JIFFIES
-        || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
-        || frag != 0
+        || unsafe { (*ip).frag_off } & IP_FRAG_MASK_BE != 0
         || unsafe { (*ip).ttl } <= 1
     {
         return None;
     }
+    let proto = unsafe { (*ip).proto };
+    let csum = if proto == PROTO_TCP {
+        let tcp = ptr_at::<TcpHdr>(ctx, L4_OFF).ok()?;
+        if unsafe { (*tcp).flags } & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+            return None;
+        }
+        unsafe { core::ptr::addr_of_mut!((*tcp).check) }
+    } else {
+        unsafe { core::ptr::addr_of_mut!((*head).w3) }
+    };
+    if unsafe { bpf_jiffies64() }.wrapping_sub(e.synced_jiffies) >= FLOW_CACHE_SYNC_JIFFIES {
+        return None;
+    }
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    // Counted in the slot only: the endpoint's counters get them at
+    // write-back (`cache_fill`), one map update per slot instead of one
+    // per packet.
     e.packets += 1;
     e.bytes += bytes;
-    if e.svc_id != u32::MAX {
-        unsafe { bump_stats(e.svc_id, e.ep_idx, bytes) };
-    }
     // SAFETY: `ip`, `head` and `csum` were bounds-checked by the caller.
     unsafe {
         (*ip).ttl -= 1;
@@ -355,9 +394,9 @@ unsafe fn fast_path(
         (*ip).src = e.nat_src;
         (*ip).dst = e.nat_dst;
         let old = *csum;
-        if !(key.proto == PROTO_UDP && old == 0) {
+        if !(proto == PROTO_UDP && old == 0) {
             let mut c = Delta::from_folded(e.l4_csum_delta).apply(old);
-            if key.proto == PROTO_UDP && c == 0 {
+            if proto == PROTO_UDP && c == 0 {
                 c = 0xffff;
             }
             *csum = c;
@@ -393,6 +432,9 @@ unsafe fn cache_fill(
         return;
     }
     if e.packets != 0 {
+        if e.svc_id != u32::MAX {
+            unsafe { bump_stats(e.svc_id, e.ep_idx, e.packets, e.bytes) };
+        }
         if ours {
             v.packets += e.packets;
             v.bytes += e.bytes;
@@ -650,7 +692,7 @@ unsafe fn new_flow(
     fwd.dir = DIR_FORWARD;
     fwd.packets = 1;
     fwd.bytes = bytes;
-    unsafe { bump_stats(svc.id, idx as u8, bytes) };
+    unsafe { bump_stats(svc.id, idx as u8, 1, bytes) };
     unsafe {
         rewrite(
             ip,

@@ -128,11 +128,11 @@ pub(crate) fn flow_hash(k: &FlowKeyRaw) -> u32 {
     mix(k.src ^ mix(k.dst ^ mix(((k.sport as u32) << 16 | k.dport as u32) ^ k.proto as u32)))
 }
 
-/// Slot of `k` in the per-CPU flow cache: one multiplicative hash (the top
-/// bits of a golden-ratio product), cheap enough for every packet. The
+/// Slot of a tuple in the per-CPU flow cache: one multiplicative hash (the
+/// top bits of a golden-ratio product), cheap enough for every packet. The
 /// destination is rotated so a flow's two directions land apart.
 #[inline(always)]
-pub(crate) fn cache_slot(k: &FlowKeyRaw) -> u32 {
-    let x = k.src ^ k.dst.rotate_left(16) ^ ((k.sport as u32) << 16 | k.dport as u32);
+pub(crate) fn cache_slot_of(src: u32, dst: u32, sport: u16, dport: u16) -> u32 {
+    let x = src ^ dst.rotate_left(16) ^ ((sport as u32) << 16 | dport as u32);
     x.wrapping_mul(0x9e37_79b1) >> (32 - FLOW_CACHE_SLOTS.trailing_zeros())
 }

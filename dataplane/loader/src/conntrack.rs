@@ -66,6 +66,12 @@ impl RetiredEndpoint {
     }
 }
 
+/// A hash map for the whole-table passes (a million flows are two million
+/// entries): foldhash, seeded per map, several times faster than SipHash
+/// here; the keys are flow tuples, which clients choose, so never a fixed
+/// seed.
+type FastMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+
 /// The queue of retired endpoints shared by the datapath and its sweepers.
 pub(crate) type Retired = Arc<Mutex<Vec<RetiredEndpoint>>>;
 
@@ -82,19 +88,7 @@ impl Dataplane {
     /// generation) or hold packets not yet written back (any generation: the
     /// program writes those back when it reuses the slot).
     fn flow_cache_slots(&self) -> Result<Vec<FlowCacheEntry>, DataplaneError> {
-        let m: PerCpuArray<&MapData, FlowCacheEntry> =
-            PerCpuArray::try_from(self.map_ref(M_FLOWS)?).map_err(DataplaneError::map(M_FLOWS))?;
-        let mut out = Vec::new();
-        for i in 0..FLOW_CACHE_SLOTS {
-            let per_cpu = m.get(&i, 0).map_err(DataplaneError::map(M_FLOWS))?;
-            out.extend(
-                per_cpu
-                    .iter()
-                    .filter(|e| e.ct_gen != 0 || e.packets != 0)
-                    .copied(),
-            );
-        }
-        Ok(out)
+        cache_slots(self.map_ref(M_FLOWS)?)
     }
 
     /// How many flow directions the per-CPU flow caches serve right now
@@ -228,6 +222,47 @@ impl ConntrackSweeper {
     }
 }
 
+/// The slots of every CPU's flow cache `flows` that serve packets or hold
+/// packets not yet written back (see `Dataplane::flow_cache_slots`).
+fn cache_slots(flows: &Map) -> Result<Vec<FlowCacheEntry>, DataplaneError> {
+    let m: PerCpuArray<&MapData, FlowCacheEntry> =
+        PerCpuArray::try_from(flows).map_err(DataplaneError::map(M_FLOWS))?;
+    let mut out = Vec::new();
+    for i in 0..FLOW_CACHE_SLOTS {
+        let per_cpu = m.get(&i, 0).map_err(DataplaneError::map(M_FLOWS))?;
+        out.extend(
+            per_cpu
+                .iter()
+                .filter(|e| e.ct_gen != 0 || e.packets != 0)
+                .copied(),
+        );
+    }
+    Ok(out)
+}
+
+/// Packets and bytes the flow caches `flows` served and have not yet added
+/// to the per-endpoint counters, by endpoint counter slot
+/// (`service id * 64 + endpoint index`): the program adds a slot's counts
+/// when it writes the slot back, so readers of the counters add these.
+pub(crate) fn pending_endpoint_counts(
+    flows: &Map,
+) -> Result<StdHashMap<u32, (u64, u64)>, DataplaneError> {
+    let mut out: StdHashMap<u32, (u64, u64)> = StdHashMap::new();
+    for e in cache_slots(flows)? {
+        if e.packets == 0 || e.svc_id == u32::MAX {
+            continue;
+        }
+        let slot = e
+            .svc_id
+            .wrapping_mul(floatlb_common::MAX_ENDPOINTS as u32)
+            .wrapping_add(u32::from(e.ep_idx));
+        let p = out.entry(slot).or_default();
+        p.0 += e.packets;
+        p.1 += e.bytes;
+    }
+    Ok(out)
+}
+
 /// Every entry of the conntrack map `m`: in batches where the kernel offers
 /// them (`batch::lookup_all`), else element by element.
 fn entries(m: &Map) -> Result<Vec<(FlowKeyRaw, CtValue)>, DataplaneError> {
@@ -275,12 +310,15 @@ fn expire_idle(
     };
     let retired: std::collections::HashSet<RetiredEndpoint> = retired.iter().copied().collect();
     let all = entries(ct)?;
-    let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
+    // Last-seen time of every entry, to pair the directions.
+    let mut seen: FastMap<FlowKeyRaw, u64> =
+        FastMap::with_capacity_and_hasher(all.len(), Default::default());
+    seen.extend(all.iter().map(|(k, v)| (*k, v.last_seen_ns)));
     let mut doomed = Vec::new();
     let mut flows = Vec::new();
     for (k, v) in &all {
         let peer_k = v.peer_key(k.proto);
-        let peer = by_key.get(&peer_k);
+        let peer = seen.get(&peer_k).copied();
         // Visit each pair once: from the forward entry, or from a lone entry.
         if v.dir == DIR_REPLY && peer.is_some() {
             continue;
@@ -304,7 +342,7 @@ fn expire_idle(
             (_, CT_FIN) => t.fin_secs,
             _ => t.closed_secs,
         };
-        let last = v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns));
+        let last = v.last_seen_ns.max(peer.unwrap_or(0));
         let idle = now.saturating_sub(last) > u64::from(secs) * 1_000_000_000;
         let to_retired = RetiredEndpoint::of_flow(v).is_some_and(|e| retired.contains(&e));
         if idle || to_retired {
@@ -474,21 +512,31 @@ pub(crate) fn records(ct: &Map) -> Result<Vec<CtRecord>, DataplaneError> {
 /// tuple and translation, counters summed over both, `last_seen_ns` the
 /// later of the two.
 fn pair_up(all: &[(FlowKeyRaw, CtValue)]) -> Vec<CtRecord> {
-    let by_key: StdHashMap<FlowKeyRaw, CtValue> = all.iter().copied().collect();
-    let mut out = Vec::new();
+    // The reply entries' counters and last-seen times, by key.
+    let mut replies: FastMap<FlowKeyRaw, (u64, u64, u64)> =
+        FastMap::with_capacity_and_hasher(all.len() / 2 + 1, Default::default());
+    replies.extend(
+        all.iter()
+            .filter(|(_, v)| v.dir == DIR_REPLY)
+            .map(|(k, v)| (*k, (v.packets, v.bytes, v.last_seen_ns))),
+    );
+    let mut out = Vec::with_capacity(all.len() / 2 + 1);
     for (k, v) in all {
         if v.dir != DIR_FORWARD {
             continue;
         }
-        let peer = by_key.get(&v.peer_key(k.proto));
+        let (packets, bytes, last_seen_ns) = replies
+            .get(&v.peer_key(k.proto))
+            .copied()
+            .unwrap_or_default();
         out.push(CtRecord {
             client: FlowKey::from_raw(k),
             nat_src: (spec::ip_from_raw(v.nat_src), u16::from_be(v.nat_sport)),
             nat_dst: (spec::ip_from_raw(v.nat_dst), u16::from_be(v.nat_dport)),
             tcp_state: TcpState::from_raw(v.tcp_state),
-            packets: v.packets + peer.map_or(0, |p| p.packets),
-            bytes: v.bytes + peer.map_or(0, |p| p.bytes),
-            last_seen_ns: v.last_seen_ns.max(peer.map_or(0, |p| p.last_seen_ns)),
+            packets: v.packets + packets,
+            bytes: v.bytes + bytes,
+            last_seen_ns: v.last_seen_ns.max(last_seen_ns),
         });
     }
     out

@@ -13,8 +13,8 @@ use floatlb_common::{
 };
 
 use crate::{
-    Dataplane, DataplaneError, M_DROPS, M_EP_STATS, M_EPSETS, M_MAGLEV, M_RR, M_SERVICES, M_VIPS,
-    PROTO_UDP,
+    Dataplane, DataplaneError, M_DROPS, M_EP_STATS, M_EPSETS, M_FLOWS, M_MAGLEV, M_RR, M_SERVICES,
+    M_VIPS, PROTO_UDP,
     conntrack::RetiredEndpoint,
     maglev,
     spec::{
@@ -345,6 +345,7 @@ impl Dataplane {
         let m: HashMap<&MapData, ServiceKey, ServiceValue> =
             HashMap::try_from(self.map_ref(M_SERVICES)?)
                 .map_err(DataplaneError::map(M_SERVICES))?;
+        let pending = crate::conntrack::pending_endpoint_counts(self.map_ref(M_FLOWS)?)?;
         let mut services = Vec::new();
         for kv in m.iter() {
             let (k, v) = kv.map_err(DataplaneError::map(M_SERVICES))?;
@@ -352,9 +353,15 @@ impl Dataplane {
             // holds slots of endpoints removed since the service was created.
             let slots = (0..MAX_ENDPOINTS as u32)
                 .map(|i| {
+                    let slot = v.id * MAX_ENDPOINTS as u32 + i;
+                    let (p, b) = pending.get(&slot).copied().unwrap_or_default();
                     ep_stats
-                        .get(&(v.id * MAX_ENDPOINTS as u32 + i), 0)
+                        .get(&slot, 0)
                         .map(sum)
+                        .map(|c| PacketCount {
+                            packets: c.packets + p,
+                            bytes: c.bytes + b,
+                        })
                         .map_err(DataplaneError::map(M_EP_STATS))
                 })
                 .collect::<Result<Vec<_>, _>>()?;

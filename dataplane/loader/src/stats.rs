@@ -22,7 +22,7 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use floatlb_common::{Counter, EndpointSet, MAX_ENDPOINTS, ServiceKey, ServiceValue};
 
 use crate::{
-    Dataplane, DataplaneError, M_DROPS, M_EP_STATS, M_EPSETS, M_SERVICES,
+    Dataplane, DataplaneError, M_DROPS, M_EP_STATS, M_EPSETS, M_FLOWS, M_SERVICES,
     services::drops_from,
     spec::{self, DropCounters, PacketCount, ServiceKeySpec},
 };
@@ -75,6 +75,8 @@ pub struct StatsReader {
     services: Map,
     epsets: Map,
     ep_stats: Map,
+    /// The flow caches: counts served there and not yet written back.
+    flows: Map,
     drops: Map,
     census: Census,
     ct_capacity: u64,
@@ -98,6 +100,7 @@ impl Dataplane {
             services: open(M_SERVICES)?,
             epsets: open(M_EPSETS)?,
             ep_stats: open(M_EP_STATS)?,
+            flows: open(M_FLOWS)?,
             drops: open(M_DROPS)?,
             census: self.census.clone(),
             ct_capacity: u64::from(self.opts.max_conntrack),
@@ -127,6 +130,7 @@ impl StatsReader {
             Array::try_from(&self.epsets).map_err(DataplaneError::map(M_EPSETS))?;
         let stats: PerCpuArray<&MapData, Counter> =
             PerCpuArray::try_from(&self.ep_stats).map_err(DataplaneError::map(M_EP_STATS))?;
+        let pending = crate::conntrack::pending_endpoint_counts(&self.flows)?;
         let mut services = Vec::new();
         for kv in svcs.iter() {
             let (k, v) = match kv {
@@ -140,9 +144,15 @@ impl StatsReader {
                 .map_err(DataplaneError::map(M_EPSETS))?;
             let mut endpoints = Vec::new();
             for (i, ep) in spec::endpoints_from_set(&set).into_iter().enumerate() {
+                let slot = v.id * MAX_ENDPOINTS as u32 + i as u32;
+                let (p, b) = pending.get(&slot).copied().unwrap_or_default();
                 let traffic = stats
-                    .get(&(v.id * MAX_ENDPOINTS as u32 + i as u32), 0)
+                    .get(&slot, 0)
                     .map(sum)
+                    .map(|c| PacketCount {
+                        packets: c.packets + p,
+                        bytes: c.bytes + b,
+                    })
                     .map_err(DataplaneError::map(M_EP_STATS))?;
                 let flows = census
                     .flows
