@@ -28,3 +28,7 @@ target/release/bench_ha
 echo "== API: 10,000 services x 8 endpoints through the API at concurrency 16 vs a file apply (tests/src/bin/bench_api.rs);"
 echo "   BENCH_API_SERVICES, BENCH_API_ROUNDS (default 3), BENCH_API_CONCURRENCY"
 target/release/bench_api
+
+echo "== Connection sync: bulk resync of 1,000,000 flows end to end, A's datapath -> B's (tests/src/bin/bench_sync.rs);"
+echo "   arguments: FLOWS ROUNDS (default 1000000 3)"
+target/release/bench_sync

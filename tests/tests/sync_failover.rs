@@ -11,9 +11,9 @@
 //!   for every connection to go on again. 0 resets, 0 corrupted or missing
 //!   bytes, every UDP flow keeps its endpoint and SNAT port. Prints the
 //!   per-run counts and the sync lag (first packet -> entry on the BACKUP).
-//!   `FLOATLB_SYNC_RUNS` (default 2), `FLOATLB_SYNC_TCP` (default 200) and
-//!   `FLOATLB_SYNC_UDP` (default 20) size it; the full run is
-//!   `FLOATLB_SYNC_RUNS=10`.
+//!   `FLOATLB_SYNC_RUNS` (default 10: ten failovers and ten failbacks),
+//!   `FLOATLB_SYNC_TCP` (default 200) and `FLOATLB_SYNC_UDP` (default 20)
+//!   size it.
 //! * `sync_keeps_every_connection_through_a_sigterm_handover`.
 //! * `a_returning_node_with_another_key_gets_the_role_back_without_two_masters`.
 //! * `without_sync_a_failover_resets_connections`: the same with
@@ -225,7 +225,7 @@ fn handovers_follow_resyncs(pair: &Pair) -> Result<()> {
 
 #[test]
 fn sync_keeps_every_connection_through_failover_and_failback() -> Result<()> {
-    let runs = env_usize("FLOATLB_SYNC_RUNS", 2);
+    let runs = env_usize("FLOATLB_SYNC_RUNS", 10);
     let (tcp, udp) = (
         env_usize("FLOATLB_SYNC_TCP", 200),
         env_usize("FLOATLB_SYNC_UDP", 20),
