@@ -95,6 +95,26 @@ fn setup(prefix: &str, sync: &str, keys: [&str; 2]) -> Result<Setup> {
         )?,
         PortEcho::start(&pair.endpoint, SocketAddrV4::new(ENDPOINT2, UDP_EP_PORT), 2)?,
     ];
+    write_services(&pair, &[ENDPOINT_IP, ENDPOINT2])?;
+    for (i, key) in keys.iter().enumerate() {
+        spawn(&mut pair, i, sync, key)?;
+    }
+    for i in 0..2 {
+        pair.wait_running(i)?;
+    }
+    pair.wait_role(0, "Master", Duration::from_secs(20))?;
+    pair.wait_role(1, "Backup", Duration::from_secs(5))?;
+    pair.wait_promoted(0, Duration::from_secs(5))?;
+    Ok(Setup {
+        pair,
+        _tcp2: tcp2,
+        _udp: udp,
+    })
+}
+
+/// The pair's configuration file: the TCP service over both endpoint
+/// addresses, the UDP service over `udp_endpoints`.
+fn write_services(pair: &Pair, udp_endpoints: &[std::net::Ipv4Addr]) -> Result<()> {
     let ep = |ip, port| TestEndpoint {
         ip,
         port,
@@ -115,24 +135,13 @@ fn setup(prefix: &str, sync: &str, keys: [&str; 2]) -> Result<Setup> {
                 port: UDP_PORT,
                 protocol: "udp",
                 sel: 0,
-                endpoints: vec![ep(ENDPOINT_IP, UDP_EP_PORT), ep(ENDPOINT2, UDP_EP_PORT)],
+                endpoints: udp_endpoints
+                    .iter()
+                    .map(|ip| ep(*ip, UDP_EP_PORT))
+                    .collect(),
             },
         ],
-    )?;
-    for (i, key) in keys.iter().enumerate() {
-        spawn(&mut pair, i, sync, key)?;
-    }
-    for i in 0..2 {
-        pair.wait_running(i)?;
-    }
-    pair.wait_role(0, "Master", Duration::from_secs(20))?;
-    pair.wait_role(1, "Backup", Duration::from_secs(5))?;
-    pair.wait_promoted(0, Duration::from_secs(5))?;
-    Ok(Setup {
-        pair,
-        _tcp2: tcp2,
-        _udp: udp,
-    })
+    )
 }
 
 fn vip(port: u16) -> SocketAddr {
@@ -470,30 +479,7 @@ fn flows_the_masters_sweep_removes_are_removed_on_the_backup() -> Result<()> {
         .count();
     ensure!(to_ep2 > 0, "no UDP flow went to {ENDPOINT2}");
     // ENDPOINT2 leaves the UDP service on node 0 (the MASTER) only.
-    let ep = |ip, port| TestEndpoint {
-        ip,
-        port,
-        weight: 1,
-    };
-    write_config(
-        &s.pair.dir.join("lb.json"),
-        &[
-            TestService {
-                vip: VIP,
-                port: TCP_PORT,
-                protocol: "tcp",
-                sel: 0,
-                endpoints: vec![ep(ENDPOINT_IP, 8080), ep(ENDPOINT2, 8080)],
-            },
-            TestService {
-                vip: VIP,
-                port: UDP_PORT,
-                protocol: "udp",
-                sel: 0,
-                endpoints: vec![ep(ENDPOINT_IP, UDP_EP_PORT)],
-            },
-        ],
-    )?;
+    write_services(&s.pair, &[ENDPOINT_IP])?;
     let pid = s.pair.nodes[0]
         .agent
         .as_ref()
