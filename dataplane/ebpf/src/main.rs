@@ -387,7 +387,8 @@ unsafe fn fast_path(
     // per packet.
     e.packets += 1;
     e.bytes += bytes;
-    // SAFETY: `ip`, `head` and `csum` were bounds-checked by the caller.
+    // SAFETY: `ip` and `head` were bounds-checked by the caller, `csum`
+    // (in the TCP header, or `head`) above.
     unsafe {
         (*ip).ttl -= 1;
         (*ip).check = Delta::from_folded(e.ip_csum_delta).apply((*ip).check);
