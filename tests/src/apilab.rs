@@ -141,7 +141,7 @@ impl ApiLab {
             let mut udp = BTreeSet::new();
             for i in 0..n {
                 tcp.insert(tcp_exchange(vip, &payload(i, 64), Duration::from_secs(2))?);
-                let sock = UdpSocket::bind("0.0.0.0:0")?;
+                let sock = UdpSocket::bind(("0.0.0.0", fresh_udp_port()))?;
                 sock.set_read_timeout(Some(Duration::from_secs(2)))?;
                 udp.insert(udp_exchange(&sock, vip, &payload(i, 64))?);
             }
@@ -161,6 +161,17 @@ impl ApiLab {
             .client
             .enter(move || TcpStream::connect_timeout(&vip, Duration::from_millis(500)).is_err())
     }
+}
+
+/// A client port for a UDP probe: below the ephemeral range and not
+/// reused within the process for 12,000 probes, so every probe is a new
+/// flow. An ephemeral port can repeat one of an earlier probe (about one
+/// run in five here), and a repeated tuple follows that earlier flow's
+/// mapping until the conntrack sweep flushes it, even to an endpoint that
+/// has left the service since.
+fn fresh_udp_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    20_000 + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12_000
 }
 
 /// kube-loxilb's create body for the lab's service on [`PORT`], with the
