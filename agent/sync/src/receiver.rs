@@ -156,28 +156,24 @@ fn session<T: FlowTable>(
         };
         match frame.msg {
             Message::Upsert(recs) => {
-                let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
-                match t.upsert(&recs) {
-                    Ok(()) => SyncStats::add(&stats.records_installed, recs.len() as u64),
-                    Err(e) => {
-                        SyncStats::add(&stats.install_errors, 1);
-                        if let Some(suppressed) = shared.warn.check() {
-                            tracing::warn!(error = %e, suppressed, "installing synced flows failed");
-                        }
-                    }
-                }
+                let r = table
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .upsert(&recs);
+                applied(
+                    shared,
+                    r,
+                    &stats.records_installed,
+                    recs.len(),
+                    "installing",
+                );
             }
             Message::Delete(keys) => {
-                let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
-                match t.delete(&keys) {
-                    Ok(()) => SyncStats::add(&stats.deletes_received, keys.len() as u64),
-                    Err(e) => {
-                        SyncStats::add(&stats.install_errors, 1);
-                        if let Some(suppressed) = shared.warn.check() {
-                            tracing::warn!(error = %e, suppressed, "deleting synced flows failed");
-                        }
-                    }
-                }
+                let r = table
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .delete(&keys);
+                applied(shared, r, &stats.deletes_received, keys.len(), "deleting");
             }
             Message::ResyncStart { id } => tracing::debug!(id, "bulk resync from the peer"),
             Message::ResyncEnd { id, count } => {
@@ -189,6 +185,26 @@ fn session<T: FlowTable>(
             other @ (Message::Hello { .. } | Message::ResyncAck { .. }) => {
                 SyncStats::add(&stats.frames_refused, 1);
                 return Err(SessionError::Unexpected(kind_name(&other)));
+            }
+        }
+    }
+}
+
+/// Counts the outcome of applying `n` records to the local table: `done`
+/// on success, an install error (logged, rate-limited) otherwise.
+fn applied<E: std::fmt::Display>(
+    shared: &Shared,
+    r: Result<(), E>,
+    done: &std::sync::atomic::AtomicU64,
+    n: usize,
+    what: &str,
+) {
+    match r {
+        Ok(()) => SyncStats::add(done, n as u64),
+        Err(e) => {
+            SyncStats::add(&shared.stats.install_errors, 1);
+            if let Some(suppressed) = shared.warn.check() {
+                tracing::warn!(error = %e, suppressed, "{what} synced flows failed");
             }
         }
     }
